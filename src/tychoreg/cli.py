@@ -1,0 +1,269 @@
+"""The command line: parse arguments, call :class:`~tychoreg.registry.Registry`, print.
+
+Typed errors become one ``error:`` line and one ``hint:`` line on stderr and the exit status they
+carry; anything unexpected is reported as an internal error (traceback only with ``--debug``).
+Secrets from the configuration are masked in everything printed. Heavy modules (boto3, the
+domain) are imported inside the commands so ``--help`` and ``--version`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import TychoError
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .models import PullResult
+    from .registry import Registry
+
+
+class _State:
+    """Per-invocation options shared by the group and its commands."""
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.debug = False
+        self.settings: Settings | None = None
+
+    def registry(self) -> Registry:
+        from .config import load_settings
+        from .registry import Registry
+
+        self.settings = load_settings(self.config)
+        return Registry.from_settings(self.settings)
+
+    def redact(self, text: str) -> str:
+        for secret in self.settings.secrets if self.settings else ():
+            text = text.replace(secret, "****")
+        return text
+
+
+_STATE = _State()
+
+
+def _set_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        _STATE.config = value
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    _STATE.debug = _STATE.debug or value
+
+
+def common(func: Any) -> Any:
+    """``--config`` and ``--debug``, accepted before or after the command name."""
+    func = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                        help="Show tracebacks and request details on errors.")(func)
+    return click.option("--config", metavar="PATH", expose_value=False, callback=_set_config,
+                        help="Config file (default: $TYCHOREG_CONFIG, else ./.tychoreg.json, "
+                             "else the embedded default registry).")(func)
+
+
+def _out(text: str) -> None:
+    click.echo(_STATE.redact(text))
+
+
+def _warn(text: str) -> None:
+    click.echo(_STATE.redact(f"warning: {text}"), err=True)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="tychoreg",
+                      message="%(prog)s %(version)s")
+@common
+def cli() -> None:
+    """tychoreg: versioned files and archives in your own S3 bucket or folder.
+
+    \b
+    Quick start:
+      tychoreg init narf narf.tar.gz
+      tychoreg push narf 1.0 build/narf.tar.gz --promote-latest
+      tychoreg pull narf            # -> tycho_packages/narf.tar.gz
+    """
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("filename", metavar="FILENAME")
+@common
+def init(package: str, filename: str) -> None:
+    """Create package PKG whose pulls are saved as FILENAME."""
+    reg = _STATE.registry()
+    reg.init(package, filename)
+    _out(f"Initialized {package} in {reg.location} (pulls are saved as {filename})")
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="VERSION")
+@click.argument("file", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--promote-latest", is_flag=True, help="Also make this version the one `latest` means.")
+@common
+def push(package: str, version: str, file: Path, promote_latest: bool) -> None:
+    """Upload FILE as VERSION of PKG. Versions are immutable."""
+    reg = _STATE.registry()
+    info = reg.push(package, version, file, promote_latest=promote_latest)
+    _out(f"Pushed {package} {version} ({_size(info.size)}, sha256 {info.sha256})")
+    if promote_latest:
+        _out(f"{package} latest -> {version}")
+
+
+def _report_pull(result: PullResult) -> None:
+    if not result.verified:
+        how = "size and ETag" if result.checked_by == "etag" else "size only"
+        _warn(f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
+              f"or another tool): checked by {how}, unverified")
+    if result.downloaded:
+        check = "sha256 verified" if result.verified else "unverified"
+        _out(f"Pulled {result.package} {result.version} -> {result.path} ({check})")
+    else:
+        _out(f"Up to date: {result.package} {result.version} already at {result.path} (skipped; --force to download)")
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.option("--version", "version", default="latest", show_default=True, help="Version to pull.")
+@click.option("--outfile", type=click.Path(path_type=Path), help="Save here instead of OUTDIR/FILENAME.")
+@click.option("--force", is_flag=True, help="Download even when the destination is up to date.")
+@common
+def pull(package: str, version: str, outfile: Path | None, force: bool) -> None:
+    """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
+    _report_pull(_STATE.registry().pull(package, version, outfile=outfile, force=force))
+
+
+@cli.command("pull-list")
+@click.argument("packages", metavar="PKG...", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download even when destinations are up to date.")
+@common
+def pull_list(packages: tuple[str, ...], force: bool) -> None:
+    """Pull the latest version of each PKG; report every failure."""
+    results = _STATE.registry().pull_many(packages, force=force)
+    failed = 0
+    for name, outcome in results:
+        if isinstance(outcome, TychoError):
+            failed += 1
+            _print_error(outcome, prefix=f"{name}: ")
+        else:
+            _report_pull(outcome)
+    if failed:
+        raise TychoError(f"{failed} of {len(results)} packages failed to pull", "see the errors above")
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def list_(as_json: bool) -> None:
+    """Every package with its latest version."""
+    reg = _STATE.registry()
+    infos = reg.packages()
+    for info in infos:
+        if info.problem:
+            _warn(info.problem)
+    if as_json:
+        _out(json.dumps([{"name": i.name, "latest": i.latest} for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo(f"No packages in {reg.location}", err=True)
+    width = max((len(i.name) for i in infos), default=0)
+    for info in infos:
+        _out(f"{info.name.ljust(width)}  {info.latest or '-'}")
+
+
+@cli.command("list-versions")
+@click.argument("package", metavar="PKG")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def list_versions(package: str, as_json: bool) -> None:
+    """Every version of PKG, ascending by version precedence."""
+    reg = _STATE.registry()
+    versions = reg.versions(package)
+    if as_json:
+        _out(json.dumps([v.to_json() for v in versions], indent=2))
+        return
+    if not versions:
+        click.echo(f"{package} has no versions yet", err=True)
+    width = max((len(v.version) for v in versions), default=0)
+    for v in versions:
+        pushed = (v.pushed_at or "")[:16].replace("T", " ") or "-"
+        _out(f"{v.version.ljust(width)}  {_size(v.size):>10}  {pushed:16}  "
+             f"{'sha256' if v.sha256 else 'unverified'}".rstrip())
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="VERSION")
+@common
+def promote(package: str, version: str) -> None:
+    """Make VERSION the one that `latest` means."""
+    _STATE.registry().promote(package, version)
+    _out(f"{package} latest -> {version}")
+
+
+def _print_error(exc: TychoError, prefix: str = "") -> None:
+    click.echo(_STATE.redact(f"error: {prefix}{exc}"), err=True)
+    if exc.hint:
+        click.echo(_STATE.redact(f"hint: {exc.hint}"), err=True)
+
+
+def _debug_traceback() -> None:
+    if _STATE.debug:
+        import traceback
+
+        click.echo(_STATE.redact(traceback.format_exc()), err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit status (0 done, 1 failed, 2 bad usage or config)."""
+    try:
+        result = cli.main(args=argv, prog_name="tychoreg", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except TychoError as exc:
+        _debug_traceback()
+        _print_error(exc)
+        return exc.exit_code
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "tychoreg"
+        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"hint: see '{command} --help'", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was left half-written", err=True)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+    except Exception as exc:  # noqa: BLE001 - the edge: never show a bare traceback
+        _debug_traceback()
+        click.echo(_STATE.redact(f"error: internal error: {type(exc).__name__}: {exc}"), err=True)
+        click.echo("hint: rerun with --debug and report it with the output", err=True)
+        return 1
+    return 1
+
+
+def _silence_stdout() -> NoReturn:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)

@@ -1,0 +1,173 @@
+"""Finding and reading the configuration.
+
+The file format is tycho-station 0.4.0's, kept so existing ``.tychoreg.json`` files work
+unchanged; on top of it come a ``file`` backend, an S3 ``prefix`` and an embedded default so a
+fresh machine works with no file at all. All resolution (which file, dotenv, ``{"env": ...}``
+indirection, relative paths) happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_ENV = "TYCHOREG_CONFIG"
+LOCAL_CONFIG = ".tychoreg.json"
+BACKENDS = ("s3", "file")
+DEFAULT_OUTDIR = "tycho_packages"
+# Keys whose values must never be shown, whatever the section.
+_SECRET_WORDS = ("secret", "token", "password", "access_key")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about where the registry is and where pulls go."""
+
+    backend: str
+    outdir: Path
+    options: dict[str, Any]
+    source: str
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    identity: str | None = None
+
+
+def default_registry_path() -> Path:
+    """The embedded default registry: a folder in the user's data directory."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tychoreg", appauthor=False)) / "registry"
+
+
+def find_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> Path | None:
+    """Apply the resolution order: --config, $TYCHOREG_CONFIG, ./.tychoreg.json, none."""
+    if explicit is not None and str(explicit) != "":
+        path = cwd / Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {explicit} (given with --config) does not exist",
+                              "check the path, or drop --config to use the default resolution")
+        return path
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        path = cwd / Path(from_env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {from_env} (named by {CONFIG_ENV}) does not exist",
+                              f"fix or unset {CONFIG_ENV}")
+        return path
+    local = cwd / LOCAL_CONFIG
+    return local if local.is_file() else None
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Settings:
+    """Resolve the configuration the way every command does."""
+    cwd = Path.cwd() if cwd is None else cwd
+    path = find_config(config, cwd)
+    if path is None:
+        return Settings(backend="file", outdir=cwd / DEFAULT_OUTDIR,
+                        options={"path": str(default_registry_path())},
+                        source="the embedded default (no config file found)")
+    return _from_file(path, cwd)
+
+
+def _from_file(path: Path, cwd: Path) -> Settings:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}",
+                          "fix the file; see the README's configuration reference") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    tycho = _section(raw, "tycho", path)
+
+    # dotenv first, so {"env": ...} values below can come from it; existing variables win.
+    dotenv = _resolve(tycho.get("dotenv"), "tycho.dotenv", path)
+    if dotenv is not None:
+        if not isinstance(dotenv, str):
+            raise ConfigError(f"tycho.dotenv in {path} must be a path")
+        from dotenv import load_dotenv
+
+        load_dotenv(dotenv_path=cwd / Path(dotenv).expanduser(), override=False)
+
+    tycho = {k: _resolve(v, f"tycho.{k}", path) for k, v in tycho.items()}
+    backend = tycho.get("backend", "s3")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} in {path}",
+                          f"set tycho.backend to one of: {', '.join(BACKENDS)}")
+    outdir = tycho.get("outdir", DEFAULT_OUTDIR)
+    if not isinstance(outdir, str) or not outdir:
+        raise ConfigError(f"tycho.outdir in {path} must be a non-empty path")
+    identity = tycho.get("identity")
+    if identity is not None and not isinstance(identity, str):
+        raise ConfigError(f"tycho.identity in {path} must be a string")
+
+    options = _resolve(_section(raw, backend, path), backend, path)
+    secrets = tuple(sorted(_secret_values(options), key=len, reverse=True))
+    if backend == "s3":
+        _check_s3(options, path)
+    else:
+        reg = options.get("path")
+        if not isinstance(reg, str) or not reg:
+            raise ConfigError(f"the file backend needs file.path in {path}",
+                              'add "file": {"path": "/srv/tycho-registry"}')
+        options["path"] = str(path.parent / Path(reg).expanduser())
+    return Settings(backend=backend, outdir=cwd / Path(outdir).expanduser(), options=options,
+                    source=f"config file {path}", secrets=secrets, identity=identity)
+
+
+def _section(raw: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"section {name!r} of {path} must be a JSON object")
+    return dict(value)
+
+
+def _is_env_ref(value: Any) -> bool:
+    return isinstance(value, dict) and "env" in value and set(value) <= {"env", "default"}
+
+
+def _resolve(value: Any, where: str, path: Path) -> Any:
+    """Replace ``{"env": NAME, "default": VALUE}`` by the variable's value, recursively."""
+    if _is_env_ref(value):
+        name = value["env"]
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where} in {path}: 'env' must name an environment variable")
+        if name in os.environ:
+            return os.environ[name]
+        if "default" in value:
+            return value["default"]
+        raise ConfigError(f"environment variable {name} is not set (needed by {where} in {path})",
+                          f"set {name}, or give a default in the config file")
+    if isinstance(value, dict):
+        return {k: _resolve(v, f"{where}.{k}", path) for k, v in value.items()}
+    return value
+
+
+def _secret_values(options: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for key, value in options.items():
+        if isinstance(value, dict):
+            found.extend(_secret_values(value))
+        elif isinstance(value, str) and len(value) >= 4 and any(w in key.lower() for w in _SECRET_WORDS):
+            found.append(value)
+    return found
+
+
+def _check_s3(options: dict[str, Any], path: Path) -> None:
+    bucket = options.get("bucket")
+    if not isinstance(bucket, str) or not bucket:
+        raise ConfigError(f"the s3 backend needs s3.bucket in {path}",
+                          'add "s3": {"bucket": "my-registry"}')
+    prefix = options.get("prefix", "")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"s3.prefix in {path} must be a string")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ConfigError(f"s3.prefix {prefix!r} in {path} may not contain '.' or '..' segments")
+    options["prefix"] = "/".join(parts)

@@ -1,0 +1,131 @@
+"""Hashing in the same pass as the transfer, and checking what a store says about its objects.
+
+Every byte is hashed as it moves (reader on push, writer on pull), so a file is never read twice.
+Versions pushed by tycho-station 0.4.0 have no recorded SHA-256; for those the S3 ETag is the
+only fingerprint, so we recompute it (MD5, or MD5 of part MD5s for multipart uploads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+MiB = 1024 * 1024
+CHUNK = MiB
+#: boto3's (and so tycho-station 0.4.0's and the aws CLI's) default multipart part size.
+DEFAULT_PART_SIZE = 8 * MiB
+_SINGLE = re.compile(r"[0-9a-f]{32}\Z")
+_MULTI = re.compile(r"([0-9a-f]{32})-([0-9]+)\Z")
+
+
+@dataclass(frozen=True)
+class EtagPlan:
+    """How to recompute an ETag: ``part_size`` None means a plain MD5 of the content."""
+
+    etag: str
+    part_size: int | None
+
+
+def etag_plan(etag: str | None, size: int) -> EtagPlan | None:
+    """Work out how ``etag`` was made, or None when it is not an MD5-based ETag we can check."""
+    if not etag:
+        return None
+    bare = etag.strip('"').lower()
+    if _SINGLE.match(bare):
+        return EtagPlan(bare, None)
+    match = _MULTI.match(bare)
+    if not match:
+        return None
+    parts = int(match.group(2))
+    candidates = [DEFAULT_PART_SIZE] + [n * MiB for n in range(5, 5 * 1024 + 1)]
+    for part_size in candidates:
+        if parts >= 1 and -(-size // part_size) == parts:
+            return EtagPlan(bare, part_size)
+    return None
+
+
+class _EtagHasher:
+    def __init__(self, part_size: int | None) -> None:
+        self._part_size = part_size
+        self._whole = hashlib.md5(usedforsecurity=False)
+        self._part = hashlib.md5(usedforsecurity=False)
+        self._in_part = 0
+        self._digests: list[bytes] = []
+
+    def update(self, data: bytes) -> None:
+        if self._part_size is None:
+            self._whole.update(data)
+            return
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self._part_size - self._in_part)
+            self._part.update(view[:take])
+            self._in_part += take
+            view = view[take:]
+            if self._in_part == self._part_size:
+                self._digests.append(self._part.digest())
+                self._part, self._in_part = hashlib.md5(usedforsecurity=False), 0
+
+    def hexdigest(self) -> str:
+        if self._part_size is None:
+            return self._whole.hexdigest()
+        digests = self._digests + ([self._part.digest()] if self._in_part else [])
+        return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+
+class Digests:
+    """SHA-256 and size (always), plus an ETag recomputation when asked for."""
+
+    def __init__(self, etag: EtagPlan | None = None) -> None:
+        self.size = 0
+        self._sha = hashlib.sha256()
+        self._etag = _EtagHasher(etag.part_size) if etag else None
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        self._sha.update(data)
+        if self._etag:
+            self._etag.update(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag.hexdigest() if self._etag else None
+
+
+class HashingReader:
+    """Wraps a file opened for reading; every byte read is hashed."""
+
+    def __init__(self, raw: BinaryIO, digests: Digests) -> None:
+        self._raw, self.digests = raw, digests
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.digests.update(data)
+        return data
+
+
+class HashingWriter:
+    """Wraps a file opened for writing; every byte written is hashed."""
+
+    def __init__(self, raw: BinaryIO, digests: Digests) -> None:
+        self._raw, self.digests = raw, digests
+
+    def write(self, data: bytes) -> int:
+        self.digests.update(data)
+        return self._raw.write(data)
+
+
+def digest_file(path: Path, etag: EtagPlan | None = None) -> Digests:
+    """Hash a local file (used to decide whether a pull can be skipped)."""
+    digests = Digests(etag)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digests.update(chunk)
+    return digests

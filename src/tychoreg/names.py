@@ -1,0 +1,47 @@
+"""Validation of package names, versions and file names.
+
+They become single segments of storage keys and local paths, so anything that could climb out of
+a folder (``..``, ``/``), hide (leading ``.``), look like an option (leading ``-``) or not survive
+every store and file system (spaces, non-ASCII) is refused before any storage call.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+
+MAX_LENGTH = 128
+_SEGMENT = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*\Z")
+RESERVED_VERSIONS = frozenset({"latest"})
+_ALLOWED = "letters, digits and . _ + - (not starting with . or -, at most 128 characters)"
+
+
+def is_valid_segment(value: object) -> bool:
+    """True when ``value`` may be used as a package name, version or file name."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_LENGTH and bool(_SEGMENT.match(value))
+
+
+def check_segment(value: str, what: str) -> str:
+    """Return ``value`` or raise a :class:`UsageError` saying what is wrong with it."""
+    if not is_valid_segment(value):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise UsageError(f"invalid {what} {shown!r}: use only {_ALLOWED}")
+    return value
+
+
+def check_package(name: str) -> str:
+    return check_segment(name, "package name")
+
+
+def check_filename(name: str) -> str:
+    return check_segment(name, "file name")
+
+
+def check_version(version: str, *, for_push: bool = False) -> str:
+    """Validate a version; ``latest`` is a selector, never a version that can be pushed."""
+    check_segment(version, "version")
+    if for_push and version in RESERVED_VERSIONS:
+        raise UsageError(f"{version!r} is reserved and cannot be pushed as a version",
+                         "choose a concrete version such as 1.0.0; use --promote-latest to make it latest")
+    return version

@@ -1,0 +1,88 @@
+"""The store interface: the only thing the domain knows about where bytes live.
+
+A store maps keys (``narf/tycho.json``) to immutable-or-compare-and-swapped objects. It offers
+exactly what a registry needs to be safe under concurrency: create-if-absent, replace-if-unchanged
+(an opaque ``etag`` from :meth:`Store.get`), and staged uploads whose data becomes visible in one
+atomic step. Backends raise :class:`ObjectNotFound` and :class:`PreconditionFailed` for the two
+outcomes the domain acts on, and :class:`~tychoreg.errors.StorageError` for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from ..errors import StorageError
+
+#: Called with the number of bytes just moved; used for progress display.
+Progress = Callable[[int], None]
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the key exists (create) or changed (replace)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing or a head request tells about one object."""
+
+    key: str
+    size: int
+    etag: str | None = None
+    modified: datetime | None = None
+
+
+class StagedUpload(Protocol):
+    """Data uploaded but not yet visible under its key."""
+
+    size: int
+
+    def commit(self) -> None:
+        """Make the data visible under the key if the key does not exist yet.
+
+        Raises :class:`PreconditionFailed` when the key exists; the staged data is then discarded.
+        """
+
+    def abort(self) -> None:
+        """Discard the staged data; safe to call more than once."""
+
+
+class Store(Protocol):
+    """A flat namespace of keys, with the conditional writes a registry needs."""
+
+    #: Where the store is, for messages (never holds a secret).
+    location: str
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        """Return the object's bytes and an etag for :meth:`put_if_match`."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Return size and etag, or None when the key does not exist."""
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        """Create the object; :class:`PreconditionFailed` when the key exists."""
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+        """Replace the object only if it still has ``etag``; else :class:`PreconditionFailed`."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing key is not an error."""
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, complete (all pages)."""
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """Names of the immediate sub-folders of ``prefix`` (``prefix`` ends with ``/`` or is empty)."""
+
+    def stage(self, key: str, source: BinaryIO, progress: Progress | None = None) -> StagedUpload:
+        """Upload everything ``source`` yields without making it visible; read it once, in order."""
+
+    def read(self, key: str, sink: BinaryIO, *, start: int = 0,
+             progress: Progress | None = None) -> ObjectInfo:
+        """Stream the object (from byte ``start``) into ``sink``, in order."""

@@ -1,0 +1,243 @@
+"""A registry in an S3 bucket (AWS or any S3-compatible server), through boto3.
+
+Conditional writes are S3's own: ``If-None-Match: *`` to create (also on completing a multipart
+upload, so large versions appear atomically) and ``If-Match: ETAG`` to replace. A lost race comes
+back as 412 PreconditionFailed, or on some stores 409 ConditionalRequestConflict; both mean the
+same to the domain, which re-reads and retries where that makes sense.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from ..errors import StorageError
+from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
+
+MiB = 1024 * 1024
+PART_SIZE = 8 * MiB
+CONCURRENCY = 8
+CHUNK = 1 * MiB
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "InvalidToken", "ExpiredToken", "AccountProblem"}
+_DEFAULT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 5},
+                   "connect_timeout": 10, "read_timeout": 60, "max_pool_connections": 2 * CONCURRENCY}
+
+
+def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in options.items() if k not in ("bucket", "prefix")}
+    user_config = kwargs.pop("config", None)
+    config = Config(**_DEFAULT_CONFIG)
+    if isinstance(user_config, dict):
+        config = config.merge(Config(**user_config))
+    elif user_config is not None:
+        raise StorageError("s3.config must be a JSON object of botocore Config options")
+    kwargs["config"] = config
+    return kwargs
+
+
+class _StagedPut:
+    """A small object held in memory until commit: one PUT with If-None-Match."""
+
+    def __init__(self, store: S3Store, key: str, data: bytes) -> None:
+        self._store, self._key, self._data, self.size = store, key, data, len(data)
+
+    def commit(self) -> None:
+        with self._store._errors(self._key):
+            self._store.client.put_object(Bucket=self._store.bucket, Key=self._store._full(self._key),
+                                          Body=self._data, IfNoneMatch="*")
+
+    def abort(self) -> None:
+        self._data = b""
+
+
+class _StagedMultipart:
+    """Parts uploaded; the object appears only when the upload is completed."""
+
+    def __init__(self, store: S3Store, key: str, upload_id: str, parts: list[dict[str, Any]],
+                 size: int) -> None:
+        self._store, self._key, self._upload_id, self._parts, self.size = store, key, upload_id, parts, size
+        self._done = False
+
+    def commit(self) -> None:
+        try:
+            with self._store._errors(self._key):
+                self._store.client.complete_multipart_upload(
+                    Bucket=self._store.bucket, Key=self._store._full(self._key), UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts}, IfNoneMatch="*")
+            self._done = True
+        finally:
+            if not self._done:
+                self.abort()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._store.client.abort_multipart_upload(Bucket=self._store.bucket,
+                                                      Key=self._store._full(self._key),
+                                                      UploadId=self._upload_id)
+        except Exception:  # noqa: BLE001 - best effort; `tychoreg gc` removes what is left
+            pass
+
+
+class S3Store:
+    """Keys live under an optional ``prefix`` in ``bucket``."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.bucket: str = options["bucket"]
+        self.prefix: str = options.get("prefix", "")
+        self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        try:
+            self.client = boto3.client("s3", **_client_kwargs(options))
+        except (botocore.exceptions.BotoCoreError, TypeError, ValueError) as exc:
+            raise StorageError(f"cannot set up the S3 client: {exc}",
+                               "check the s3 section of your config") from None
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    @contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        """Translate boto3's exceptions into the store's typed errors."""
+        where = f"{self.location}/{key}" if key else self.location
+        try:
+            yield
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _CONFLICT_CODES or status in (409, 412) and code != "BucketAlreadyExists":
+                raise PreconditionFailed(f"{where} was changed by someone else") from None
+            if code in _MISSING_CODES:
+                raise ObjectNotFound(f"{where} not found") from None
+            if code == "NoSuchBucket":
+                raise StorageError(f"bucket {self.bucket} does not exist",
+                                   "check s3.bucket and s3.endpoint_url in your config") from None
+            if code in _DENIED_CODES or status == 403:
+                raise StorageError(f"access denied to {where} ({code or status})",
+                                   "check the credentials and permissions your config gives") from None
+            raise StorageError(f"S3 request for {where} failed: {code or status}: "
+                               f"{err.get('Message', '')}".rstrip(": ")) from None
+        except botocore.exceptions.NoCredentialsError:
+            raise StorageError("no S3 credentials found",
+                               "set aws_access_key_id/aws_secret_access_key in the s3 section, "
+                               "or AWS_PROFILE / AWS_ACCESS_KEY_ID") from None
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError) as exc:
+            raise StorageError(f"cannot reach the S3 endpoint for {self.location}: {type(exc).__name__}",
+                               "check s3.endpoint_url and your network; the command can be retried") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StorageError(f"S3 request for {where} failed: {exc}") from None
+
+    # -- Store interface -----------------------------------------------------------------
+    def get(self, key: str) -> tuple[bytes, str]:
+        with self._errors(key):
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            return resp["Body"].read(), resp["ETag"]
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            with self._errors(key):
+                resp = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(key, resp["ContentLength"], resp.get("ETag"), resp.get("LastModified"))
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        _StagedPut(self, key, data).commit()
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+        with self._errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfMatch=etag)
+
+    def delete(self, key: str) -> None:
+        with self._errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._full(prefix))
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj.get("ETag"),
+                                     obj.get("LastModified"))
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        full = self._full(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full, Delimiter="/")
+            for page in pages:
+                for common in page.get("CommonPrefixes", ()):
+                    yield common["Prefix"][len(full):].rstrip("/")
+
+    def stage(self, key: str, source: BinaryIO, progress: Progress | None = None) -> _StagedPut | _StagedMultipart:
+        first = source.read(PART_SIZE)
+        if len(first) < PART_SIZE:
+            if progress:
+                progress(len(first))
+            return _StagedPut(self, key, first)
+        with self._errors(key):
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key))["UploadId"]
+        try:
+            parts, size = self._upload_parts(key, upload_id, first, source, progress)
+        except BaseException:
+            _StagedMultipart(self, key, upload_id, [], 0).abort()
+            raise
+        return _StagedMultipart(self, key, upload_id, parts, size)
+
+    def _upload_parts(self, key: str, upload_id: str, first: bytes, source: BinaryIO,
+                      progress: Progress | None) -> tuple[list[dict[str, Any]], int]:
+        """Read parts in order (the caller hashes as we read) and upload them in parallel."""
+
+        def send(number: int, body: bytes) -> dict[str, Any]:
+            with self._errors(key):
+                resp = self.client.upload_part(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id,
+                                               PartNumber=number, Body=body)
+            if progress:
+                progress(len(body))
+            return {"PartNumber": number, "ETag": resp["ETag"]}
+
+        parts: list[dict[str, Any]] = []
+        pending: list[cf.Future[dict[str, Any]]] = []
+        size, number, body = 0, 1, first
+        with cf.ThreadPoolExecutor(CONCURRENCY) as pool:
+            try:
+                while body:
+                    if len(pending) >= CONCURRENCY:  # bound memory: wait for the oldest part
+                        parts.append(pending.pop(0).result())
+                    pending.append(pool.submit(send, number, body))
+                    size += len(body)
+                    number += 1
+                    body = source.read(PART_SIZE)
+                parts.extend(f.result() for f in pending)
+            except BaseException:
+                for f in pending:
+                    f.cancel()
+                raise
+        return parts, size
+
+    def read(self, key: str, sink: BinaryIO, *, start: int = 0,
+             progress: Progress | None = None) -> ObjectInfo:
+        extra = {"Range": f"bytes={start}-"} if start else {}
+        with self._errors(key):
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)
+            for chunk in resp["Body"].iter_chunks(CHUNK):
+                sink.write(chunk)
+                if progress:
+                    progress(len(chunk))
+        total = resp["ContentLength"] + start
+        return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
