@@ -110,3 +110,17 @@ def test_seed_push_conflicts_with_tychoreg_version(s3_ws: Workspace, seed) -> No
     seed("push", "narf", "1.0", "b.bin")  # 0.4.0 refuses (prints, exits 0 or 1 depending on path)
     assert s3_ws.read_stored("narf/tycho_1.0.pkg") == b"ours"
     assert s3_ws.ok("list-versions", "narf", "--json").json()[0]["sha256"] == hashlib.sha256(b"ours").hexdigest()
+
+
+def test_foreign_multipart_part_size_checked_by_etag(s3_ws: Workspace) -> None:
+    """A version uploaded by another tool with 5 MiB parts: the part size comes from the store."""
+    from boto3.s3.transfer import TransferConfig
+
+    data = os.urandom(11 * 1024 * 1024)
+    s3_ws.ok("init", "other", "o.bin")
+    s3_ws.seaweed.client().upload_file(str(s3_ws.file("o.bin", data)), s3_ws.bucket, "other/tycho_3.pkg",
+                                       Config=TransferConfig(multipart_threshold=5 * 2**20,
+                                                             multipart_chunksize=5 * 2**20))
+    pulled = s3_ws.ok("pull", "other", "--version", "3", "--outfile", "got.bin")
+    assert "size and ETag" in pulled.err
+    assert (s3_ws.root / "got.bin").read_bytes() == data

@@ -29,8 +29,12 @@ class EtagPlan:
     part_size: int | None
 
 
-def etag_plan(etag: str | None, size: int) -> EtagPlan | None:
-    """Work out how ``etag`` was made, or None when it is not an MD5-based ETag we can check."""
+def etag_plan(etag: str | None, size: int, part_size: int | None = None) -> EtagPlan | None:
+    """Work out how ``etag`` was made, or None when it is not an MD5-based ETag we can check.
+
+    For a multipart ETag (``MD5-N``) the part size is ``part_size`` when the store could tell it,
+    else boto3's default of 8 MiB if that gives N parts; anything else cannot be recomputed.
+    """
     if not etag:
         return None
     bare = etag.strip('"').lower()
@@ -40,10 +44,9 @@ def etag_plan(etag: str | None, size: int) -> EtagPlan | None:
     if not match:
         return None
     parts = int(match.group(2))
-    candidates = [DEFAULT_PART_SIZE] + [n * MiB for n in range(5, 5 * 1024 + 1)]
-    for part_size in candidates:
-        if parts >= 1 and -(-size // part_size) == parts:
-            return EtagPlan(bare, part_size)
+    for candidate in (part_size, DEFAULT_PART_SIZE):
+        if candidate and parts >= 1 and -(-size // candidate) == parts:
+            return EtagPlan(bare, candidate)
     return None
 
 

@@ -207,7 +207,10 @@ class Registry:
                 raise IntegrityError(f"{package} {version} is damaged: stored size {info.size} bytes, "
                                      f"recorded {rec.size}", "re-push it as a new version")
             return _Expected(rec.size, rec.sha256, None), info
-        return _Expected(info.size, None, etag_plan(info.etag, info.size)), info
+        plan = etag_plan(info.etag, info.size)
+        if plan is None and info.etag and "-" in info.etag:
+            plan = etag_plan(info.etag, info.size, self.store.first_part_size(info.key))
+        return _Expected(info.size, None, plan), info
 
     def push(self, package: str, version: str, file: str | os.PathLike[str], *,
              promote_latest: bool = False, note: str | None = None,

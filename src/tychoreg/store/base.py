@@ -65,6 +65,9 @@ class Store(Protocol):
     def head(self, key: str) -> ObjectInfo | None:
         """Return size and etag, or None when the key does not exist."""
 
+    def first_part_size(self, key: str) -> int | None:
+        """Size of part 1 of a multipart-uploaded object (to recompute its ETag), or None."""
+
     def put_if_absent(self, key: str, data: bytes) -> None:
         """Create the object; :class:`PreconditionFailed` when the key exists."""
 

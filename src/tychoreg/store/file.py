@@ -136,6 +136,9 @@ class FileStore:
             return None
         return ObjectInfo(key, st.st_size, None, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
+    def first_part_size(self, key: str) -> int | None:
+        return None  # files have no parts, and no ETag to recompute
+
     def put_if_absent(self, key: str, data: bytes) -> None:
         with self._storage_errors(key):
             final = self._path(key)

@@ -155,6 +155,14 @@ class S3Store:
             return None
         return ObjectInfo(key, resp["ContentLength"], resp.get("ETag"), resp.get("LastModified"))
 
+    def first_part_size(self, key: str) -> int | None:
+        try:
+            with self._errors(key):
+                resp = self.client.head_object(Bucket=self.bucket, Key=self._full(key), PartNumber=1)
+        except StorageError:
+            return None  # not every S3-compatible store answers part requests
+        return resp.get("ContentLength") if resp.get("PartsCount") else None
+
     def put_if_absent(self, key: str, data: bytes) -> None:
         _StagedPut(self, key, data).commit()
 

@@ -1,0 +1,61 @@
+"""Unit tests of the small pure modules: names and ETag recomputation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from tychoreg.errors import UsageError
+from tychoreg.integrity import Digests, etag_plan
+from tychoreg.names import check_version, is_valid_segment
+
+
+@pytest.mark.parametrize("name", ["a", "narf", "1.0", "v1.0.0-rc.1+build.5", "A_b-C.d+e", "x" * 128, "0"])
+def test_valid_names(name: str) -> None:
+    assert is_valid_segment(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "-opt", "a/b", "a\\b", "x" * 129, "has space",
+                                  "caf\u00e9", "tab\t", "new\nline", "a:b", "a*b", None, 5])
+def test_invalid_names(name: object) -> None:
+    assert not is_valid_segment(name)
+
+
+def test_latest_is_reserved_for_push_only() -> None:
+    assert check_version("latest") == "latest"
+    with pytest.raises(UsageError):
+        check_version("latest", for_push=True)
+
+
+def _multipart_etag(data: bytes, part: int) -> str:
+    digests = [hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part)]
+    return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'
+
+
+@pytest.mark.parametrize("size,part", [(8 * 2**20 + 1, 8 * 2**20), (16 * 2**20, 8 * 2**20),
+                                       (20 * 2**20 + 7, 16 * 2**20), (5 * 2**20 * 3, 5 * 2**20)])
+def test_multipart_etag_recomputed(size: int, part: int) -> None:
+    data = os.urandom(size)
+    plan = etag_plan(_multipart_etag(data, part), size, part_size=part)
+    assert plan is not None and plan.part_size is not None
+    digests = Digests(plan)
+    for i in range(0, size, 1_000_003):  # chunk boundaries unrelated to part boundaries
+        digests.update(data[i:i + 1_000_003])
+    assert digests.etag == plan.etag
+    assert digests.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_single_etag_and_unknown_etags() -> None:
+    data = b"hello"
+    plan = etag_plan(f'"{hashlib.md5(data).hexdigest()}"', len(data))
+    digests = Digests(plan)
+    digests.update(data)
+    assert plan is not None and digests.etag == plan.etag
+    assert etag_plan(None, 5) is None
+    assert etag_plan('"not-an-md5"', 5) is None
+    assert etag_plan(f'"{"a" * 32}-3"', 10) is None  # 3 parts of 8 MiB cannot make 10 bytes
+    big = 20 * 2**20
+    assert etag_plan(f'"{"a" * 32}-2"', big) is None  # not 8 MiB parts, and the store did not say
+    assert etag_plan(f'"{"a" * 32}-2"', big, part_size=16 * 2**20) is not None
