@@ -124,6 +124,14 @@ def push(package: str, version: str, file: Path, promote_latest: bool) -> None:
         _out(f"{package} latest -> {version}")
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative when under the current directory."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def _report_pull(result: PullResult) -> None:
     if not result.verified:
         how = "size and ETag" if result.checked_by == "etag" else "size only"
@@ -131,9 +139,10 @@ def _report_pull(result: PullResult) -> None:
               f"or another tool): checked by {how}, unverified")
     if result.downloaded:
         check = "sha256 verified" if result.verified else "unverified"
-        _out(f"Pulled {result.package} {result.version} -> {result.path} ({check})")
+        _out(f"Pulled {result.package} {result.version} -> {_shown(result.path)} ({check})")
     else:
-        _out(f"Up to date: {result.package} {result.version} already at {result.path} (skipped; --force to download)")
+        _out(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
+             "(skipped; --force to download)")
 
 
 @cli.command()
@@ -230,6 +239,8 @@ def _debug_traceback() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 done, 1 failed, 2 bad usage or config)."""
+    global _STATE
+    _STATE = _State()
     try:
         result = cli.main(args=argv, prog_name="tychoreg", standalone_mode=False)
         return result if isinstance(result, int) else 0

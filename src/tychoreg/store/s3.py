@@ -17,7 +17,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from ..errors import StorageError
+from ..errors import ConfigError, StorageError
 from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
 
 MiB = 1024 * 1024
@@ -39,7 +39,8 @@ def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(user_config, dict):
         config = config.merge(Config(**user_config))
     elif user_config is not None:
-        raise StorageError("s3.config must be a JSON object of botocore Config options")
+        raise ConfigError("s3.config must be a JSON object of botocore Config options",
+                          'e.g. "config": {"connect_timeout": 5, "retries": {"max_attempts": 8}}')
     kwargs["config"] = config
     return kwargs
 
@@ -100,8 +101,8 @@ class S3Store:
         try:
             self.client = boto3.client("s3", **_client_kwargs(options))
         except (botocore.exceptions.BotoCoreError, TypeError, ValueError) as exc:
-            raise StorageError(f"cannot set up the S3 client: {exc}",
-                               "check the s3 section of your config") from None
+            raise ConfigError(f"cannot set up the S3 client: {exc}",
+                              "check the s3 section of your config (keys go to boto3.client)") from None
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
