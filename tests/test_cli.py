@@ -328,3 +328,60 @@ def test_console_script_matches_module(ws: Workspace) -> None:
     proc = subprocess.run([exe, "list", "--json"], cwd=ws.root, env=ws.base_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ws.ok("list", "--json").out
+
+
+def test_output_is_never_masked_data(ws: Workspace) -> None:
+    """Secret masking applies to error text only; a name that contains a key is printed as is."""
+    from conftest import ACCESS_KEY
+
+    name = f"{ACCESS_KEY}-tools"
+    ws.ok("init", name, f"{ACCESS_KEY}.bin")
+    assert ws.ok("list", "--json").json() == [{"name": name, "latest": None}]
+
+
+def test_damaged_fields_do_not_block_repairs(ws: Workspace) -> None:
+    setup_pkg(ws)
+    push(ws, "narf", "1.0", DATA)
+    ws.write_stored("narf/tycho.json", b'{"localname": "../x", "latest": "../../y"}')
+    assert ws.run("pull", "narf", "--version", "1.0").code == 1  # unsafe localname is never used
+    ws.ok("pull", "narf", "--version", "1.0", "--outfile", "safe.bin")  # ... but --outfile works
+    assert (ws.root / "safe.bin").read_bytes() == DATA
+    assert ws.run("pull", "narf", "--outfile", "x.bin").code == 1  # invalid latest refused
+    ws.ok("promote", "narf", "1.0")  # and promote repairs it
+    ws.ok("pull", "narf", "--outfile", "x.bin")
+    assert (ws.root / "x.bin").read_bytes() == DATA
+
+
+def test_version_without_record_is_skipped_by_content(ws: Workspace) -> None:
+    """Copied in by another tool (no record): pulled unverified, and a second pull is a no-op."""
+    setup_pkg(ws)
+    ws.write_stored("narf/tycho_0.1.pkg", DATA)
+    first = ws.ok("pull", "narf", "--version", "0.1")
+    assert "unverified" in first.err
+    dest = ws.root / "tycho_packages/narf.tar.gz"
+    assert dest.read_bytes() == DATA
+    assert "up to date" in ws.ok("pull", "narf", "--version", "0.1").out.lower()
+    dest.write_bytes(DATA[::-1])  # same size, other bytes
+    assert "Pulled" in ws.ok("pull", "narf", "--version", "0.1").out
+    assert dest.read_bytes() == DATA
+
+
+def test_damaged_record_is_reported_not_hidden(ws: Workspace) -> None:
+    setup_pkg(ws)
+    push(ws, "narf", "1.0", DATA)
+    ws.write_stored("narf/.tycho/versions/1.0.json", b'{"version": "1.0", "size": "big"}')
+    listed = ws.run("list-versions", "narf", "--json")
+    assert listed.code == 0
+    assert listed.json()[0]["sha256"] is None
+    assert "damaged" in listed.err
+    assert "DAMAGED" in ws.ok("list-versions", "narf").out
+    result = ws.run("pull", "narf", "--version", "1.0")
+    assert result.code == 1
+    assert "damaged" in result.err
+
+
+def test_no_arguments_shows_help_exit_2(ws: Workspace) -> None:
+    result = ws.run()
+    assert result.code == 2
+    assert "Commands:" in result.err
+    assert result.out == ""

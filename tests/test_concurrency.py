@@ -75,17 +75,18 @@ def test_promote_keeps_fields_it_does_not_know(ws: Workspace) -> None:
 
 
 def test_stale_claim_is_taken_over_fresh_claim_is_not(ws: Workspace) -> None:
-    """A record without data is a push in progress; after an hour it is a dead push's leftover."""
+    """A record without data is a push in progress, or after the claim timeout a dead push's leftover."""
     ws.ok("init", "narf", "narf.bin")
     claim = {"format": 1, "version": "1.0", "size": 1, "sha256": "0" * 64, "pushed_by": "ghost@gone",
              "note": None, "pushed_at": "2020-01-01T00:00:00+00:00"}
-    fresh = dict(claim, version="2.0", pushed_at="2999-01-01T00:00:00+00:00")
     ws.write_stored("narf/.tycho/versions/1.0.json", json.dumps(claim).encode())
-    ws.write_stored("narf/.tycho/versions/2.0.json", json.dumps(fresh).encode())
     assert ws.ok("list-versions", "narf", "--json").json() == []  # claims are invisible
-    ws.ok("push", "narf", "1.0", str(ws.file("a.bin", b"real")))
-    result = ws.run("push", "narf", "2.0", str(ws.file("b.bin", b"real")))
+    src = ws.file("a.bin", b"real")
+    result = ws.run("push", "narf", "1.0", str(src))  # written just now: a push in progress
     assert result.code == 1
     assert "being pushed" in result.err
+    ws.ok("push", "narf", "1.0", str(src), env={"TYCHOREG_CLAIM_TIMEOUT": "0"})
     listed = ws.ok("list-versions", "narf", "--json").json()
     assert [(v["version"], v["sha256"]) for v in listed] == [("1.0", hashlib.sha256(b"real").hexdigest())]
+    ws.ok("pull", "narf", "--version", "1.0", "--outfile", "got.bin")
+    assert (ws.root / "got.bin").read_bytes() == b"real"

@@ -506,3 +506,16 @@ def test_prefixes_are_independent_registries(s3_ws: Workspace, seaweed: Seaweed)
     # the prefix names a folder: a trailing or leading slash means the same one
     c = write_json(s3_ws.root / "c.json", s3_config(seaweed, bucket, prefix="/team-a/"))
     assert names(s3_ws.run("--config", str(c), "list", "--json")) == ["alpha"]
+
+
+@pytest.mark.parametrize("change", [
+    {"bucket": "bad bucket"}, {"bucket": "s3://my-bucket"}, {"aws_access_key_id": 123},
+    {"endpoint_url": ["x"]}, {"config": {"retries": 5}}, {"config": {"bogus_option": 1}}, {"config": "fast"},
+], ids=["space", "url", "key-int", "endpoint-list", "retries-int", "bogus", "config-str"])
+def test_malformed_s3_values_are_config_errors(s3_ws, change) -> None:
+    s3_ws.config["s3"].update(change)
+    s3_ws.write_config()
+    result = s3_ws.run("list", "--json")
+    assert result.code == 2, result.all
+    assert result.out == ""
+    assert 1 <= len(result.err.strip().splitlines()) <= 2, result.err

@@ -105,3 +105,7 @@ def test_shuffled_large_collection_is_stable() -> None:
         rng.shuffle(versions)
         assert sort_versions(versions) == expected
     assert expected.index("1.10-rc1") < expected.index("1.10") < expected.index("1.10-hotfix")
+
+
+def test_natural_order_ignores_a_leading_v() -> None:
+    assert sort_versions(["v2.0", "1.0-hotfix", "v1.5"]) == ["1.0-hotfix", "v1.5", "v2.0"]

@@ -67,7 +67,8 @@ def common(func: Any) -> Any:
 
 
 def _out(text: str) -> None:
-    click.echo(_STATE.redact(text))
+    """Results on stdout, verbatim: data (a package named like a key) is never masked."""
+    click.echo(text)
 
 
 def _warn(text: str) -> None:
@@ -202,6 +203,9 @@ def list_versions(package: str, as_json: bool) -> None:
     """Every version of PKG, ascending by version precedence."""
     reg = _STATE.registry()
     versions = reg.versions(package)
+    for v in versions:
+        if v.problem:
+            _warn(v.problem)
     if as_json:
         _out(json.dumps([v.to_json() for v in versions], indent=2))
         return
@@ -210,8 +214,8 @@ def list_versions(package: str, as_json: bool) -> None:
     width = max((len(v.version) for v in versions), default=0)
     for v in versions:
         pushed = (v.pushed_at or "")[:16].replace("T", " ") or "-"
-        _out(f"{v.version.ljust(width)}  {_size(v.size):>10}  {pushed:16}  "
-             f"{'sha256' if v.sha256 else 'unverified'}".rstrip())
+        state = "sha256" if v.sha256 else "DAMAGED" if v.problem else "unverified"
+        _out(f"{v.version.ljust(width)}  {_size(v.size):>10}  {pushed:16}  {state}")
 
 
 @cli.command()
@@ -248,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         _debug_traceback()
         _print_error(exc)
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+        return 2
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "tychoreg"
         click.echo(f"error: {exc.format_message()}", err=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ CONFIG_ENV = "TYCHOREG_CONFIG"
 LOCAL_CONFIG = ".tychoreg.json"
 BACKENDS = ("s3", "file")
 DEFAULT_OUTDIR = "tycho_packages"
+_BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}\Z")
+_S3_STRINGS = ("region_name", "endpoint_url", "api_version", "prefix")
 # Keys whose values must never be shown, whatever the section.
 _SECRET_WORDS = ("secret", "token", "password", "access_key")
 
@@ -164,6 +167,13 @@ def _check_s3(options: dict[str, Any], path: Path) -> None:
     if not isinstance(bucket, str) or not bucket:
         raise ConfigError(f"the s3 backend needs s3.bucket in {path}",
                           'add "s3": {"bucket": "my-registry"}')
+    if not _BUCKET.match(bucket):
+        raise ConfigError(f"s3.bucket {bucket!r} in {path} is not a valid bucket name",
+                          "use the bucket's name only (letters, digits, . - _), not a URL or path")
+    for key, value in options.items():
+        if key in _S3_STRINGS or key.startswith("aws_"):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"s3.{key} in {path} must be a string")
     prefix = options.get("prefix", "")
     if not isinstance(prefix, str):
         raise ConfigError(f"s3.prefix in {path} must be a string")

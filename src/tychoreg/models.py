@@ -31,24 +31,34 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
 
 @dataclass
 class PackageDoc:
-    """``PKG/tycho.json``: 0.4.0's two fields, plus any other keys, kept as they are."""
+    """``PKG/tycho.json``: 0.4.0's two fields, plus any other keys, kept as they are.
 
-    localname: str
-    latest: str | None = None
+    Fields are checked when used, not when read: a damaged ``localname`` must not stop a pull
+    with ``--outfile`` or a ``promote`` that repairs ``latest``.
+    """
+
+    package: str
+    localname: Any
+    latest: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, package: str, raw: bytes) -> PackageDoc:
-        what = f"package {package}'s tycho.json"
-        data = _load_object(raw, what)
-        localname, latest = data.pop("localname", None), data.pop("latest", None)
-        if not is_valid_segment(localname):
-            raise IntegrityError(f"{what} has an unsafe or missing localname {localname!r}",
-                                 "repair it to hold a plain file name, or pull with --outfile")
-        if latest is not None and not is_valid_segment(latest):
-            raise IntegrityError(f"{what} has an invalid latest {latest!r}",
-                                 f"fix it with: tychoreg promote {package} VERSION")
-        return cls(localname, latest, data)
+        data = _load_object(raw, f"package {package}'s tycho.json")
+        return cls(package, data.pop("localname", None), data.pop("latest", None), data)
+
+    def checked_localname(self) -> str:
+        if not is_valid_segment(self.localname):
+            raise IntegrityError(
+                f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
+                f"pull with --outfile PATH, and repair localname in {self.package}/tycho.json")
+        return self.localname
+
+    def checked_latest(self) -> str | None:
+        if self.latest is not None and not is_valid_segment(self.latest):
+            raise IntegrityError(f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
+                                 f"repair it with: tychoreg promote {self.package} VERSION")
+        return self.latest
 
     def to_bytes(self) -> bytes:
         # Same shape as 0.4.0 writes: localname, latest first, two-space indent.
@@ -75,7 +85,8 @@ class VersionRecord:
         if (data.get("version") != version or not isinstance(size, int) or isinstance(size, bool)
                 or size < 0 or not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64):
             raise IntegrityError(f"{what} is damaged (wrong version, size or sha256)",
-                                 f"run: tychoreg verify {package} {version}")
+                                 f"repair or remove {package}/.tycho/versions/{version}.json; without it the "
+                                 "version pulls unverified")
         pushed_at = data.get("pushed_at")
         by, note = data.get("pushed_by"), data.get("note")
         return cls(version, size, sha, pushed_at if isinstance(pushed_at, str) else "",
@@ -99,7 +110,11 @@ class PackageInfo:
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One version as ``list-versions`` shows it; None where the pushing tool recorded nothing."""
+    """One version as ``list-versions`` shows it; None where the pushing tool recorded nothing.
+
+    ``problem`` says why a record exists but could not be used (damage), so a damaged version is
+    not mistaken for one that was simply pushed without a record.
+    """
 
     version: str
     size: int
@@ -107,6 +122,7 @@ class VersionInfo:
     pushed_at: str | None = None
     pushed_by: str | None = None
     note: str | None = None
+    problem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "size": self.size, "sha256": self.sha256,

@@ -60,6 +60,8 @@ def _parse_pep440(version: str) -> Version | None:
 
 def _natural_tokens(version: str) -> tuple[_Token, ...]:
     tokens: list[_Token] = []
+    if version[:1] in ("v", "V") and version[1:2].isdigit():
+        version = version[1:]  # "v2.0" means 2.0 here too, as in semver
     for run in _TOKEN_RE.findall(version):
         if run.isdigit():
             tokens.append((_NUM, int(run), ""))

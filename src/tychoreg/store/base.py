@@ -42,6 +42,9 @@ class StagedUpload(Protocol):
     """Data uploaded but not yet visible under its key."""
 
     size: int
+    #: The ETag the object will have once committed, when the store can tell it in advance
+    #: (lets a client recognise its own write after a retried request); None otherwise.
+    etag: str | None
 
     def commit(self) -> None:
         """Make the data visible under the key if the key does not exist yet.
@@ -68,14 +71,17 @@ class Store(Protocol):
     def first_part_size(self, key: str) -> int | None:
         """Size of part 1 of a multipart-uploaded object (to recompute its ETag), or None."""
 
-    def put_if_absent(self, key: str, data: bytes) -> None:
-        """Create the object; :class:`PreconditionFailed` when the key exists."""
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Create the object and return its etag; :class:`PreconditionFailed` when the key exists."""
 
-    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         """Replace the object only if it still has ``etag``; else :class:`PreconditionFailed`."""
 
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing key is not an error."""
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Remove the object only if it still has ``etag``; else :class:`PreconditionFailed`."""
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, complete (all pages)."""
@@ -83,9 +89,15 @@ class Store(Protocol):
     def list_folders(self, prefix: str) -> Iterator[str]:
         """Names of the immediate sub-folders of ``prefix`` (``prefix`` ends with ``/`` or is empty)."""
 
-    def stage(self, key: str, source: BinaryIO, progress: Progress | None = None) -> StagedUpload:
+    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
+              progress: Progress | None = None) -> StagedUpload:
         """Upload everything ``source`` yields without making it visible; read it once, in order."""
 
     def read(self, key: str, sink: BinaryIO, *, start: int = 0,
              progress: Progress | None = None) -> ObjectInfo:
         """Stream the object (from byte ``start``) into ``sink``, in order."""
+
+
+def same_etag(a: str | None, b: str | None) -> bool:
+    """ETags compare without their quotes; an unknown one never matches."""
+    return bool(a) and bool(b) and a.strip('"').lower() == b.strip('"').lower()

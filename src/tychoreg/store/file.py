@@ -34,6 +34,8 @@ def _etag(data: bytes) -> str:
 
 
 class _StagedFile:
+    etag = None  # a local link() is never retried, so there is no own write to recognise
+
     def __init__(self, tmp: Path, final: Path, size: int) -> None:
         self._tmp, self._final, self.size = tmp, final, size
 
@@ -139,28 +141,42 @@ class FileStore:
     def first_part_size(self, key: str) -> int | None:
         return None  # files have no parts, and no ETag to recompute
 
-    def put_if_absent(self, key: str, data: bytes) -> None:
+    def put_if_absent(self, key: str, data: bytes) -> str:
         with self._storage_errors(key):
             final = self._path(key)
             _StagedFile(self._write_tmp(final, data), final, len(data)).commit()
+        return _etag(data)
 
-    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+    @contextmanager
+    def _unchanged(self, key: str, final: Path, etag: str) -> Iterator[None]:
+        """Hold the folder's lock while ``final`` still has ``etag``: the file compare-and-swap."""
+        with self._locked(final.parent):
+            try:
+                current = _etag(final.read_bytes())
+            except FileNotFoundError:
+                raise PreconditionFailed(f"{key} no longer exists") from None
+            if current != etag:
+                raise PreconditionFailed(f"{key} changed meanwhile")
+            yield
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         with self._storage_errors(key):
             final = self._path(key)
             tmp = self._write_tmp(final, data)
             try:
-                with self._locked(final.parent):
-                    try:
-                        current = _etag(final.read_bytes())
-                    except FileNotFoundError:
-                        raise PreconditionFailed(f"{key} no longer exists") from None
-                    if current != etag:
-                        raise PreconditionFailed(f"{key} changed meanwhile")
+                with self._unchanged(key, final, etag):
                     os.replace(tmp, final)
                 _fsync_dir(final.parent)
             finally:
                 if tmp.exists():
                     tmp.unlink()
+        return _etag(data)
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        with self._storage_errors(key):
+            final = self._path(key)
+            with self._unchanged(key, final, etag):
+                final.unlink()
 
     def delete(self, key: str) -> None:
         with self._storage_errors(key):
@@ -199,7 +215,8 @@ class FileStore:
                 if entry.is_dir():
                     yield entry.name
 
-    def stage(self, key: str, source: BinaryIO, progress: Progress | None = None) -> _StagedFile:
+    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
+              progress: Progress | None = None) -> _StagedFile:
         with self._storage_errors(key):
             final = self._path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -222,12 +239,12 @@ class FileStore:
     def read(self, key: str, sink: BinaryIO, *, start: int = 0,
              progress: Progress | None = None) -> ObjectInfo:
         with self._storage_errors(key):
-            path = self._path(key)
-            with open(path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                fh.seek(start)
-                while chunk := fh.read(CHUNK):
-                    sink.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+            fh = open(self._path(key), "rb")
+        with fh:  # errors writing to the sink are the sink's, not the registry's
+            st = os.fstat(fh.fileno())
+            fh.seek(start)
+            while chunk := fh.read(CHUNK):
+                sink.write(chunk)
+                if progress:
+                    progress(len(chunk))
         return ObjectInfo(key, st.st_size, None, datetime.fromtimestamp(st.st_mtime, timezone.utc))

@@ -9,6 +9,7 @@ same to the domain, which re-reads and retries where that makes sense.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -22,6 +23,7 @@ from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
+MAX_PARTS = 10_000
 CONCURRENCY = 8
 CHUNK = 1 * MiB
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -37,7 +39,10 @@ def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     user_config = kwargs.pop("config", None)
     config = Config(**_DEFAULT_CONFIG)
     if isinstance(user_config, dict):
-        config = config.merge(Config(**user_config))
+        try:
+            config = config.merge(Config(**user_config))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"s3.config has an option botocore does not accept: {exc}") from None
     elif user_config is not None:
         raise ConfigError("s3.config must be a JSON object of botocore Config options",
                           'e.g. "config": {"connect_timeout": 5, "retries": {"max_attempts": 8}}')
@@ -50,11 +55,12 @@ class _StagedPut:
 
     def __init__(self, store: S3Store, key: str, data: bytes) -> None:
         self._store, self._key, self._data, self.size = store, key, data, len(data)
+        self.etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
-    def commit(self) -> None:
+    def commit(self) -> str:
         with self._store._errors(self._key):
-            self._store.client.put_object(Bucket=self._store.bucket, Key=self._store._full(self._key),
-                                          Body=self._data, IfNoneMatch="*")
+            return self._store.client.put_object(Bucket=self._store.bucket, Key=self._store._full(self._key),
+                                          Body=self._data, IfNoneMatch="*")["ETag"]
 
     def abort(self) -> None:
         self._data = b""
@@ -67,6 +73,7 @@ class _StagedMultipart:
                  size: int) -> None:
         self._store, self._key, self._upload_id, self._parts, self.size = store, key, upload_id, parts, size
         self._done = False
+        self.etag = _multipart_etag(parts)
 
     def commit(self) -> None:
         try:
@@ -91,6 +98,17 @@ class _StagedMultipart:
             pass
 
 
+def _multipart_etag(parts: list[dict[str, Any]]) -> str | None:
+    """S3's ETag of a completed multipart upload: MD5 of the parts' MD5s, then ``-N``."""
+    try:
+        digests = b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)
+    except (ValueError, KeyError):
+        return None
+    if len(digests) != 16 * len(parts):
+        return None
+    return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"'
+
+
 class S3Store:
     """Keys live under an optional ``prefix`` in ``bucket``."""
 
@@ -100,7 +118,7 @@ class S3Store:
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         try:
             self.client = boto3.client("s3", **_client_kwargs(options))
-        except (botocore.exceptions.BotoCoreError, TypeError, ValueError) as exc:
+        except (botocore.exceptions.BotoCoreError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"cannot set up the S3 client: {exc}",
                               "check the s3 section of your config (keys go to boto3.client)") from None
 
@@ -164,16 +182,21 @@ class S3Store:
             return None  # not every S3-compatible store answers part requests
         return resp.get("ContentLength") if resp.get("PartsCount") else None
 
-    def put_if_absent(self, key: str, data: bytes) -> None:
-        _StagedPut(self, key, data).commit()
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return _StagedPut(self, key, data).commit()
 
-    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         with self._errors(key):
-            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfMatch=etag)
+            return self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data,
+                                          IfMatch=etag)["ETag"]
 
     def delete(self, key: str) -> None:
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        with self._errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key), IfMatch=etag)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._errors(prefix):
@@ -193,22 +216,25 @@ class S3Store:
                 for common in page.get("CommonPrefixes", ()):
                     yield common["Prefix"][len(full):].rstrip("/")
 
-    def stage(self, key: str, source: BinaryIO, progress: Progress | None = None) -> _StagedPut | _StagedMultipart:
-        first = source.read(PART_SIZE)
-        if len(first) < PART_SIZE:
+    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
+              progress: Progress | None = None) -> _StagedPut | _StagedMultipart:
+        # Parts grow for huge files so that no upload needs more than S3's 10,000 parts.
+        part_size = max(PART_SIZE, -(-(size_hint or 0) // (MAX_PARTS - 100)))
+        first = source.read(part_size)
+        if len(first) < part_size:
             if progress:
                 progress(len(first))
             return _StagedPut(self, key, first)
         with self._errors(key):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key))["UploadId"]
         try:
-            parts, size = self._upload_parts(key, upload_id, first, source, progress)
+            parts, size = self._upload_parts(key, upload_id, first, source, part_size, progress)
         except BaseException:
             _StagedMultipart(self, key, upload_id, [], 0).abort()
             raise
         return _StagedMultipart(self, key, upload_id, parts, size)
 
-    def _upload_parts(self, key: str, upload_id: str, first: bytes, source: BinaryIO,
+    def _upload_parts(self, key: str, upload_id: str, first: bytes, source: BinaryIO, part_size: int,
                       progress: Progress | None) -> tuple[list[dict[str, Any]], int]:
         """Read parts in order (the caller hashes as we read) and upload them in parallel."""
 
@@ -231,7 +257,7 @@ class S3Store:
                     pending.append(pool.submit(send, number, body))
                     size += len(body)
                     number += 1
-                    body = source.read(PART_SIZE)
+                    body = source.read(part_size)
                 parts.extend(f.result() for f in pending)
             except BaseException:
                 for f in pending:

@@ -1,0 +1,115 @@
+"""Pulling one version: what its bytes must be, whether the destination has them, the download.
+
+The content decides: a destination is up to date when its bytes hash to the recorded SHA-256
+(or, for versions pushed without a record, match the S3 ETag; or, with neither, the stored bytes
+themselves). Downloads are hashed in the same pass and renamed into place only once verified.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .errors import IntegrityError, NotFound
+from .integrity import Digests, EtagPlan, HashingWriter, digest_file, etag_plan
+from .localfs import atomic_write
+from .models import VersionRecord
+from .store import ObjectNotFound, Store
+from .store.base import ObjectInfo, Progress
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a version's bytes must be, and how we know (``checked_by``)."""
+
+    key: str
+    size: int
+    sha256: str | None
+    etag: EtagPlan | None
+
+    @property
+    def checked_by(self) -> str:
+        return "sha256" if self.sha256 else "etag" if self.etag else "size"
+
+    def matches(self, digests: Digests) -> bool:
+        if digests.size != self.size:
+            return False
+        if self.sha256:
+            return digests.sha256 == self.sha256
+        if self.etag:
+            return digests.etag == self.etag.etag
+        return True
+
+
+def read_record(store: Store, package: str, version: str) -> VersionRecord | None:
+    try:
+        raw, _ = store.get(layout.record(package, version))
+    except ObjectNotFound:
+        return None
+    return VersionRecord.parse(package, version, raw)
+
+
+def expected_for(store: Store, package: str, version: str) -> Expected:
+    """What ``version``'s bytes must be; NotFound unless the version is visible."""
+    with ThreadPoolExecutor(2) as pool:  # record and data head in one round trip
+        record = pool.submit(read_record, store, package, version)
+        info = store.head(layout.data(package, version))
+        rec = record.result()
+    if info is None:
+        raise NotFound(f"no version {version} of package {package}",
+                       f"see the versions with: tychoreg list-versions {package}")
+    if rec is not None:
+        if rec.size != info.size:
+            raise IntegrityError(f"{package} {version} is damaged: stored size {info.size} bytes, "
+                                 f"recorded {rec.size}", "re-push it as a new version")
+        return Expected(info.key, rec.size, rec.sha256, None)
+    return Expected(info.key, info.size, None, _etag_plan(store, info))
+
+
+def _etag_plan(store: Store, info: ObjectInfo) -> EtagPlan | None:
+    plan = etag_plan(info.etag, info.size)
+    if plan is None and info.etag and "-" in info.etag:
+        plan = etag_plan(info.etag, info.size, store.first_part_size(info.key))
+    return plan
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def holds(store: Store, dest: Path, expected: Expected) -> bool:
+    """True when ``dest`` already has exactly the version's bytes."""
+    try:
+        if not dest.is_file() or dest.stat().st_size != expected.size:
+            return False
+        local = digest_file(dest, expected.etag)
+    except OSError:
+        return False
+    if expected.checked_by != "size":
+        return expected.matches(local)
+    # No fingerprint was recorded: compare with the stored bytes themselves (read, not written).
+    stored = Digests()
+    store.read(expected.key, HashingWriter(_Discard(), stored))  # type: ignore[arg-type]
+    return stored.size == local.size and stored.sha256 == local.sha256
+
+
+def download(store: Store, package: str, version: str, expected: Expected, dest: Path,
+             progress: Progress | None = None) -> None:
+    """Stream the version into a temporary file beside ``dest``; rename it only if verified."""
+    digests = Digests(expected.etag)
+    with atomic_write(dest) as out:
+        store.read(expected.key, HashingWriter(out, digests), progress=progress)
+        if not expected.matches(digests):
+            got = digests.sha256 if expected.sha256 else digests.etag
+            hint = f"{dest} was left untouched; the stored copy is damaged: re-push it as a new version"
+            if expected.checked_by == "etag":
+                hint += " (or, if the bucket encrypts with SSE-KMS/SSE-C, its ETags are not MD5s)"
+            raise IntegrityError(
+                f"{package} {version} failed verification: got {digests.size} bytes"
+                + (f" with {expected.checked_by} {got}" if got and expected.checked_by != "size" else "")
+                + f", expected {expected.size} bytes"
+                + (f" with sha256 {expected.sha256}" if expected.sha256 else ""), hint)
+
