@@ -45,8 +45,7 @@ def test_large_file_round_trip(ws: Workspace) -> None:
     ws.ok("pull", "narf", "--outfile", "out/big.bin")
     assert (ws.root / "out/big.bin").read_bytes() == data
     listed = ws.ok("list-versions", "narf", "--json").json()
-    assert listed == [{"version": "2.0", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                       "pushed_at": listed[0]["pushed_at"]}]
+    assert [(r["version"], r["size"], r["sha256"]) for r in listed] == [("2.0", len(data), hashlib.sha256(data).hexdigest())]
 
 
 def test_empty_file_round_trip(ws: Workspace) -> None:
@@ -185,7 +184,7 @@ def test_list_and_list_versions_json(ws: Workspace) -> None:
         assert row["size"] == len(data)
         assert row["sha256"] == hashlib.sha256(data).hexdigest()
         assert row["pushed_at"][:4].isdigit() and "T" in row["pushed_at"]
-    assert set(listed[0]) == {"version", "size", "sha256", "pushed_at"}
+    assert {"version", "size", "sha256", "pushed_at"} <= set(listed[0])
     human = ws.ok("list-versions", "narf").out.splitlines()
     assert [line.split()[0] for line in human] == ["1.0rc1", "1.0", "1.9", "1.10", "2.0"]
 

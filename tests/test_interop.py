@@ -35,7 +35,8 @@ def test_seed_pushes_tychoreg_reads(s3_ws: Workspace, seed) -> None:
     assert seed("push", "narf", "1.10", "ten.bin").code == 0
 
     assert s3_ws.ok("list", "--json").json() == [{"name": "narf", "latest": "1.0"}]
-    assert s3_ws.ok("list-versions", "narf", "--json").json() == [
+    contract_keys = ("version", "size", "sha256", "pushed_at")
+    assert [{k: row[k] for k in contract_keys} for row in s3_ws.ok("list-versions", "narf", "--json").json()] == [
         {"version": "1.0", "size": len(one), "sha256": None, "pushed_at": None},
         {"version": "1.10", "size": len(ten), "sha256": None, "pushed_at": None}]
 
@@ -124,3 +125,25 @@ def test_foreign_multipart_part_size_checked_by_etag(s3_ws: Workspace) -> None:
     pulled = s3_ws.ok("pull", "other", "--version", "3", "--outfile", "got.bin")
     assert "size and ETag" in pulled.err
     assert (s3_ws.root / "got.bin").read_bytes() == data
+
+
+def test_seed_keeps_tags_yanks_and_notes(s3_ws: Workspace, seed) -> None:
+    """0.4.0 still lists, pulls and promotes a package with tags, yanks and notes; its promote keeps them."""
+    s3_ws.ok("init", "narf", "narf.bin")
+    for v in ("1.0", "1.1", "2.0"):
+        s3_ws.ok("push", "narf", v, str(s3_ws.file(f"{v}.bin", v.encode())), "--note", f"note {v}")
+    s3_ws.ok("promote", "narf", "2.0")
+    s3_ws.ok("tag", "narf", "1.1", "stable")
+    s3_ws.ok("yank", "narf", "1.0", "--reason", "bad")
+    assert seed("list").out.strip() == "narf -- Latest Version: 2.0"
+    assert [line.strip() for line in seed("list-versions", "narf").out.splitlines()][1:] == ["- 1.0", "- 1.1", "- 2.0"]
+    assert seed("pull", "narf").code == 0
+    assert (s3_ws.root / "tycho_packages/narf.bin").read_bytes() == b"2.0"
+    assert seed("promote", "narf", "1.1").code == 0
+    doc = json.loads(s3_ws.read_stored("narf/tycho.json"))
+    assert doc["latest"] == "1.1"
+    assert doc["tychoreg"]["tags"] == {"stable": "1.1"}
+    assert doc["tychoreg"]["yanked"]["1.0"]["reason"] == "bad"
+    listed = {v["version"]: v for v in s3_ws.ok("list-versions", "narf", "--json").json()}
+    assert listed["1.1"]["tags"] == ["latest", "stable"] and listed["1.0"]["yanked"] is True
+    assert s3_ws.ok("info", "narf", "2.0", "--json").json()["note"] == "note 2.0"

@@ -115,13 +115,22 @@ def init(package: str, filename: str) -> None:
 @click.argument("version", metavar="VERSION")
 @click.argument("file", metavar="FILE", type=click.Path(path_type=Path))
 @click.option("--promote-latest", is_flag=True, help="Also make this version the one `latest` means.")
+@click.option("--note", metavar="TEXT", help="A note recorded with the version (shown by `info`).")
+@click.option("--skip-existing", is_flag=True,
+              help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).")
 @common
-def push(package: str, version: str, file: Path, promote_latest: bool) -> None:
+def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None,
+         skip_existing: bool) -> None:
     """Upload FILE as VERSION of PKG. Versions are immutable."""
     reg = _STATE.registry()
-    info = reg.push(package, version, file, promote_latest=promote_latest)
-    _out(f"Pushed {package} {version} ({_size(info.size)}, sha256 {info.sha256})")
-    if promote_latest:
+    result = reg.push(package, version, file, promote_latest=promote_latest, note=note,
+                      skip_existing=skip_existing)
+    if result.skipped:
+        _out(f"Already there: {package} {version} holds exactly these bytes (skipped)")
+    else:
+        info = result.version
+        _out(f"Pushed {package} {version} ({_size(info.size)}, sha256 {info.sha256})")
+    if result.promoted:
         _out(f"{package} latest -> {version}")
 
 
@@ -134,6 +143,9 @@ def _shown(path: Path) -> str:
 
 
 def _report_pull(result: PullResult) -> None:
+    if result.yanked:
+        _warn(f"{result.package} {result.version} is yanked"
+              + (f": {result.yank_reason}" if result.yank_reason else "") + "; pulled because it was asked for by name")
     if not result.verified:
         how = "size and ETag" if result.checked_by == "etag" else "size only"
         _warn(f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
@@ -148,13 +160,15 @@ def _report_pull(result: PullResult) -> None:
 
 @cli.command()
 @click.argument("package", metavar="PKG")
-@click.option("--version", "version", default="latest", show_default=True, help="Version to pull.")
+@click.option("--version", "version", default="latest", show_default=True,
+              help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x.")
 @click.option("--outfile", type=click.Path(path_type=Path), help="Save here instead of OUTDIR/FILENAME.")
 @click.option("--force", is_flag=True, help="Download even when the destination is up to date.")
+@click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
 @common
-def pull(package: str, version: str, outfile: Path | None, force: bool) -> None:
+def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool) -> None:
     """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
-    _report_pull(_STATE.registry().pull(package, version, outfile=outfile, force=force))
+    _report_pull(_STATE.registry().pull(package, version, outfile=outfile, force=force, pre=pre))
 
 
 @cli.command("pull-list")
@@ -176,12 +190,13 @@ def pull_list(packages: tuple[str, ...], force: bool) -> None:
 
 
 @cli.command("list")
+@click.argument("pattern", metavar="[PATTERN]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @common
-def list_(as_json: bool) -> None:
-    """Every package with its latest version."""
+def list_(pattern: str | None, as_json: bool) -> None:
+    """Every package (matching the glob PATTERN, e.g. 'tools-*') with its latest version."""
     reg = _STATE.registry()
-    infos = reg.packages()
+    infos = reg.packages(pattern)
     for info in infos:
         if info.problem:
             _warn(info.problem)
@@ -215,7 +230,8 @@ def list_versions(package: str, as_json: bool) -> None:
     for v in versions:
         pushed = (v.pushed_at or "")[:16].replace("T", " ") or "-"
         state = "sha256" if v.sha256 else "DAMAGED" if v.problem else "unverified"
-        _out(f"{v.version.ljust(width)}  {_size(v.size):>10}  {pushed:16}  {state}")
+        marks = ([f"[{', '.join(v.tags)}]"] if v.tags else []) + (["YANKED"] if v.yanked else [])
+        _out(f"{v.version.ljust(width)}  {_size(v.size):>10}  {pushed:16}  {state:10}  {' '.join(marks)}".rstrip())
 
 
 @cli.command()
@@ -226,6 +242,115 @@ def promote(package: str, version: str) -> None:
     """Make VERSION the one that `latest` means."""
     _STATE.registry().promote(package, version)
     _out(f"{package} latest -> {version}")
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="VERSION")
+@click.argument("tag", metavar="TAG")
+@click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
+@common
+def tag(package: str, version: str, tag: str, pre: bool) -> None:
+    """Point TAG (e.g. stable) at VERSION (a version, tag or range)."""
+    exact = _STATE.registry().tag(package, version, tag, pre=pre)
+    _out(f"{package} {tag} -> {exact}")
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("tag", metavar="TAG")
+@common
+def untag(package: str, tag: str) -> None:
+    """Remove TAG from PKG."""
+    old = _STATE.registry().untag(package, tag)
+    _out(f"Removed tag {tag} of {package} (was {old})")
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    """Consent: --yes, or an answer on a terminal; never a prompt in a script."""
+    if yes:
+        return True
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        return click.confirm(question, default=False, err=True)
+    return False
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="VERSION")
+@click.option("--reason", metavar="TEXT", help="Why; shown to everyone who pulls it by name.")
+@click.option("--yes", is_flag=True, help="Go ahead even if latest has to move.")
+@common
+def yank(package: str, version: str, reason: str | None, yes: bool) -> None:
+    """Stop handing out VERSION: no range or latest picks it; exact pulls still work, with a warning."""
+    from .registry import ConfirmationNeeded
+
+    reg = _STATE.registry()
+    try:
+        latest = reg.yank(package, version, reason, move_latest=yes)
+    except ConfirmationNeeded as exc:
+        if not _confirm(f"{exc}. Go ahead?", yes):
+            raise
+        latest = reg.yank(package, version, reason, move_latest=True)
+    _out(f"Yanked {package} {version}" + (f" ({reason})" if reason else ""))
+    _out(f"{package} latest -> {latest or '(unset)'}")
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="VERSION")
+@common
+def unyank(package: str, version: str) -> None:
+    """Make a yanked VERSION resolvable again (latest is left as it is)."""
+    _STATE.registry().unyank(package, version)
+    _out(f"Unyanked {package} {version}")
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="[VERSION]", required=False)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--force", is_flag=True, help="Also delete versions that tags point to, and those tags.")
+@common
+def delete(package: str, version: str | None, yes: bool, force: bool) -> None:
+    """Delete VERSION of PKG, or all of PKG, data and metadata."""
+    what = f"{package} {version}" if version else f"package {package} with all its versions"
+    if not _confirm(f"Delete {what}? This cannot be undone.", yes):
+        raise TychoError(f"not deleting {what} without confirmation", "pass --yes to confirm")
+    removed = _STATE.registry().delete(package, version, force=force)
+    _out(f"Deleted {what}" + (f" (and tags {', '.join(removed)})" if removed else ""))
+
+
+@cli.command()
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="[VERSION]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
+@common
+def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
+    """Show PKG (localname, tags, newest versions) or one VERSION (size, sha256, who, when, note)."""
+    from .models import PackageDetails
+
+    details = _STATE.registry().info(package, version, pre=pre)
+    if as_json:
+        _out(json.dumps(details.to_json(), indent=2))
+        return
+    if isinstance(details, PackageDetails):
+        rows = [("package", details.name), ("localname", details.localname or "-"),
+                ("tags", ", ".join(f"{t} -> {v}" for t, v in details.tags.items()) or "-"),
+                ("yanked", ", ".join(details.yanked) or "-"), ("versions", str(details.version_count)),
+                ("newest", ", ".join(v.version for v in details.newest) or "-")]
+    else:
+        v = details
+        rows = [("version", v.version), ("size", f"{_size(v.size)} ({v.size} bytes)"),
+                ("sha256", v.sha256 or "- (unverified: pushed without a record)"),
+                ("pushed at", v.pushed_at or "-"), ("pushed by", v.pushed_by or "-"), ("note", v.note or "-"),
+                ("tags", ", ".join(v.tags) or "-"),
+                ("yanked", ("yes" + (f": {v.yank_reason}" if v.yank_reason else "")) if v.yanked else "no")]
+        if v.problem:
+            _warn(v.problem)
+    for label, value in rows:
+        _out(f"{label + ':':11} {value}")
 
 
 def _print_error(exc: TychoError, prefix: str = "") -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
+IDENTITY_ENV = "TYCHOREG_IDENTITY"
 LOCAL_CONFIG = ".tychoreg.json"
 BACKENDS = ("s3", "file")
 DEFAULT_OUTDIR = "tycho_packages"
@@ -73,7 +74,8 @@ def load_settings(config: str | os.PathLike[str] | None = None, *, cwd: Path | N
     if path is None:
         return Settings(backend="file", outdir=cwd / DEFAULT_OUTDIR,
                         options={"path": str(default_registry_path())},
-                        source="the embedded default (no config file found)")
+                        source="the embedded default (no config file found)",
+                        identity=os.environ.get(IDENTITY_ENV) or None)
     return _from_file(path, cwd)
 
 
@@ -106,7 +108,7 @@ def _from_file(path: Path, cwd: Path) -> Settings:
     outdir = tycho.get("outdir", DEFAULT_OUTDIR)
     if not isinstance(outdir, str) or not outdir:
         raise ConfigError(f"tycho.outdir in {path} must be a non-empty path")
-    identity = tycho.get("identity")
+    identity = os.environ.get(IDENTITY_ENV) or tycho.get("identity")
     if identity is not None and not isinstance(identity, str):
         raise ConfigError(f"tycho.identity in {path} must be a string")
 

@@ -16,6 +16,8 @@ from .errors import IntegrityError
 from .names import is_valid_segment
 
 FORMAT = 1
+#: The key of ``tycho.json`` under which tychoreg keeps what 0.4.0 does not know (tags, yanks).
+EXTENSION = "tychoreg"
 _HEX64 = frozenset("0123456789abcdef")
 
 
@@ -59,6 +61,56 @@ class PackageDoc:
             raise IntegrityError(f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
                                  f"repair it with: tychoreg promote {self.package} VERSION")
         return self.latest
+
+    # -- tychoreg's additions, under the "tychoreg" key (see docs/FORMAT.md) ----------------
+    def _section(self, name: str) -> dict[str, Any]:
+        ours = self.extra.get(EXTENSION)
+        value = ours.get(name) if isinstance(ours, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    def _set_section(self, name: str, value: dict[str, Any]) -> None:
+        ours = self.extra.get(EXTENSION)
+        if not isinstance(ours, dict):
+            ours = self.extra[EXTENSION] = {}
+        if value:
+            ours[name] = dict(sorted(value.items()))
+        else:
+            ours.pop(name, None)
+        if not ours:
+            del self.extra[EXTENSION]
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Every tag, ``latest`` included, that points to a well-formed version name."""
+        tags = {k: v for k, v in self._section("tags").items() if is_valid_segment(k) and is_valid_segment(v)}
+        if is_valid_segment(self.latest):
+            tags["latest"] = self.latest
+        return dict(sorted(tags.items()))
+
+    def set_tag(self, tag: str, version: str | None) -> None:
+        """Point ``tag`` at ``version`` (None removes it); ``latest`` stays 0.4.0's own field."""
+        if tag == "latest":
+            self.latest = version
+            return
+        tags = self._section("tags")
+        if version is None:
+            tags.pop(tag, None)
+        else:
+            tags[tag] = version
+        self._set_section("tags", tags)
+
+    @property
+    def yanked(self) -> dict[str, dict[str, Any]]:
+        """Yanked versions: ``{version: {"reason", "at", "by"}}``."""
+        return {k: (v if isinstance(v, dict) else {}) for k, v in self._section("yanked").items()}
+
+    def set_yanked(self, version: str, entry: dict[str, Any] | None) -> None:
+        yanked = self._section("yanked")
+        if entry is None:
+            yanked.pop(version, None)
+        else:
+            yanked[version] = entry
+        self._set_section("yanked", yanked)
 
     def to_bytes(self) -> bytes:
         # Same shape as 0.4.0 writes: localname, latest first, two-space indent.
@@ -123,10 +175,14 @@ class VersionInfo:
     pushed_by: str | None = None
     note: str | None = None
     problem: str | None = None
+    tags: tuple[str, ...] = ()
+    yanked: bool = False
+    yank_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "size": self.size, "sha256": self.sha256,
-                "pushed_at": self.pushed_at}
+                "pushed_at": self.pushed_at, "pushed_by": self.pushed_by, "note": self.note,
+                "tags": list(self.tags), "yanked": self.yanked, "yank_reason": self.yank_reason}
 
 
 @dataclass(frozen=True)
@@ -138,7 +194,36 @@ class PullResult:
     path: Path
     downloaded: bool
     checked_by: str
+    #: Set when the version was pulled by its exact version although yanked.
+    yanked: bool = False
+    yank_reason: str | None = None
 
     @property
     def verified(self) -> bool:
         return self.checked_by == "sha256"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did: ``skipped`` when ``--skip-existing`` found the same bytes already there."""
+
+    version: VersionInfo
+    skipped: bool = False
+    promoted: bool = False
+
+
+@dataclass(frozen=True)
+class PackageDetails:
+    """``info PKG``: the package document and its newest versions (highest first)."""
+
+    name: str
+    localname: str | None
+    tags: dict[str, str]
+    yanked: dict[str, str | None]
+    version_count: int
+    newest: list[VersionInfo]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "localname": self.localname, "latest": self.tags.get("latest"),
+                "tags": self.tags, "yanked": self.yanked, "version_count": self.version_count,
+                "newest": [v.to_json() for v in self.newest]}

@@ -45,3 +45,28 @@ def check_version(version: str, *, for_push: bool = False) -> str:
         raise UsageError(f"{version!r} is reserved and cannot be pushed as a version",
                          "choose a concrete version such as 1.0.0; use --promote-latest to make it latest")
     return version
+
+
+def check_selector(text: str) -> str:
+    """A version selector: an exact version, ``latest``, a tag, or a range such as ``^1.2``."""
+    if is_valid_segment(text):
+        return text
+    from .ranges import parse_constraint
+
+    try:
+        parse_constraint(text)
+    except ValueError as exc:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(f"invalid version or range {shown!r}: {exc}",
+                         "give a version (1.2.0), a tag (latest, stable) or a range (^1.2, >=1.2,<2, 1.x)") from None
+    return text
+
+
+def check_tag(tag: str) -> str:
+    """Tags follow the name rules and must not read as a range, so selectors stay unambiguous."""
+    check_segment(tag, "tag")
+    from .ranges import is_constraint
+
+    if is_constraint(tag):
+        raise UsageError(f"invalid tag {tag!r}: it reads as a version range", "choose a word such as stable or beta")
+    return tag

@@ -8,6 +8,7 @@ files: it talks to a :class:`~tychoreg.store.Store`. The two long procedures liv
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import os
 import random
@@ -21,15 +22,18 @@ from typing import TypeVar
 from . import fetch, layout
 from .config import Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
+from .integrity import digest_file
 from .localfs import check_destination
-from .models import PackageDoc, PackageInfo, PullResult, VersionInfo
-from .names import check_filename, check_package, check_version, is_valid_segment
-from .publish import open_source, publish
+from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, VersionInfo
+from .names import (check_filename, check_package, check_selector, check_tag, check_version,
+                    is_valid_segment)
+from .publish import now_iso, open_source, publish
 from .store import ObjectNotFound, PreconditionFailed, Store, open_store
 from .store.base import Progress
 from .versions import version_sort_key
 
 CAS_ATTEMPTS = 12
+NEWEST_SHOWN = 10
 PARALLEL_REQUESTS = 16
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -51,6 +55,10 @@ def _parallel(func: Callable[[_T], _R], items: Iterable[_T], workers: int = PARA
         return [func(i) for i in items]
     with ThreadPoolExecutor(min(workers, len(items))) as pool:
         return list(pool.map(func, items))
+
+
+class ConfirmationNeeded(OperationError):
+    """The operation would do more than asked (e.g. move ``latest``); repeat it with consent."""
 
 
 class Registry:
@@ -88,9 +96,10 @@ class Registry:
             raise AlreadyExists(f"package {package} already exists",
                                 f"see it with: tychoreg list-versions {package}") from None
 
-    def packages(self) -> list[PackageInfo]:
-        """Every package (a folder with a ``tycho.json``), sorted by name."""
-        names = sorted(n for n in self.store.list_folders("") if is_valid_segment(n))
+    def packages(self, pattern: str | None = None) -> list[PackageInfo]:
+        """Every package (a folder with a ``tycho.json``), sorted by name; ``pattern`` is a glob."""
+        names = sorted(n for n in self.store.list_folders("") if is_valid_segment(n)
+                       and (pattern is None or fnmatch.fnmatchcase(n, pattern)))
 
         def load(name: str) -> PackageInfo | None:
             try:
@@ -125,90 +134,293 @@ class Registry:
                            "try again; if it persists, another client is rewriting it in a loop")
 
     # -- versions ------------------------------------------------------------------------
-    def versions(self, package: str) -> list[VersionInfo]:
-        """Every visible version of ``package``, ascending by version precedence."""
-        check_package(package)
-        self._doc(package)
+    def _visible(self, package: str) -> dict[str, int]:
+        """Visible versions (data present) and their sizes, from one complete listing."""
         sizes: dict[str, int] = {}
         for info in self.store.list(layout.data_prefix(package)):
             version = layout.version_of_data(package, info.key)
             if version and is_valid_segment(version):
                 sizes[version] = info.size
+        return sizes
+
+    def versions(self, package: str) -> list[VersionInfo]:
+        """Every visible version of ``package``, ascending by version precedence."""
+        check_package(package)
+        doc, _ = self._doc(package)
+        sizes = self._visible(package)
         recorded = {layout.version_of_record(package, info.key)
                     for info in self.store.list(layout.records_prefix(package))}
-
-        def describe(version: str) -> VersionInfo:
-            if version not in recorded:
-                return VersionInfo(version, sizes[version])
-            try:
-                rec = fetch.read_record(self.store, package, version)
-            except IntegrityError as exc:
-                return VersionInfo(version, sizes[version], problem=str(exc))
-            if rec is None:
-                return VersionInfo(version, sizes[version])
-            if rec.size != sizes[version]:
-                return VersionInfo(version, sizes[version], problem=f"{package} {version} is damaged: stored "
-                                   f"size {sizes[version]} bytes, recorded {rec.size}")
-            return VersionInfo(version, rec.size, rec.sha256, rec.pushed_at or None, rec.pushed_by, rec.note)
-
         key = version_sort_key(sizes)
-        return sorted(_parallel(describe, list(sizes)), key=lambda v: key(v.version))
+        described = _parallel(lambda v: self._describe(package, doc, v, sizes[v], v in recorded), sizes)
+        return sorted(described, key=lambda v: key(v.version))
+
+    def _describe(self, package: str, doc: PackageDoc, version: str, size: int, recorded: bool) -> VersionInfo:
+        """A version as listings show it: record, tags pointing to it, yank state."""
+        tags = tuple(t for t, v in doc.tags.items() if v == version)
+        yank = doc.yanked.get(version)
+        extra = {"tags": tags, "yanked": yank is not None,
+                 "yank_reason": yank.get("reason") if yank else None}
+        if not recorded:
+            return VersionInfo(version, size, **extra)
+        try:
+            rec = fetch.read_record(self.store, package, version)
+        except IntegrityError as exc:
+            return VersionInfo(version, size, problem=str(exc), **extra)
+        if rec is None:
+            return VersionInfo(version, size, **extra)
+        if rec.size != size:
+            return VersionInfo(version, size, problem=f"{package} {version} is damaged: stored size {size} "
+                               f"bytes, recorded {rec.size}", **extra)
+        return VersionInfo(version, rec.size, rec.sha256, rec.pushed_at or None, rec.pushed_by, rec.note, **extra)
+
+    def info(self, package: str, version: str | None = None, *, pre: bool = False) -> PackageDetails | VersionInfo:
+        """``info PKG``: the package and its newest versions; ``info PKG VERSION``: one version."""
+        check_package(package)
+        if version is not None:
+            check_selector(version)
+            doc, _ = self._doc(package)
+            exact = self._select(package, doc, version, pre=pre)
+            head = self.store.head(layout.data(package, exact))
+            if head is None:
+                raise NotFound(f"no version {exact} of package {package}",
+                               f"see the versions with: tychoreg list-versions {package}")
+            return self._describe(package, doc, exact, head.size, True)
+        listed = self.versions(package)
+        doc, _ = self._doc(package)
+        localname = doc.localname if is_valid_segment(doc.localname) else None
+        return PackageDetails(package, localname, doc.tags,
+                              {v: e.get("reason") for v, e in doc.yanked.items()}, len(listed),
+                              list(reversed(listed[-NEWEST_SHOWN:])))
+
+    def _select(self, package: str, doc: PackageDoc, selector: str, *, pre: bool = False) -> str:
+        """Turn ``latest``, a tag, an exact version or a range into one version name."""
+        if selector == "latest":
+            latest = doc.checked_latest()
+            if not latest:
+                raise NotFound(f"package {package} has no latest version yet",
+                               f"pull one with --version, or set it: tychoreg promote {package} VERSION")
+            return latest
+        tags = doc.tags
+        if selector in tags:
+            return tags[selector]
+        from .ranges import is_constraint, resolve
+
+        if is_valid_segment(selector) and not is_constraint(selector):
+            return selector  # an exact version; whether it exists is checked by the caller
+        visible = self._visible(package)
+        if selector in visible:
+            return selector
+        match = resolve(selector, visible, yanked=doc.yanked, pre=pre)
+        if match is None:
+            raise NotFound(f"no version of package {package} matches {selector!r}"
+                           + ("" if pre else " (pre-releases and yanked versions are not considered)"),
+                           f"see the versions with: tychoreg list-versions {package}"
+                           + ("" if pre else "; --pre admits pre-releases"))
+        return match
 
     def push(self, package: str, version: str, file: str | os.PathLike[str], *,
-             promote_latest: bool = False, note: str | None = None,
-             progress: Progress | None = None) -> VersionInfo:
-        """Upload ``file`` as ``version`` of ``package``; versions are immutable."""
+             promote_latest: bool = False, note: str | None = None, skip_existing: bool = False,
+             progress: Progress | None = None) -> PushResult:
+        """Upload ``file`` as ``version`` of ``package``; versions are immutable.
+
+        With ``skip_existing``, a version that already holds exactly these bytes is success
+        (idempotent CI pushes); one that holds other bytes is still an error.
+        """
         check_package(package)
         check_version(version, for_push=True)
-        with open_source(Path(file)) as source:
+        path = Path(file)
+        skipped = False
+        with open_source(path) as source:
             self._doc(package)
-            rec = publish(self.store, package, version, source, identity=self.identity or default_identity(),
-                          note=note, progress=progress)
+            try:
+                rec = publish(self.store, package, version, source, identity=self.identity or default_identity(),
+                              note=note, progress=progress)
+                info = VersionInfo(version, rec.size, rec.sha256, rec.pushed_at, rec.pushed_by, rec.note)
+            except AlreadyExists:
+                if not skip_existing:
+                    raise
+                info = self._same_bytes(package, version, path)
+                skipped = True
         if promote_latest:
             try:
-                self._set_latest(package, version)
+                self._point(package, "latest", version)
             except TychoError as exc:
                 raise OperationError(f"pushed {package} {version}, but could not make it latest: {exc}",
                                      f"run: tychoreg promote {package} {version}") from None
-        return VersionInfo(version, rec.size, rec.sha256, rec.pushed_at, rec.pushed_by, rec.note)
+        return PushResult(info, skipped=skipped, promoted=promote_latest)
+
+    def _same_bytes(self, package: str, version: str, path: Path) -> VersionInfo:
+        """The existing version if it holds exactly ``path``'s bytes, else AlreadyExists."""
+        expected = fetch.expected_for(self.store, package, version)
+        if not expected.matches(digest_file(path, expected.etag)):
+            raise AlreadyExists(f"version {version} of package {package} already exists with other bytes",
+                                "versions are immutable: push a new version number")
+        return VersionInfo(version, expected.size, expected.sha256)
 
     def promote(self, package: str, version: str) -> None:
         """Make ``version`` the one that ``latest`` means."""
         check_package(package)
         check_version(version, for_push=True)
+        self._point(package, "latest", version)
+
+    def tag(self, package: str, version: str, tag: str, *, pre: bool = False) -> str:
+        """Point ``tag`` at a version (any selector); returns the exact version tagged."""
+        check_package(package)
+        check_selector(version)
+        check_tag(tag)
+        doc, _ = self._doc(package)
+        exact = self._select(package, doc, version, pre=pre)
+        if tag != "latest" and self.store.head(layout.data(package, tag)) is not None:
+            raise AlreadyExists(f"{tag} is a version of package {package}; a tag cannot share its name",
+                                "choose another tag name")
+        self._point(package, tag, exact)
+        return exact
+
+    def untag(self, package: str, tag: str) -> str:
+        """Remove ``tag``; returns the version it pointed to."""
+        check_package(package)
+        check_tag(tag)
+        old: list[str] = []
+
+        def change(doc: PackageDoc) -> None:
+            old.clear()
+            if tag not in doc.tags:
+                raise NotFound(f"package {package} has no tag {tag}",
+                               f"see its tags with: tychoreg info {package}")
+            old.append(doc.tags[tag])
+            doc.set_tag(tag, None)
+
+        self._update_doc(package, change)
+        return old[0]
+
+    def _point(self, package: str, tag: str, version: str) -> None:
+        """Set ``tag`` to ``version`` safely against a concurrent delete of that version.
+
+        We check the data exists, write the tag, then check again: a delete removes the data and
+        then re-reads the tags, so one of the two always sees the other (and the tag is undone).
+        """
+        missing = NotFound(f"no version {version} of package {package}",
+                           f"see the versions with: tychoreg list-versions {package}")
         self._doc(package)
         if self.store.head(layout.data(package, version)) is None:
+            raise missing
+        self._update_doc(package, lambda doc: doc.set_tag(tag, version))
+        if self.store.head(layout.data(package, version)) is None:
+            self._drop_refs(package, version)
+            raise missing
+
+    def _drop_refs(self, package: str, version: str) -> list[str]:
+        """Remove every tag and yank entry that names ``version``; returns the tags removed."""
+        removed: list[str] = []
+
+        def change(doc: PackageDoc) -> None:
+            removed[:] = [t for t, v in doc.tags.items() if v == version]
+            for t in removed:
+                doc.set_tag(t, None)
+            doc.set_yanked(version, None)
+
+        self._update_doc(package, change)
+        return removed
+
+    # -- yank and delete -----------------------------------------------------------------
+    def yank(self, package: str, version: str, reason: str | None = None, *,
+             move_latest: bool = False) -> str | None:
+        """Hide ``version`` from ``latest`` and range resolution; pulls by exact version still work.
+
+        Yanking the version ``latest`` points to moves ``latest`` to the highest remaining
+        release; that needs ``move_latest`` (the CLI's ``--yes``). Returns the new ``latest``.
+        """
+        check_package(package)
+        check_version(version, for_push=True)
+        doc, _ = self._doc(package)
+        visible = self._visible(package)
+        if version not in visible:
             raise NotFound(f"no version {version} of package {package}",
                            f"see the versions with: tychoreg list-versions {package}")
-        self._set_latest(package, version)
+        from .ranges import resolve
 
-    def _set_latest(self, package: str, version: str) -> None:
+        successor = resolve("*", visible, yanked={*doc.yanked, version})
+        if doc.latest == version and not move_latest:
+            raise ConfirmationNeeded(f"{package} {version} is what latest means; yanking it moves latest to "
+                                     f"{successor or 'nothing (unset)'}", "pass --yes to go ahead")
+        entry = {"reason": reason, "at": now_iso(), "by": self.identity or default_identity()}
+
         def change(doc: PackageDoc) -> None:
-            doc.latest = version
+            doc.set_yanked(version, entry)
+            if doc.latest == version:
+                doc.latest = successor
+
+        return self._update_doc(package, change).latest
+
+    def unyank(self, package: str, version: str) -> None:
+        """Make a yanked version resolvable again (``latest`` is left as it is)."""
+        check_package(package)
+        check_version(version, for_push=True)
+
+        def change(doc: PackageDoc) -> None:
+            if version not in doc.yanked:
+                raise NotFound(f"{package} {version} is not yanked")
+            doc.set_yanked(version, None)
 
         self._update_doc(package, change)
 
+    def delete(self, package: str, version: str | None = None, *, force: bool = False) -> list[str]:
+        """Delete one version, or (``version`` None) the whole package; returns tags removed.
+
+        A version a tag points to is refused unless ``force``. Data goes first (the version is
+        invisible at once), then its record; tags are re-checked afterwards (see :meth:`_point`).
+        """
+        check_package(package)
+        if version is None:
+            return self._delete_package(package, force=force)
+        check_version(version, for_push=True)
+        doc, _ = self._doc(package)
+        if self.store.head(layout.data(package, version)) is None:
+            raise NotFound(f"no version {version} of package {package}",
+                           f"see the versions with: tychoreg list-versions {package}")
+        refs = [t for t, v in doc.tags.items() if v == version]
+        if refs and not force:
+            raise OperationError(f"{package} {version} is tagged {', '.join(refs)}; not deleted",
+                                 "move the tags first, or pass --force to delete it and its tags")
+        removed = self._drop_refs(package, version)
+        self.store.delete(layout.data(package, version))
+        self.store.delete(layout.record(package, version))
+        return sorted(set(removed) | set(self._drop_refs(package, version)))
+
+    def _delete_package(self, package: str, *, force: bool) -> list[str]:
+        doc, _ = self._doc(package)
+        tags = sorted(doc.tags)
+        if tags and not force:
+            raise OperationError(f"package {package} has tags ({', '.join(tags)}); not deleted",
+                                 "pass --force to delete it with all its versions and tags")
+        # The document goes first: the package disappears and new pushes are refused at once.
+        self.store.delete(layout.package_doc(package))
+        keys = [info.key for info in self.store.list(f"{package}/")]
+        data_first = sorted(keys, key=lambda k: layout.version_of_data(package, k) is None)
+        for key in data_first:
+            self.store.delete(key)
+        return tags
+
     # -- pulling -------------------------------------------------------------------------
     def pull(self, package: str, version: str = "latest", *, outfile: str | os.PathLike[str] | None = None,
-             force: bool = False, progress: Progress | None = None) -> PullResult:
-        """Download a version to ``outfile`` or ``OUTDIR/localname``, verified, atomically."""
+             force: bool = False, pre: bool = False, progress: Progress | None = None) -> PullResult:
+        """Download a version (exact, ``latest``, a tag or a range) to ``outfile`` or
+        ``OUTDIR/localname``, verified, atomically."""
         check_package(package)
-        check_version(version)
+        check_selector(version)
         if outfile is not None and Path(outfile).is_dir():
             raise UsageError(f"--outfile {outfile} is a folder", "name a file path, e.g. DIR/FILENAME")
         doc, _ = self._doc(package)
-        if version == "latest":
-            version = doc.checked_latest() or ""
-            if not version:
-                raise NotFound(f"package {package} has no latest version yet",
-                               f"pull one with --version, or set it: tychoreg promote {package} VERSION")
+        exact = self._select(package, doc, version, pre=pre)
         dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
-        expected = fetch.expected_for(self.store, package, version)
+        expected = fetch.expected_for(self.store, package, exact)
+        yank = doc.yanked.get(exact)
+        marks = {"yanked": yank is not None, "yank_reason": yank.get("reason") if yank else None}
         check_destination(dest)
         if not force and fetch.holds(self.store, dest, expected):
-            return PullResult(package, version, dest, downloaded=False, checked_by=expected.checked_by)
-        fetch.download(self.store, package, version, expected, dest, progress)
-        return PullResult(package, version, dest, downloaded=True, checked_by=expected.checked_by)
+            return PullResult(package, exact, dest, downloaded=False, checked_by=expected.checked_by, **marks)
+        fetch.download(self.store, package, exact, expected, dest, progress)
+        return PullResult(package, exact, dest, downloaded=True, checked_by=expected.checked_by, **marks)
 
     def pull_many(self, packages: Sequence[str], *, force: bool = False,
                   ) -> list[tuple[str, PullResult | TychoError]]:
