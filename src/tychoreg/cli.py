@@ -353,6 +353,48 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
         _out(f"{label + ':':11} {value}")
 
 
+@cli.command()
+@click.argument("package", metavar="[PKG]", required=False)
+@click.argument("version", metavar="[VERSION]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def verify(package: str | None, version: str | None, as_json: bool) -> None:
+    """Re-read stored versions and check them against their SHA-256 and size; exit 1 on any mismatch."""
+    results = _STATE.registry().verify(package, version)
+    bad = [r for r in results if not r.ok]
+    if as_json:
+        _out(json.dumps([{"package": r.package, "version": r.version, "ok": r.ok, "checked_by": r.checked_by,
+                          "problem": r.problem} for r in results], indent=2))
+    else:
+        for r in results:
+            _out(f"{'ok    ' if r.ok else 'FAILED'}  {r.package} {r.version}  ({r.checked_by})")
+    for r in bad:
+        _warn(r.problem or f"{r.package} {r.version} failed")
+    if bad:
+        raise TychoError(f"{len(bad)} of {len(results)} versions failed verification",
+                         "re-push good copies as new versions and delete or yank the damaged ones")
+    click.echo(f"{len(results)} versions verified", err=True)
+
+
+@cli.command()
+@click.option("--older-than", "older_than", default="24h", show_default=True, metavar="AGE",
+              help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.")
+@click.option("--yes", is_flag=True, help="Delete what is found (default: only list it).")
+@common
+def gc(older_than: str, yes: bool) -> None:
+    """Find debris of interrupted pushes (unfinished uploads, orphaned claims); --yes deletes it."""
+    from .upkeep import parse_age
+
+    found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
+    for d in found:
+        _out(f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
+             + (f"  ({_size(d.size)})" if d.size is not None else ""))
+    if not found:
+        click.echo("No debris found", err=True)
+    elif not yes:
+        click.echo("Dry run: pass --yes to delete", err=True)
+
+
 def _print_error(exc: TychoError, prefix: str = "") -> None:
     click.echo(_STATE.redact(f"error: {prefix}{exc}"), err=True)
     if exc.hint:

@@ -16,10 +16,11 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from . import fetch, layout
+from . import fetch, layout, upkeep
 from .config import Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
 from .integrity import digest_file
@@ -400,6 +401,31 @@ class Registry:
         for key in data_first:
             self.store.delete(key)
         return tags
+
+    # -- upkeep -------------------------------------------------------------------------
+    def verify(self, package: str | None = None, version: str | None = None, *, pre: bool = False,
+               ) -> list[upkeep.Verified]:
+        """Re-read stored versions (all, one package's, or one) and check them against their records."""
+        if package is None:
+            targets = [(p.name, v) for p in self.packages() for v in self._visible(p.name)]
+        else:
+            check_package(package)
+            doc, _ = self._doc(package)
+            if version is None:
+                targets = [(package, v) for v in self._visible(package)]
+            else:
+                check_selector(version)
+                targets = [(package, self._select(package, doc, version, pre=pre))]
+        results = _parallel(lambda t: upkeep.verify_one(self.store, *t), targets, workers=4)
+        return sorted(results, key=lambda r: r.package)
+
+    def gc(self, *, older_than: timedelta = upkeep.DEFAULT_GC_AGE, remove: bool = False) -> list[upkeep.Debris]:
+        """Find (and with ``remove``, delete) what dead pushes left: invisible, older than ``older_than``."""
+        names = [n for n in self.store.list_folders("") if is_valid_segment(n)]
+        found = upkeep.find_debris(self.store, names, older_than)
+        if remove:
+            found = [d for d in found if upkeep.remove_debris(self.store, d)]
+        return found
 
     # -- pulling -------------------------------------------------------------------------
     def pull(self, package: str, version: str = "latest", *, outfile: str | os.PathLike[str] | None = None,

@@ -38,6 +38,16 @@ class ObjectInfo:
     modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """Staged data that was never committed or aborted (a push that died): for ``gc``."""
+
+    key: str
+    ref: str  # what the store needs to remove it: an upload id, a temporary file's path
+    size: int | None
+    started: datetime | None
+
+
 class StagedUpload(Protocol):
     """Data uploaded but not yet visible under its key."""
 
@@ -96,6 +106,12 @@ class Store(Protocol):
     def read(self, key: str, sink: BinaryIO, *, start: int = 0,
              progress: Progress | None = None) -> ObjectInfo:
         """Stream the object (from byte ``start``) into ``sink``, in order."""
+
+    def leftovers(self) -> Iterator[Leftover]:
+        """Staged uploads never committed nor aborted, anywhere in the registry."""
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        """Discard one; removing one already gone is not an error."""
 
 
 def same_etag(a: str | None, b: str | None) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import StorageError
-from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
+from .base import Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
 
 CHUNK = 1024 * 1024
 
@@ -248,3 +248,22 @@ class FileStore:
                 if progress:
                     progress(len(chunk))
         return ObjectInfo(key, st.st_size, None, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def leftovers(self) -> Iterator[Leftover]:
+        if not self.root.is_dir():
+            return
+        for dirpath, _dirs, filenames in os.walk(self.root):
+            for name in filenames:
+                if not _is_temp(name):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                key = path.relative_to(self.root).as_posix()
+                yield Leftover(key, str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        with self._storage_errors(leftover.key):
+            Path(leftover.ref).unlink(missing_ok=True)

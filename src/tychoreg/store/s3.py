@@ -19,7 +19,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError
-from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
+from .base import Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -27,7 +27,7 @@ MAX_PARTS = 10_000
 CONCURRENCY = 8
 CHUNK = 1 * MiB
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "InvalidToken", "ExpiredToken", "AccountProblem"}
 _DEFAULT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 5},
@@ -276,3 +276,19 @@ class S3Store:
                     progress(len(chunk))
         total = resp["ContentLength"] + start
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
+
+    def leftovers(self) -> Iterator[Leftover]:
+        prefix = self.prefix + "/" if self.prefix else ""
+        with self._errors(""):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    yield Leftover(self._rel(upload["Key"]), upload["UploadId"], None, upload.get("Initiated"))
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        try:
+            with self._errors(leftover.key):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(leftover.key),
+                                                   UploadId=leftover.ref)
+        except ObjectNotFound:
+            pass

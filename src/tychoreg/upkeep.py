@@ -1,0 +1,109 @@
+"""Looking after a registry: ``verify`` (scrub stored versions) and ``gc`` (remove debris).
+
+Debris is what a push that died leaves: staged data never committed (an unfinished multipart
+upload, a hidden temporary file) and claims without data (a record whose ``.pkg`` never came).
+Neither is visible, so nothing depends on it; ``gc`` only touches what is older than a threshold
+so that pushes still running are left alone, and removes a claim only if it is unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from . import fetch, layout
+from .errors import TychoError, UsageError
+from .integrity import Digests, HashingWriter
+from .store import PreconditionFailed, Store
+from .store.base import Leftover
+
+DEFAULT_GC_AGE = timedelta(hours=24)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)\Z")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30m``, ``24h``, ``7d``, ``90s`` (a bare number is hours)."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise UsageError(f"invalid age {text!r}", "use a number with s, m, h or d, e.g. 24h or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Debris:
+    kind: str  # "unfinished upload" or "orphaned claim"
+    key: str
+    size: int | None
+    since: datetime | None
+    leftover: Leftover | None = None
+
+
+@dataclass(frozen=True)
+class Verified:
+    package: str
+    version: str
+    ok: bool
+    checked_by: str
+    problem: str | None = None
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def verify_one(store: Store, package: str, version: str) -> Verified:
+    """Re-read one stored version and check it against its record (or its ETag and size)."""
+    try:
+        expected = fetch.expected_for(store, package, version)
+        digests = Digests(expected.etag)
+        store.read(expected.key, HashingWriter(_Discard(), digests))  # type: ignore[arg-type]
+    except TychoError as exc:
+        return Verified(package, version, False, "-", str(exc))
+    if expected.matches(digests):
+        return Verified(package, version, True, expected.checked_by)
+    return Verified(package, version, False, expected.checked_by,
+                    f"{package} {version} does not match its {expected.checked_by}: stored {digests.size} bytes, "
+                    f"sha256 {digests.sha256}; recorded {expected.size} bytes"
+                    + (f", sha256 {expected.sha256}" if expected.sha256 else ""))
+
+
+def find_debris(store: Store, packages: list[str], older_than: timedelta) -> list[Debris]:
+    now = datetime.now(timezone.utc)
+
+    def old(since: datetime | None) -> bool:
+        if since is None:
+            return True
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        return now - since > older_than
+
+    found = [Debris("unfinished upload", lo.key, lo.size, lo.started, lo)
+             for lo in store.leftovers() if old(lo.started)]
+    for package in packages:
+        visible = {layout.version_of_data(package, i.key) for i in store.list(layout.data_prefix(package))}
+        for info in store.list(layout.records_prefix(package)):
+            version = layout.version_of_record(package, info.key)
+            if version and version not in visible and old(info.modified):
+                found.append(Debris("orphaned claim", info.key, info.size, info.modified))
+    return found
+
+
+def remove_debris(store: Store, item: Debris) -> bool:
+    """Remove one piece of debris; False when it changed meanwhile (then it is left alone)."""
+    if item.leftover is not None:
+        store.remove_leftover(item.leftover)
+        return True
+    package, version = item.key.split("/", 1)[0], layout.version_of_record(item.key.split("/", 1)[0], item.key)
+    try:
+        _, etag = store.get(item.key)
+        if version is None or store.head(layout.data(package, version)) is not None:
+            return False  # its data arrived: a real version now
+        store.delete_if_match(item.key, etag)
+        return True
+    except PreconditionFailed:
+        return False
+    except TychoError:
+        return False

@@ -1,0 +1,51 @@
+"""verify (scrub) and gc (debris of dead pushes), on both backends."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Workspace
+
+
+def test_verify_reports_each_mismatch(ws: Workspace) -> None:
+    ws.ok("init", "narf", "narf.bin")
+    for v in ("1.0", "2.0"):
+        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 100)))
+    assert ws.ok("verify").out.count("ok") == 2
+    ws.write_stored("narf/tycho_1.0.pkg", b"X" * 300)  # same size, other bytes
+    result = ws.run("verify")
+    assert result.code == 1
+    assert "FAILED  narf 1.0" in result.out and "ok      narf 2.0" in result.out
+    assert "narf 1.0" in result.err
+    assert ws.ok("verify", "narf", "2.0").code == 0
+    assert ws.run("verify", "narf", "1.0", "--json").json() == [
+        {"package": "narf", "version": "1.0", "ok": False, "checked_by": "sha256",
+         "problem": ws.run("verify", "narf", "1.0", "--json").json()[0]["problem"]}]
+    assert ws.run("verify", "ghost").code == 1
+
+
+def test_gc_removes_debris_only(ws: Workspace) -> None:
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("a.bin", b"good")))
+    claim = {"format": 1, "version": "9.9", "size": 1, "sha256": "0" * 64, "pushed_at": "2020-01-01T00:00:00+00:00"}
+    ws.write_stored("narf/.tycho/versions/9.9.json", json.dumps(claim).encode())
+    if ws.backend == "file":
+        ws.write_stored("narf/.tycho_8.0.pkg.deadbeef.tmp", b"partial")
+    else:
+        prefix = ws.config["s3"]["prefix"]
+        ws.seaweed.client().create_multipart_upload(Bucket=ws.bucket, Key=f"{prefix}/narf/tycho_8.0.pkg")
+    assert "No debris" in ws.ok("gc").err  # everything is younger than 24h: running pushes are safe
+    dry = ws.ok("gc", "--older-than", "0s")
+    assert "would remove  orphaned claim  narf/.tycho/versions/9.9.json" in dry.out
+    assert "unfinished upload" in dry.out
+    assert "narf/.tycho/versions/9.9.json" in ws.stored_keys()
+    ws.ok("gc", "--older-than", "0s", "--yes")
+    keys = ws.stored_keys()
+    assert "narf/.tycho/versions/9.9.json" not in keys
+    assert not any(k.endswith(".tmp") for k in keys)
+    if ws.backend == "s3":
+        uploads = ws.seaweed.client().list_multipart_uploads(Bucket=ws.bucket, Prefix=ws.config["s3"]["prefix"] + "/")
+        assert not uploads.get("Uploads")
+    assert "No debris" in ws.ok("gc", "--older-than", "0s").err
+    ws.ok("verify", "narf")
+    assert ws.run("gc", "--older-than", "soon").code == 2
