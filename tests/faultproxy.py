@@ -3,7 +3,9 @@
 The Host header is passed through unchanged, so SigV4 signatures made for the proxy's address
 still verify at the server. Rules are (method, path substring, fault, times): ``"503"`` answers
 503 without forwarding; ``"503-after"`` forwards the request (so the server does the work) and
-then answers 503 instead of the server's reply, as a lost response looks to a client.
+then answers 503 instead of the server's reply, as a lost response looks to a client;
+``"truncate"`` forwards and sends the headers but only half of the body, then closes.
+``ranges`` records the Range header of every GET, to show that downloads resume.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str, int]] = []
+        self.ranges: list[str | None] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -83,6 +86,8 @@ class FaultProxy:
 
             def _any(self) -> None:
                 body = self._body()
+                if self.command == "GET":
+                    proxy.ranges.append(self.headers.get("Range"))
                 fault = proxy._fault_for(self.command, self.path)
                 if fault == "503":
                     proxy.seen.append((self.command, self.path, 503))
@@ -99,12 +104,16 @@ class FaultProxy:
                     proxy.seen.append((self.command, self.path, 503))
                     return self._reply_error()
                 proxy.seen.append((self.command, self.path, resp.status))
+                if fault == "truncate":
+                    data = data[: len(data) // 2]
+                    self.close_connection = True
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and (k.lower() != "content-length" or self.command == "HEAD"):
                         self.send_header(k, v)
                 if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
+                    full = len(data) * 2 if fault == "truncate" else len(data)
+                    self.send_header("Content-Length", str(full))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -24,7 +24,7 @@ def push(ws: Workspace, name: str, version: str, data: bytes, *extra: str):
 
 def leftovers(folder: Path) -> list[str]:
     """Temporary or partial files a pull must never leave behind."""
-    return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") and p.is_file()]
+    return [p.name for p in folder.rglob("*") if p.name.endswith((".tmp", ".part")) and p.is_file()]
 
 
 def test_round_trip_bytes_equal(ws: Workspace) -> None:

@@ -66,3 +66,35 @@ def test_promote_failure_after_push_says_the_version_is_there(proxied) -> None:
     assert "tychoreg promote narf 1.0" in result.err
     proxy.rules.clear()
     assert [v["version"] for v in ws.ok("list-versions", "narf", "--json").json()] == ["1.0"]
+
+
+def test_truncated_download_resumes_with_range(proxied) -> None:
+    ws, proxy = proxied
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    ws.ok("push", "narf", "1.0", str(ws.file("a.bin", data)), "--promote-latest")
+    proxy.rules.append(Rule("GET", "narf/tycho_1.0.pkg", "truncate", times=1))
+    result = ws.ok("pull", "narf")
+    assert "resumed 1x" in result.out
+    assert (ws.root / "tycho_packages/narf.bin").read_bytes() == data
+    assert any(r and r.startswith("bytes=") and r != "bytes=0-" for r in proxy.ranges)
+
+
+def test_interrupted_pull_resumes_in_the_next_run(proxied) -> None:
+    ws, proxy = proxied
+    data = os.urandom(2 * 1024 * 1024)
+    ws.ok("push", "narf", "1.0", str(ws.file("a.bin", data)), "--promote-latest")
+    proxy.rules.append(Rule("GET", "narf/tycho_1.0.pkg", "truncate", times=99))
+    failed = ws.run("pull", "narf")
+    assert failed.code == 1
+    assert "interrupted" in failed.err and "resumes" in failed.err
+    dest = ws.root / "tycho_packages/narf.bin"
+    assert not dest.exists()  # nothing partial at the destination
+    parts = list(dest.parent.glob(".narf.bin.*.part"))
+    assert len(parts) == 1 and 0 < parts[0].stat().st_size < len(data)
+    have = parts[0].stat().st_size
+    proxy.rules.clear()
+    proxy.ranges.clear()
+    ws.ok("pull", "narf")
+    assert dest.read_bytes() == data
+    assert proxy.ranges == [f"bytes={have}-"]  # one ranged read of the rest, no start over
+    assert not list(dest.parent.glob(".narf.bin.*"))

@@ -152,6 +152,8 @@ def _report_pull(result: PullResult) -> None:
               f"or another tool): checked by {how}, unverified")
     if result.downloaded:
         check = "sha256 verified" if result.verified else "unverified"
+        if result.resumes:
+            check += f", resumed {result.resumes}x after interruptions"
         _out(f"Pulled {result.package} {result.version} -> {_shown(result.path)} ({check})")
     else:
         _out(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "

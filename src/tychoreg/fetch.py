@@ -7,17 +7,22 @@ themselves). Downloads are hashed in the same pass and renamed into place only o
 
 from __future__ import annotations
 
+import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
 from .errors import IntegrityError, NotFound
-from .integrity import Digests, EtagPlan, HashingWriter, digest_file, etag_plan
-from .localfs import atomic_write
+from .integrity import CHUNK, Digests, EtagPlan, HashingWriter, digest_file, etag_plan
+from .localfs import resumable_write
 from .models import VersionRecord
 from .store import ObjectNotFound, Store
-from .store.base import ObjectInfo, Progress
+from .store.base import ObjectInfo, Progress, TransferInterrupted
+
+#: How many times one pull resumes an interrupted transfer before giving up (the part file stays).
+RESUME_ATTEMPTS = 6
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,32 @@ def holds(store: Store, dest: Path, expected: Expected) -> bool:
 
 
 def download(store: Store, package: str, version: str, expected: Expected, dest: Path,
-             progress: Progress | None = None) -> None:
-    """Stream the version into a temporary file beside ``dest``; rename it only if verified."""
+             progress: Progress | None = None, attempts: int = RESUME_ATTEMPTS) -> int:
+    """Stream the version into ``.DEST.TAG.part`` and rename it into place only once verified.
+
+    An interrupted transfer resumes with a ranged read from where it stopped, in this run (up to
+    ``attempts`` times) or the next one (the part file is kept). Returns how often it resumed.
+    """
     digests = Digests(expected.etag)
-    with atomic_write(dest) as out:
-        store.read(expected.key, HashingWriter(out, digests), progress=progress)
+    resumes = 0
+    with resumable_write(dest, _fingerprint(expected)) as fh:
+        fh.seek(0)
+        while chunk := fh.read(CHUNK):
+            digests.update(chunk)
+        if digests.size > expected.size:  # not a prefix of this version: start over
+            fh.truncate(0)
+            digests = Digests(expected.etag)
+        writer = HashingWriter(fh, digests)
+        for attempt in range(attempts):
+            try:
+                if digests.size < expected.size or (expected.size == 0 and attempt == 0):
+                    store.read(expected.key, writer, start=digests.size, progress=progress)
+                break
+            except TransferInterrupted:
+                if attempt == attempts - 1:
+                    raise
+                resumes += 1
+                time.sleep(random.uniform(0, min(0.2 * 2 ** attempt, 2.0)))
         if not expected.matches(digests):
             got = digests.sha256 if expected.sha256 else digests.etag
             hint = f"{dest} was left untouched; the stored copy is damaged: re-push it as a new version"
@@ -112,4 +138,10 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
                 + (f" with {expected.checked_by} {got}" if got and expected.checked_by != "size" else "")
                 + f", expected {expected.size} bytes"
                 + (f" with sha256 {expected.sha256}" if expected.sha256 else ""), hint)
+    return resumes
 
+
+def _fingerprint(expected: Expected) -> str:
+    """Names the part file after the content it will hold, so only the same bytes are resumed."""
+    source = expected.sha256 or (expected.etag.etag if expected.etag else "")
+    return "".join(c for c in source if c in "0123456789abcdef")[:16] + f"-{expected.size}"

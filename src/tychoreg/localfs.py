@@ -2,12 +2,14 @@
 
 A pull writes to a hidden temporary file beside its destination and renames it into place only
 after the caller has verified it, so the destination holds either its old content or the
-complete, verified new one; never a partial file.
+complete, verified new one; never a partial file. The temporary file is named after the content
+it will hold, so an interrupted pull resumes it instead of starting over.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import OperationError
+from .errors import IntegrityError, OperationError
 
 
 def _describe(exc: OSError, path: Path) -> OperationError:
@@ -36,13 +38,25 @@ def check_destination(path: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Yield a temporary file that replaces ``path`` when the block completes without error."""
+def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
+    """Yield a temporary file that replaces ``path`` when the block completes without error.
+
+    The temporary file ``.NAME.TAG.part`` sits beside ``path`` and survives an interruption so
+    the next attempt can continue it. It is opened for appending (the caller
+    reads what is there first) and locked; if another pull holds it, a private file is used.
+    An :class:`IntegrityError` discards it: bad bytes are never resumed."""
     check_destination(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    part = path.with_name(f".{path.name}.{tag}.part")
+    keep = True
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(tmp, "xb")
+        fh = open(part, "a+b")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a concurrent pull of the same version to the same place
+            fh.close()
+            part, keep = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"), False
+            fh = open(part, "w+b")
     except OSError as exc:
         raise _describe(exc, path) from None
     try:
@@ -50,11 +64,12 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(part, path)
+    except IntegrityError:
+        keep = False
+        raise
     except OSError as exc:
         raise _describe(exc, path) from None
     finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        if not keep:
+            part.unlink(missing_ok=True)

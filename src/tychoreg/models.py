@@ -197,6 +197,8 @@ class PullResult:
     #: Set when the version was pulled by its exact version although yanked.
     yanked: bool = False
     yank_reason: str | None = None
+    #: How often an interrupted transfer was resumed with a ranged read.
+    resumes: int = 0
 
     @property
     def verified(self) -> bool:

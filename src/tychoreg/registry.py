@@ -445,8 +445,9 @@ class Registry:
         check_destination(dest)
         if not force and fetch.holds(self.store, dest, expected):
             return PullResult(package, exact, dest, downloaded=False, checked_by=expected.checked_by, **marks)
-        fetch.download(self.store, package, exact, expected, dest, progress)
-        return PullResult(package, exact, dest, downloaded=True, checked_by=expected.checked_by, **marks)
+        resumes = fetch.download(self.store, package, exact, expected, dest, progress)
+        return PullResult(package, exact, dest, downloaded=True, checked_by=expected.checked_by,
+                          resumes=resumes, **marks)
 
     def pull_many(self, packages: Sequence[str], *, force: bool = False,
                   ) -> list[tuple[str, PullResult | TychoError]]:

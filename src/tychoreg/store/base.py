@@ -24,6 +24,10 @@ class ObjectNotFound(StorageError):
     """The key does not exist."""
 
 
+class TransferInterrupted(StorageError):
+    """A read stopped part way (reset, timeout, truncated body); it may resume where it stopped."""
+
+
 class PreconditionFailed(StorageError):
     """A conditional write lost: the key exists (create) or changed (replace)."""
 

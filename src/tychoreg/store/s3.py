@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import boto3
+import urllib3.exceptions
 import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError
-from .base import Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
+from .base import Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress, TransferInterrupted
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -270,10 +271,14 @@ class S3Store:
         extra = {"Range": f"bytes={start}-"} if start else {}
         with self._errors(key):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)
+        try:
             for chunk in resp["Body"].iter_chunks(CHUNK):
                 sink.write(chunk)
                 if progress:
                     progress(len(chunk))
+        except (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError) as exc:
+            raise TransferInterrupted(f"download of {self.location}/{key} was interrupted "
+                                      f"({type(exc).__name__})", "run the pull again: it resumes") from None
         total = resp["ContentLength"] + start
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
 
