@@ -5,7 +5,7 @@ still verify at the server. Rules are (method, path substring, fault, times): ``
 503 without forwarding; ``"503-after"`` forwards the request (so the server does the work) and
 then answers 503 instead of the server's reply, as a lost response looks to a client;
 ``"truncate"`` forwards and sends the headers but only half of the body, then closes.
-``ranges`` records the Range header of every GET, to show that downloads resume.
+``ranges`` records the path and Range header of every GET, to show that downloads resume.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str, int]] = []
-        self.ranges: list[str | None] = []
+        self.ranges: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -87,7 +87,7 @@ class FaultProxy:
             def _any(self) -> None:
                 body = self._body()
                 if self.command == "GET":
-                    proxy.ranges.append(self.headers.get("Range"))
+                    proxy.ranges.append((self.path, self.headers.get("Range")))
                 fault = proxy._fault_for(self.command, self.path)
                 if fault == "503":
                     proxy.seen.append((self.command, self.path, 503))

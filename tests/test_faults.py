@@ -76,7 +76,8 @@ def test_truncated_download_resumes_with_range(proxied) -> None:
     result = ws.ok("pull", "narf")
     assert "resumed 1x" in result.out
     assert (ws.root / "tycho_packages/narf.bin").read_bytes() == data
-    assert any(r and r.startswith("bytes=") and r != "bytes=0-" for r in proxy.ranges)
+    data_reads = [r for path, r in proxy.ranges if "tycho_1.0.pkg" in path]
+    assert data_reads[0] is None and data_reads[1].startswith("bytes=") and data_reads[1] != "bytes=0-"
 
 
 def test_interrupted_pull_resumes_in_the_next_run(proxied) -> None:
@@ -96,5 +97,6 @@ def test_interrupted_pull_resumes_in_the_next_run(proxied) -> None:
     proxy.ranges.clear()
     ws.ok("pull", "narf")
     assert dest.read_bytes() == data
-    assert proxy.ranges == [f"bytes={have}-"]  # one ranged read of the rest, no start over
+    data_reads = [r for path, r in proxy.ranges if "tycho_1.0.pkg" in path]
+    assert data_reads == [f"bytes={have}-"]  # one ranged read of the rest, no start over
     assert not list(dest.parent.glob(".narf.bin.*"))
