@@ -152,3 +152,39 @@ def test_list_glob(ws: Workspace) -> None:
         ws.ok("init", name, "x.bin")
     assert [p["name"] for p in ws.ok("list", "tools-*", "--json").json()] == ["tools-clang", "tools-gcc"]
     assert ws.ok("list", "nomatch*", "--json").json() == []
+
+
+def test_tags_and_versions_never_share_a_name(narf: Workspace) -> None:
+    narf.ok("tag", "narf", "1.0.0", "edge")
+    result = narf.run("push", "narf", "edge", str(narf.file("e.bin", b"e")))
+    assert result.code == 2 and "tag" in result.err
+    assert pulled(narf, "narf", "--version", "edge") == "1.0.0"
+
+
+def test_skip_existing_compares_bytes_not_sizes(ws: Workspace) -> None:
+    """A version without a record (copied in by another tool): same size, other bytes is a clash."""
+    ws.ok("init", "narf", "narf.bin")
+    ws.write_stored("narf/tycho_0.9.pkg", b"AAAA")
+    clash = ws.run("push", "narf", "0.9", str(ws.file("b.bin", b"BBBB")), "--skip-existing")
+    assert clash.code == 1
+    ws.ok("push", "narf", "0.9", str(ws.file("a.bin", b"AAAA")), "--skip-existing")
+
+
+@pytest.mark.parametrize("bad", ["1.x.2", "x.1", ">=", "^", "a b c"])
+def test_malformed_ranges_are_usage_errors(narf: Workspace, bad: str) -> None:
+    result = narf.run("pull", "narf", "--version", bad)
+    assert result.code == 2, result.all
+    assert result.err.startswith("error:")
+
+
+def test_latest_never_means_a_yanked_version(narf: Workspace) -> None:
+    narf.ok("yank", "narf", "1.0.0", "--reason", "CVE-1")
+    assert narf.run("promote", "narf", "1.0.0").code == 1
+    assert narf.run("tag", "narf", "1.0.0", "latest").code == 1
+    narf.ok("yank", "narf", "1.0.0")  # yanking again keeps the reason
+    listed = {v["version"]: v for v in narf.ok("list-versions", "narf", "--json").json()}
+    assert listed["1.0.0"]["yank_reason"] == "CVE-1"
+    narf.ok("yank", "narf", "latest", "--yes")  # tags and latest name a version here too
+    assert narf.ok("list", "--json").json() == [{"name": "narf", "latest": "1.10.0"}]
+    assert narf.run("yank", "narf", "^1").code == 2
+    assert narf.run("delete", "narf", "^1", "--yes").code == 2

@@ -145,7 +145,7 @@ def _shown(path: Path) -> str:
 def _report_pull(result: PullResult) -> None:
     if result.yanked:
         _warn(f"{result.package} {result.version} is yanked"
-              + (f": {result.yank_reason}" if result.yank_reason else "") + "; pulled because it was asked for by name")
+              + (f": {result.yank_reason}" if result.yank_reason else "") + "; no range or latest picks it")
     if not result.verified:
         how = "size and ETag" if result.checked_by == "etag" else "size only"
         _warn(f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "

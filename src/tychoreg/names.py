@@ -49,9 +49,10 @@ def check_version(version: str, *, for_push: bool = False) -> str:
 
 def check_selector(text: str) -> str:
     """A version selector: an exact version, ``latest``, a tag, or a range such as ``^1.2``."""
-    if is_valid_segment(text):
+    from .ranges import is_constraint, parse_constraint
+
+    if is_valid_segment(text) and not is_constraint(text):
         return text
-    from .ranges import parse_constraint
 
     try:
         parse_constraint(text)

@@ -23,7 +23,6 @@ from typing import TypeVar
 from . import fetch, layout, upkeep
 from .config import Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
-from .integrity import digest_file
 from .localfs import check_destination
 from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, VersionInfo
 from .names import (check_filename, check_package, check_selector, check_tag, check_version,
@@ -232,7 +231,10 @@ class Registry:
         path = Path(file)
         skipped = False
         with open_source(path) as source:
-            self._doc(package)
+            doc, _ = self._doc(package)
+            if version in doc.tags:
+                raise UsageError(f"{version} is a tag of package {package}; a version cannot share its name",
+                                 "push under another version number")
             try:
                 rec = publish(self.store, package, version, source, identity=self.identity or default_identity(),
                               note=note, progress=progress)
@@ -242,6 +244,12 @@ class Registry:
                     raise
                 info = self._same_bytes(package, version, path)
                 skipped = True
+        if not skipped and self.store.head(layout.package_doc(package)) is None:
+            # The package was deleted while we pushed: do not leave a version behind without it.
+            self.store.delete(layout.data(package, version))
+            self.store.delete(layout.record(package, version))
+            raise NotFound(f"package {package} was deleted while {version} was being pushed; nothing was kept",
+                           f"create it again with: tychoreg init {package} FILENAME")
         if promote_latest:
             try:
                 self._point(package, "latest", version)
@@ -252,8 +260,12 @@ class Registry:
 
     def _same_bytes(self, package: str, version: str, path: Path) -> VersionInfo:
         """The existing version if it holds exactly ``path``'s bytes, else AlreadyExists."""
-        expected = fetch.expected_for(self.store, package, version)
-        if not expected.matches(digest_file(path, expected.etag)):
+        try:
+            expected = fetch.expected_for(self.store, package, version)
+        except NotFound:
+            raise AlreadyExists(f"version {version} of package {package} is being pushed by someone else",
+                                "wait, then push again with --skip-existing") from None
+        if not fetch.holds(self.store, path, expected):
             raise AlreadyExists(f"version {version} of package {package} already exists with other bytes",
                                 "versions are immutable: push a new version number")
         return VersionInfo(version, expected.size, expected.sha256)
@@ -305,23 +317,47 @@ class Registry:
         self._doc(package)
         if self.store.head(layout.data(package, version)) is None:
             raise missing
-        self._update_doc(package, lambda doc: doc.set_tag(tag, version))
+
+        def change(doc: PackageDoc) -> None:
+            if tag == "latest" and version in doc.yanked:
+                raise OperationError(f"{package} {version} is yanked; latest never means a yanked version",
+                                     f"unyank it first: tychoreg unyank {package} {version}")
+            doc.set_tag(tag, version)
+
+        self._update_doc(package, change)
         if self.store.head(layout.data(package, version)) is None:
             self._drop_refs(package, version)
             raise missing
 
-    def _drop_refs(self, package: str, version: str) -> list[str]:
-        """Remove every tag and yank entry that names ``version``; returns the tags removed."""
+    def _drop_refs(self, package: str, version: str, *, yank_too: bool = False,
+                   refuse_tagged: bool = False) -> list[str]:
+        """Remove every tag (and with ``yank_too`` the yank entry) naming ``version``."""
         removed: list[str] = []
 
         def change(doc: PackageDoc) -> None:
             removed[:] = [t for t, v in doc.tags.items() if v == version]
+            if removed and refuse_tagged:
+                raise OperationError(f"{package} {version} is tagged {', '.join(removed)}; not deleted",
+                                     "move the tags first, or pass --force to delete it and its tags")
             for t in removed:
                 doc.set_tag(t, None)
-            doc.set_yanked(version, None)
+            if yank_too:
+                doc.set_yanked(version, None)
 
         self._update_doc(package, change)
         return removed
+
+    def _exact(self, package: str, doc: PackageDoc, version: str) -> str:
+        """An exact version for commands that change one: a version, ``latest`` or a tag; no ranges."""
+        check_selector(version)
+        from .ranges import is_constraint
+
+        if version in doc.tags or version == "latest":
+            return self._select(package, doc, version)
+        if is_constraint(version) or not is_valid_segment(version):
+            raise UsageError(f"{version!r} is a range; this command needs one exact version",
+                             f"see the versions with: tychoreg list-versions {package}")
+        return version
 
     # -- yank and delete -----------------------------------------------------------------
     def yank(self, package: str, version: str, reason: str | None = None, *,
@@ -332,31 +368,33 @@ class Registry:
         release; that needs ``move_latest`` (the CLI's ``--yes``). Returns the new ``latest``.
         """
         check_package(package)
-        check_version(version, for_push=True)
         doc, _ = self._doc(package)
+        version = self._exact(package, doc, version)
         visible = self._visible(package)
         if version not in visible:
             raise NotFound(f"no version {version} of package {package}",
                            f"see the versions with: tychoreg list-versions {package}")
         from .ranges import resolve
 
-        successor = resolve("*", visible, yanked={*doc.yanked, version})
-        if doc.latest == version and not move_latest:
-            raise ConfirmationNeeded(f"{package} {version} is what latest means; yanking it moves latest to "
-                                     f"{successor or 'nothing (unset)'}", "pass --yes to go ahead")
-        entry = {"reason": reason, "at": now_iso(), "by": self.identity or default_identity()}
+        by = self.identity or default_identity()
 
         def change(doc: PackageDoc) -> None:
-            doc.set_yanked(version, entry)
+            successor = resolve("*", visible, yanked={*doc.yanked, version})
             if doc.latest == version:
+                if not move_latest:
+                    raise ConfirmationNeeded(f"{package} {version} is what latest means; yanking it moves latest "
+                                             f"to {successor or 'nothing (unset)'}", "pass --yes to go ahead")
                 doc.latest = successor
+            old_reason = doc.yanked.get(version, {}).get("reason")
+            doc.set_yanked(version, {"reason": reason if reason is not None else old_reason,
+                                     "at": now_iso(), "by": by})
 
         return self._update_doc(package, change).latest
 
     def unyank(self, package: str, version: str) -> None:
         """Make a yanked version resolvable again (``latest`` is left as it is)."""
         check_package(package)
-        check_version(version, for_push=True)
+        version = self._exact(package, self._doc(package)[0], version)
 
         def change(doc: PackageDoc) -> None:
             if version not in doc.yanked:
@@ -368,25 +406,27 @@ class Registry:
     def delete(self, package: str, version: str | None = None, *, force: bool = False) -> list[str]:
         """Delete one version, or (``version`` None) the whole package; returns tags removed.
 
-        A version a tag points to is refused unless ``force``. Data goes first (the version is
-        invisible at once), then its record; tags are re-checked afterwards (see :meth:`_point`).
+        A version a tag points to is refused unless ``force``. Tags go first, then the data (the
+        version is invisible at once), then its record (only if unchanged), then the yank entry;
+        tags are re-checked afterwards (see :meth:`_point`).
         """
         check_package(package)
         if version is None:
             return self._delete_package(package, force=force)
-        check_version(version, for_push=True)
         doc, _ = self._doc(package)
+        version = self._exact(package, doc, version)
         if self.store.head(layout.data(package, version)) is None:
             raise NotFound(f"no version {version} of package {package}",
                            f"see the versions with: tychoreg list-versions {package}")
-        refs = [t for t, v in doc.tags.items() if v == version]
-        if refs and not force:
-            raise OperationError(f"{package} {version} is tagged {', '.join(refs)}; not deleted",
-                                 "move the tags first, or pass --force to delete it and its tags")
-        removed = self._drop_refs(package, version)
+        removed = self._drop_refs(package, version, refuse_tagged=not force)
         self.store.delete(layout.data(package, version))
-        self.store.delete(layout.record(package, version))
-        return sorted(set(removed) | set(self._drop_refs(package, version)))
+        try:
+            _, etag = self.store.get(layout.record(package, version))
+            if self.store.head(layout.data(package, version)) is None:
+                self.store.delete_if_match(layout.record(package, version), etag)
+        except (ObjectNotFound, PreconditionFailed):
+            pass  # no record, or a new push of this version has claimed it meanwhile
+        return sorted(set(removed) | set(self._drop_refs(package, version, yank_too=True)))
 
     def _delete_package(self, package: str, *, force: bool) -> list[str]:
         doc, _ = self._doc(package)
@@ -396,7 +436,7 @@ class Registry:
                                  "pass --force to delete it with all its versions and tags")
         # The document goes first: the package disappears and new pushes are refused at once.
         self.store.delete(layout.package_doc(package))
-        keys = [info.key for info in self.store.list(f"{package}/")]
+        keys = [info.key for info in self.store.list(f"{package}/") if info.key != layout.package_doc(package)]
         data_first = sorted(keys, key=lambda k: layout.version_of_data(package, k) is None)
         for key in data_first:
             self.store.delete(key)
