@@ -519,3 +519,16 @@ def test_malformed_s3_values_are_config_errors(s3_ws, change) -> None:
     assert result.code == 2, result.all
     assert result.out == ""
     assert 1 <= len(result.err.strip().splitlines()) <= 2, result.err
+
+
+def test_warns_about_literal_secrets_readable_by_others(s3_ws) -> None:
+    from conftest import SECRET_KEY
+
+    s3_ws.config["s3"]["aws_secret_access_key"] = SECRET_KEY  # a literal, not {"env": ...}
+    path = s3_ws.write_config()
+    path.chmod(0o644)
+    result = s3_ws.ok("list", "--json")
+    assert "chmod 600" in result.err and "s3.aws_secret_access_key" in result.err
+    assert result.json() == []
+    path.chmod(0o600)
+    assert "chmod" not in s3_ws.ok("list", "--json").err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -59,3 +60,29 @@ def test_single_etag_and_unknown_etags() -> None:
     big = 20 * 2**20
     assert etag_plan(f'"{"a" * 32}-2"', big) is None  # not 8 MiB parts, and the store did not say
     assert etag_plan(f'"{"a" * 32}-2"', big, part_size=16 * 2**20) is not None
+
+
+def test_probe_detects_a_store_that_ignores_conditional_writes(tmp_path, monkeypatch) -> None:
+    """A store that accepts If-None-Match and ignores it cannot exist here (SeaweedFS enforces
+    it), so a file store with create-if-absent broken stands in for one."""
+    from tychoreg import probe
+    from tychoreg.store.file import FileStore
+
+    class Careless(FileStore):
+        probe_conditional_writes = True
+
+        def put_if_absent(self, key: str, data: bytes) -> str:
+            path = self._path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            return "x"
+
+    class Careful(FileStore):
+        probe_conditional_writes = True
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert probe.enforces_conditional_writes(Careful(tmp_path / "a")) is True
+    assert probe.enforces_conditional_writes(Careless(tmp_path / "b")) is False
+    assert not list((tmp_path / "b").iterdir())  # the probe cleans up after itself
+    cached = json.loads((tmp_path / "cache/tychoreg/conditional-writes.json").read_text())
+    assert cached == {str(tmp_path / "a"): True, str(tmp_path / "b"): False}

@@ -37,7 +37,9 @@ class _State:
         from .registry import Registry
 
         self.settings = load_settings(self.config)
-        return Registry.from_settings(self.settings)
+        for warning in self.settings.warnings:
+            _warn(warning)
+        return Registry.from_settings(self.settings, warn=_warn)
 
     def redact(self, text: str) -> str:
         for secret in self.settings.secrets if self.settings else ():

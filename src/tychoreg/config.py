@@ -39,6 +39,8 @@ class Settings:
     source: str
     secrets: tuple[str, ...] = field(default=(), repr=False)
     identity: str | None = None
+    #: Things the user should hear about (e.g. a config file with secrets readable by others).
+    warnings: tuple[str, ...] = ()
 
 
 def default_registry_path() -> Path:
@@ -112,6 +114,7 @@ def _from_file(path: Path, cwd: Path) -> Settings:
     if identity is not None and not isinstance(identity, str):
         raise ConfigError(f"tycho.identity in {path} must be a string")
 
+    warnings = _exposed_secrets(raw, path)
     options = _resolve(_section(raw, backend, path), backend, path)
     secrets = tuple(sorted(_secret_values(options), key=len, reverse=True))
     if backend == "s3":
@@ -123,7 +126,7 @@ def _from_file(path: Path, cwd: Path) -> Settings:
                               'add "file": {"path": "/srv/tycho-registry"}')
         options["path"] = str(path.parent / Path(reg).expanduser())
     return Settings(backend=backend, outdir=cwd / Path(outdir).expanduser(), options=options,
-                    source=f"config file {path}", secrets=secrets, identity=identity)
+                    source=f"config file {path}", secrets=secrets, identity=identity, warnings=warnings)
 
 
 def _section(raw: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -162,6 +165,21 @@ def _secret_values(options: Mapping[str, Any]) -> list[str]:
         elif isinstance(value, str) and len(value) >= 4 and any(w in key.lower() for w in _SECRET_WORDS):
             found.append(value)
     return found
+
+
+def _exposed_secrets(raw: Mapping[str, Any], path: Path) -> tuple[str, ...]:
+    """Warn when the file holds literal secrets (not ``{"env": ...}``) and others can read it."""
+    literal = [f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
+               for key, value in values.items()
+               if isinstance(value, str) and any(w in key.lower() for w in ("secret", "token", "password"))]
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return ()
+    if literal and mode & 0o044:
+        return (f"{path} holds {', '.join(literal)} and other users can read it: "
+                f"run 'chmod 600 {path}', or use {{\"env\": NAME}} values instead",)
+    return ()
 
 
 def _check_s3(options: dict[str, Any], path: Path) -> None:

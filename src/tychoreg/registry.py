@@ -27,6 +27,7 @@ from .localfs import check_destination
 from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, VersionInfo
 from .names import (check_filename, check_package, check_selector, check_tag, check_version,
                     is_valid_segment)
+from .probe import WEAKER, enforces_conditional_writes
 from .publish import now_iso, open_source, publish
 from .store import ObjectNotFound, PreconditionFailed, Store, open_store
 from .store.base import Progress
@@ -65,10 +66,11 @@ class Registry:
     """A registry of versioned files in a :class:`~tychoreg.store.Store`."""
 
     def __init__(self, store: Store, *, outdir: str | os.PathLike[str] = "tycho_packages",
-                 identity: str | None = None) -> None:
+                 identity: str | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.outdir = Path(outdir)
         self.identity = identity
+        self._warn = warn
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | None = None, *,
@@ -77,9 +79,9 @@ class Registry:
         return cls.from_settings(load_settings(config, cwd=cwd))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Registry:
+    def from_settings(cls, settings: Settings, *, warn: Callable[[str], None] | None = None) -> Registry:
         return cls(open_store(settings.backend, settings.options), outdir=settings.outdir,
-                   identity=settings.identity)
+                   identity=settings.identity, warn=warn)
 
     @property
     def location(self) -> str:
@@ -232,6 +234,8 @@ class Registry:
         skipped = False
         with open_source(path) as source:
             doc, _ = self._doc(package)
+            if self._warn and not enforces_conditional_writes(self.store):
+                self._warn(WEAKER.format(location=self.location))
             if version in doc.tags:
                 raise UsageError(f"{version} is a tag of package {package}; a version cannot share its name",
                                  "push under another version number")

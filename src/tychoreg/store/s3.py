@@ -113,6 +113,9 @@ def _multipart_etag(parts: list[dict[str, Any]]) -> str | None:
 class S3Store:
     """Keys live under an optional ``prefix`` in ``bucket``."""
 
+    #: Some S3-compatible stores accept conditional headers and ignore them: check (see probe.py).
+    probe_conditional_writes = True
+
     def __init__(self, options: dict[str, Any]) -> None:
         self.bucket: str = options["bucket"]
         self.prefix: str = options.get("prefix", "")
@@ -141,6 +144,10 @@ class S3Store:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _CONFLICT_CODES or status in (409, 412) and code != "BucketAlreadyExists":
                 raise PreconditionFailed(f"{where} was changed by someone else") from None
+            if code == "NotImplemented" or status == 501:
+                raise StorageError(f"{self.location} refused a request tychoreg needs ({code or status}): "
+                                   "it does not implement conditional writes (If-None-Match / If-Match)",
+                                   "use a store that does (AWS S3, SeaweedFS, MinIO, Ceph RGW, R2)") from None
             if code in _MISSING_CODES:
                 raise ObjectNotFound(f"{where} not found") from None
             if code == "NoSuchBucket":
