@@ -384,3 +384,22 @@ def test_no_arguments_shows_help_exit_2(ws: Workspace) -> None:
     assert result.code == 2
     assert "Commands:" in result.err
     assert result.out == ""
+
+
+def test_huge_planted_document_is_refused(ws: Workspace) -> None:
+    setup_pkg(ws)
+    ws.write_stored("narf/tycho.json", b'{"localname": "x", "pad": "' + b"a" * (17 * 1024 * 1024) + b'"}')
+    result = ws.run("pull", "narf")
+    assert result.code == 1
+    assert "too large" in result.err
+
+
+def test_dangling_symlink_destination_is_replaced_not_followed(ws: Workspace) -> None:
+    setup_pkg(ws)
+    push(ws, "narf", "1.0", DATA, "--promote-latest")
+    dest = ws.root / "tycho_packages/narf.tar.gz"
+    dest.parent.mkdir()
+    dest.symlink_to(ws.root / "nowhere/target")
+    ws.ok("pull", "narf")
+    assert not dest.is_symlink() and dest.read_bytes() == DATA
+    assert not (ws.root / "nowhere").exists()

@@ -16,6 +16,9 @@ from typing import BinaryIO, Protocol
 
 from ..errors import StorageError
 
+#: The largest metadata document (tycho.json, a record) a store will read into memory.
+MAX_DOCUMENT = 16 * 1024 * 1024
+
 #: Called with the number of bytes just moved; used for progress display.
 Progress = Callable[[int], None]
 
@@ -77,7 +80,10 @@ class Store(Protocol):
     location: str
 
     def get(self, key: str) -> tuple[bytes, str]:
-        """Return the object's bytes and an etag for :meth:`put_if_match`."""
+        """Return a small object's bytes and an etag for :meth:`put_if_match`.
+
+        Only documents are read this way; one larger than :data:`MAX_DOCUMENT` is refused with
+        a :class:`StorageError` rather than read into memory (a planted huge ``tycho.json``)."""
 
     def head(self, key: str) -> ObjectInfo | None:
         """Return size and etag, or None when the key does not exist."""
@@ -121,3 +127,8 @@ class Store(Protocol):
 def same_etag(a: str | None, b: str | None) -> bool:
     """ETags compare without their quotes; an unknown one never matches."""
     return bool(a) and bool(b) and a.strip('"').lower() == b.strip('"').lower()
+
+
+def too_large(location: str, key: str, size: int) -> StorageError:
+    return StorageError(f"{location}/{key} is {size} bytes, too large for a metadata document "
+                        f"(limit {MAX_DOCUMENT}); it is damaged or planted", "repair or remove it")

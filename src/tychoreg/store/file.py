@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import StorageError
-from .base import Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress
+from .base import MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress, too_large
 
 CHUNK = 1024 * 1024
 
@@ -125,7 +125,10 @@ class FileStore:
             path = self._path(key)
             if path.is_dir():
                 raise ObjectNotFound(f"{key} not found in {self.location}")
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_DOCUMENT + 1)
+            if len(data) > MAX_DOCUMENT:
+                raise too_large(self.location, key, path.stat().st_size)
         return data, _etag(data)
 
     def head(self, key: str) -> ObjectInfo | None:

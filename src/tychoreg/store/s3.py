@@ -20,7 +20,8 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError, StorageError
-from .base import Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress, TransferInterrupted
+from .base import (MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress,
+                   TransferInterrupted, too_large)
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -172,6 +173,9 @@ class S3Store:
     def get(self, key: str) -> tuple[bytes, str]:
         with self._errors(key):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            if resp["ContentLength"] > MAX_DOCUMENT:
+                resp["Body"].close()
+                raise too_large(self.location, key, resp["ContentLength"])
             return resp["Body"].read(), resp["ETag"]
 
     def head(self, key: str) -> ObjectInfo | None:
