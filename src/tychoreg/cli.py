@@ -86,7 +86,8 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                            "terminal_width": 100})
 @click.version_option(__version__, "--version", "-V", prog_name="tychoreg",
                       message="%(prog)s %(version)s")
 @common
@@ -193,12 +194,16 @@ def pull_list(packages: tuple[str, ...], force: bool) -> None:
         raise TychoError(f"{failed} of {len(results)} packages failed to pull", "see the errors above")
 
 
-@cli.command("list")
+@cli.command("list", short_help="Every package (or those matching a glob) with its latest version.")
 @click.argument("pattern", metavar="[PATTERN]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @common
 def list_(pattern: str | None, as_json: bool) -> None:
-    """Every package (matching the glob PATTERN, e.g. 'tools-*') with its latest version."""
+    """Every package (matching the glob PATTERN, e.g. 'tools-*') with its latest version.
+
+    \b
+    e.g. tychoreg list 'tools-*' --json
+    """
     reg = _STATE.registry()
     infos = reg.packages(pattern)
     for info in infos:
@@ -279,7 +284,7 @@ def _confirm(question: str, yes: bool) -> bool:
     return False
 
 
-@cli.command()
+@cli.command(short_help="Stop handing out VERSION to ranges and latest.")
 @click.argument("package", metavar="PKG")
 @click.argument("version", metavar="VERSION")
 @click.option("--reason", metavar="TEXT", help="Why; shown to everyone who pulls it by name.")
@@ -325,7 +330,7 @@ def delete(package: str, version: str | None, yes: bool, force: bool) -> None:
     _out(f"Deleted {what}" + (f" (and tags {', '.join(removed)})" if removed else ""))
 
 
-@cli.command()
+@cli.command(short_help="Show a package, or one version: size, sha256, who, when, note.")
 @click.argument("package", metavar="PKG")
 @click.argument("version", metavar="[VERSION]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -357,7 +362,7 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
         _out(f"{label + ':':11} {value}")
 
 
-@cli.command()
+@cli.command(short_help="Check stored versions against their SHA-256 and size.")
 @click.argument("package", metavar="[PKG]", required=False)
 @click.argument("version", metavar="[VERSION]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -380,7 +385,7 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
     click.echo(f"{len(results)} versions verified", err=True)
 
 
-@cli.command()
+@cli.command(short_help="List (or --yes: delete) what interrupted pushes left behind.")
 @click.option("--older-than", "older_than", default="24h", show_default=True, metavar="AGE",
               help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.")
 @click.option("--yes", is_flag=True, help="Delete what is found (default: only list it).")
