@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -28,6 +30,8 @@ PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000
 CONCURRENCY = 8
 CHUNK = 1 * MiB
+_BODY_ERRORS = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError)
+_BODY_ATTEMPTS = 4
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -171,12 +175,21 @@ class S3Store:
 
     # -- Store interface -----------------------------------------------------------------
     def get(self, key: str) -> tuple[bytes, str]:
-        with self._errors(key):
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+        # boto3 retries requests, not the reading of a body: a cut-off document is asked again.
+        for attempt in range(_BODY_ATTEMPTS):
+            with self._errors(key):
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
             if resp["ContentLength"] > MAX_DOCUMENT:
                 resp["Body"].close()
                 raise too_large(self.location, key, resp["ContentLength"])
-            return resp["Body"].read(), resp["ETag"]
+            try:
+                return resp["Body"].read(), resp["ETag"]
+            except _BODY_ERRORS as exc:
+                if attempt == _BODY_ATTEMPTS - 1:
+                    raise TransferInterrupted(f"reading {self.location}/{key} was interrupted ({type(exc).__name__})",
+                                              "check the network and try again") from None
+                time.sleep(random.uniform(0, 0.1 * 2 ** attempt))
+        raise AssertionError("unreachable")
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -287,7 +300,7 @@ class S3Store:
                 sink.write(chunk)
                 if progress:
                     progress(len(chunk))
-        except (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError) as exc:
+        except _BODY_ERRORS as exc:
             raise TransferInterrupted(f"download of {self.location}/{key} was interrupted "
                                       f"({type(exc).__name__})", "run the pull again: it resumes") from None
         total = resp["ContentLength"] + start
