@@ -69,6 +69,7 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
         keep = False
         raise
     except OSError as exc:
+        keep = keep and exc.errno != errno.ENOSPC  # a part file must not keep a disk full
         raise _describe(exc, path) from None
     finally:
         if not keep:
