@@ -90,3 +90,23 @@ def test_stale_claim_is_taken_over_fresh_claim_is_not(ws: Workspace) -> None:
     assert [(v["version"], v["sha256"]) for v in listed] == [("1.0", hashlib.sha256(b"real").hexdigest())]
     ws.ok("pull", "narf", "--version", "1.0", "--outfile", "got.bin")
     assert (ws.root / "got.bin").read_bytes() == b"real"
+
+
+def test_delete_racing_promotes_and_tags_leaves_no_dangling_tag(ws: Workspace) -> None:
+    """Deletes of versions while other processes promote and tag them: afterwards no tag names a
+    version that is gone (delete and promote each re-check after writing; one sees the other)."""
+    ws.ok("init", "narf", "narf.bin")
+    versions = [f"2.{i}" for i in range(6)]
+    for v in versions:
+        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode())))
+    commands = []
+    for v in versions[:4]:
+        commands += [["delete", "narf", v, "--yes", "--force"], ["promote", "narf", v], ["tag", "narf", v, f"t{v[-1]}"]]
+    results = run_parallel(ws, commands)
+    assert all(r.returncode in (0, 1) for r in results), [r.stderr for r in results]
+    remaining = {v["version"] for v in ws.ok("list-versions", "narf", "--json").json()}
+    assert remaining >= set(versions[4:])
+    doc = json.loads(ws.read_stored("narf/tycho.json"))
+    named = [doc["latest"]] if doc["latest"] else []
+    named += list(doc.get("tychoreg", {}).get("tags", {}).values())
+    assert set(named) <= remaining, (named, remaining)
