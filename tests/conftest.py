@@ -151,6 +151,11 @@ class Workspace:
         assert SECRET_KEY not in result.all
         return result
 
+    def spawn(self, *args: str) -> subprocess.Popen:
+        """Start the CLI without waiting (for races); collect with :func:`finish`."""
+        return subprocess.Popen([sys.executable, "-m", "tychoreg", *args], cwd=self.root, env=self.base_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def ok(self, *args: str, **kw) -> Result:
         result = self.run(*args, **kw)
         assert result.code == 0, result.all
@@ -189,6 +194,16 @@ class Workspace:
         prefix = self.config["s3"].get("prefix", "")
         full = f"{prefix}/{key}" if prefix else key
         self.seaweed.client().put_object(Bucket=self.bucket, Key=full, Body=data)
+
+
+def finish(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
+    """Wait for spawned CLI processes; none may print a traceback."""
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert "Traceback" not in out + err, out + err
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 def s3_config(seaweed: Seaweed, bucket: str, prefix: str = "") -> dict:

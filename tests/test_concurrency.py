@@ -5,22 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 
 import pytest
 
-from conftest import Workspace
+from conftest import Workspace, finish
 
 
 def run_parallel(ws: Workspace, commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
-    procs = [subprocess.Popen([sys.executable, "-m", "tychoreg", *cmd], cwd=ws.root, env=ws.base_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in commands]
-    done = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=180)
-        assert "Traceback" not in out + err, out + err
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
+    return finish([ws.spawn(*cmd) for cmd in commands])
 
 
 @pytest.mark.parametrize("size", [1000, 9 * 1024 * 1024], ids=["small", "multipart"])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Workspace
+from conftest import Workspace, finish
 from faultproxy import FaultProxy, Rule
 from tychoreg import Registry, TychoError
 
@@ -43,20 +43,6 @@ def sha_file(path: Path) -> str:
 def report(line: str) -> None:
     sys.__stderr__.write(f"\n{line}\n")
     sys.__stderr__.flush()
-
-
-def spawn(ws: Workspace, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tychoreg", *args], cwd=ws.root, env=ws.base_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
-    done = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=180)
-        assert "Traceback" not in out + err, out + err
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
 
 
 # -- 1. random network faults, in-process through the Python API ------------------------------
@@ -274,7 +260,7 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
         data = i.to_bytes(4, "big") + base[4:]
         pushed[version] = sha(data)
         path = ws.file(f"v{i}.bin", data)
-        proc = spawn(ws, "push", "narf", version, str(path))
+        proc = ws.spawn("push", "narf", version, str(path))
         running.append((version, proc, time.monotonic() + rng.uniform(0, window), path))
     while running:
         reap()
@@ -313,8 +299,8 @@ def test_many_pushes_and_promotes_at_once(ws: Workspace) -> None:
     for v in old:
         reg.push("narf", v, files[v])
     started = time.monotonic()
-    procs = [spawn(ws, "push", "narf", v, str(files[v]), "--promote-latest") for v in new]
-    procs += [spawn(ws, "promote", "narf", v) for v in old]
+    procs = [ws.spawn("push", "narf", v, str(files[v]), "--promote-latest") for v in new]
+    procs += [ws.spawn("promote", "narf", v) for v in old]
     results = finish(procs)
     elapsed = time.monotonic() - started
     assert [r.returncode for r in results] == [0] * 24, [r.stderr for r in results if r.returncode]
@@ -333,7 +319,7 @@ def test_many_pushes_and_promotes_at_once(ws: Workspace) -> None:
 def test_same_version_from_eight_processes(ws: Workspace) -> None:
     ws.ok("init", "narf", "narf.bin")
     files = [ws.file(f"c{i}.bin", random.Random(i).randbytes(2 * MiB + i)) for i in range(8)]
-    results = finish([spawn(ws, "push", "narf", "1.0", str(f)) for f in files])
+    results = finish([ws.spawn("push", "narf", "1.0", str(f)) for f in files])
     codes = [r.returncode for r in results]
     assert codes.count(0) == 1, [r.stderr for r in results]
     assert sorted(codes) == [0] + [1] * 7, [r.stderr for r in results]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import layout
 from .errors import IntegrityError, NotFound
-from .integrity import CHUNK, Digests, EtagPlan, HashingWriter, digest_file, etag_plan
+from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, digest_file, etag_plan
 from .localfs import resumable_write
 from .models import VersionRecord
 from .store import ObjectNotFound, Store
@@ -80,11 +80,6 @@ def _etag_plan(store: Store, info: ObjectInfo) -> EtagPlan | None:
     return plan
 
 
-class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
 def holds(store: Store, dest: Path, expected: Expected) -> bool:
     """True when ``dest`` already has exactly the version's bytes."""
     try:
@@ -97,7 +92,7 @@ def holds(store: Store, dest: Path, expected: Expected) -> bool:
         return expected.matches(local)
     # No fingerprint was recorded: compare with the stored bytes themselves (read, not written).
     stored = Digests()
-    store.read(expected.key, HashingWriter(_Discard(), stored))  # type: ignore[arg-type]
+    store.read(expected.key, HashingWriter(Discard(), stored))  # type: ignore[arg-type]
     return stored.size == local.size and stored.sha256 == local.sha256
 
 

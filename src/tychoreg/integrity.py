@@ -125,6 +125,13 @@ class HashingWriter:
         return self._raw.write(data)
 
 
+class Discard:
+    """A sink that keeps nothing: with :class:`HashingWriter`, hashes a stored object in passing."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
 def digest_file(path: Path, etag: EtagPlan | None = None) -> Digests:
     """Hash a local file (used to decide whether a pull can be skipped)."""
     digests = Digests(etag)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from . import fetch, layout
 from .errors import TychoError, UsageError
-from .integrity import Digests, HashingWriter
+from .integrity import Digests, Discard, HashingWriter
 from .store import PreconditionFailed, Store
 from .store.base import Leftover
 
@@ -49,17 +49,12 @@ class Verified:
     problem: str | None = None
 
 
-class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
 def verify_one(store: Store, package: str, version: str) -> Verified:
     """Re-read one stored version and check it against its record (or its ETag and size)."""
     try:
         expected = fetch.expected_for(store, package, version)
         digests = Digests(expected.etag)
-        store.read(expected.key, HashingWriter(_Discard(), digests))  # type: ignore[arg-type]
+        store.read(expected.key, HashingWriter(Discard(), digests))  # type: ignore[arg-type]
     except TychoError as exc:
         return Verified(package, version, False, "-", str(exc))
     if expected.matches(digests):
