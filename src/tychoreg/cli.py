@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -17,6 +19,8 @@ import click
 
 from . import __version__
 from .errors import TychoError
+from .progress import Bars
+from .progress import wanted as progress_wanted
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -30,6 +34,7 @@ class _State:
     def __init__(self) -> None:
         self.config: str | None = None
         self.debug = False
+        self.quiet = False
         self.settings: Settings | None = None
 
     def registry(self) -> Registry:
@@ -59,8 +64,14 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     _STATE.debug = _STATE.debug or value
 
 
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    _STATE.quiet = _STATE.quiet or value
+
+
 def common(func: Any) -> Any:
-    """``--config`` and ``--debug``, accepted before or after the command name."""
+    """``--config``, ``--quiet`` and ``--debug``, accepted before or after the command name."""
+    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                        help="No progress bars and no progress lines; errors and warnings still show.")(func)
     func = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
                         help="Show tracebacks and request details on errors.")(func)
     return click.option("--config", metavar="PATH", expose_value=False, callback=_set_config,
@@ -71,6 +82,21 @@ def common(func: Any) -> Any:
 def _out(text: str) -> None:
     """Results on stdout, verbatim: data (a package named like a key) is never masked."""
     click.echo(text)
+
+
+def _info(text: str) -> None:
+    """What was done (pulled, pushed, skipped): on stdout like results, silenced by --quiet."""
+    if not _STATE.quiet:
+        click.echo(text)
+
+
+@contextmanager
+def _bars() -> Iterator[Bars]:
+    bars = Bars(progress_wanted(_STATE.quiet))
+    try:
+        yield bars
+    finally:
+        bars.close()
 
 
 def _warn(text: str) -> None:
@@ -126,15 +152,16 @@ def push(package: str, version: str, file: Path, promote_latest: bool, note: str
          skip_existing: bool) -> None:
     """Upload FILE as VERSION of PKG. Versions are immutable."""
     reg = _STATE.registry()
-    result = reg.push(package, version, file, promote_latest=promote_latest, note=note,
-                      skip_existing=skip_existing)
+    with _bars() as bars:
+        result = reg.push(package, version, file, promote_latest=promote_latest, note=note,
+                          skip_existing=skip_existing, progress=bars)
     if result.skipped:
-        _out(f"Already there: {package} {version} holds exactly these bytes (skipped)")
+        _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
     else:
         info = result.version
-        _out(f"Pushed {package} {version} ({_size(info.size)}, sha256 {info.sha256})")
+        _info(f"Pushed {package} {version} ({_size(info.size)}, sha256 {info.sha256})")
     if result.promoted:
-        _out(f"{package} latest -> {version}")
+        _info(f"{package} latest -> {version}")
 
 
 def _shown(path: Path) -> str:
@@ -157,9 +184,9 @@ def _report_pull(result: PullResult) -> None:
         check = "sha256 verified" if result.verified else "unverified"
         if result.resumes:
             check += f", resumed {result.resumes}x after interruptions"
-        _out(f"Pulled {result.package} {result.version} -> {_shown(result.path)} ({check})")
+        _info(f"Pulled {result.package} {result.version} -> {_shown(result.path)} ({check})")
     else:
-        _out(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
+        _info(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
              "(skipped; --force to download)")
 
 
@@ -173,7 +200,10 @@ def _report_pull(result: PullResult) -> None:
 @common
 def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool) -> None:
     """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
-    _report_pull(_STATE.registry().pull(package, version, outfile=outfile, force=force, pre=pre))
+    reg = _STATE.registry()
+    with _bars() as bars:
+        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars)
+    _report_pull(result)
 
 
 @cli.command("pull-list")
@@ -182,14 +212,17 @@ def pull(package: str, version: str, outfile: Path | None, force: bool, pre: boo
 @common
 def pull_list(packages: tuple[str, ...], force: bool) -> None:
     """Pull the latest version of each PKG; report every failure."""
-    results = _STATE.registry().pull_many(packages, force=force)
-    failed = 0
-    for name, outcome in results:
+    reg = _STATE.registry()
+
+    def done(name: str, outcome: PullResult | TychoError) -> None:
         if isinstance(outcome, TychoError):
-            failed += 1
             _print_error(outcome, prefix=f"{name}: ")
         else:
             _report_pull(outcome)
+
+    with _bars() as bars:
+        results = reg.pull_many(packages, force=force, progress=bars, done=done)
+    failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
     if failed:
         raise TychoError(f"{failed} of {len(results)} packages failed to pull", "see the errors above")
 

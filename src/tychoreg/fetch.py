@@ -116,7 +116,7 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
         for attempt in range(attempts):
             try:
                 if digests.size < expected.size or (expected.size == 0 and attempt == 0):
-                    store.read(expected.key, writer, start=digests.size, progress=progress)
+                    store.read(expected.key, writer, start=digests.size, size=expected.size, progress=progress)
                 break
             except TransferInterrupted:
                 if attempt == attempts - 1:

@@ -13,6 +13,7 @@ DATA_PREFIX = "tycho_"
 DATA_SUFFIX = ".pkg"
 RECORDS = ".tycho/versions/"
 RECORD_SUFFIX = ".json"
+CATALOG = ".tycho/index.json"
 
 
 def package_doc(package: str) -> str:
@@ -29,6 +30,10 @@ def data_prefix(package: str) -> str:
 
 def record(package: str, version: str) -> str:
     return f"{package}/{RECORDS}{version}{RECORD_SUFFIX}"
+
+
+def catalog(package: str) -> str:
+    return f"{package}/{CATALOG}"
 
 
 def records_prefix(package: str) -> str:

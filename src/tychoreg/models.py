@@ -131,8 +131,11 @@ class VersionRecord:
 
     @classmethod
     def parse(cls, package: str, version: str, raw: bytes) -> VersionRecord:
+        return cls.from_object(package, version, _load_object(raw, f"the record of {package} {version}"))
+
+    @classmethod
+    def from_object(cls, package: str, version: str, data: dict[str, Any]) -> VersionRecord:
         what = f"the record of {package} {version}"
-        data = _load_object(raw, what)
         size, sha = data.get("size"), data.get("sha256")
         if (data.get("version") != version or not isinstance(size, int) or isinstance(size, bool)
                 or size < 0 or not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64):
@@ -144,10 +147,12 @@ class VersionRecord:
         return cls(version, size, sha, pushed_at if isinstance(pushed_at, str) else "",
                    by if isinstance(by, str) else None, note if isinstance(note, str) else None)
 
+    def to_object(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": self.version, "size": self.size, "sha256": self.sha256,
+                "pushed_at": self.pushed_at, "pushed_by": self.pushed_by, "note": self.note}
+
     def to_bytes(self) -> bytes:
-        return json.dumps({"format": FORMAT, "version": self.version, "size": self.size,
-                           "sha256": self.sha256, "pushed_at": self.pushed_at,
-                           "pushed_by": self.pushed_by, "note": self.note}, indent=2).encode()
+        return json.dumps(self.to_object(), indent=2).encode()
 
 
 @dataclass(frozen=True)

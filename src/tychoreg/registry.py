@@ -13,6 +13,7 @@ import getpass
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from . import fetch, layout, upkeep
+from . import catalog, fetch, layout, upkeep
 from .config import Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
 from .localfs import check_destination
@@ -30,12 +31,13 @@ from .names import (check_filename, check_package, check_selector, check_tag, ch
 from .probe import WEAKER, enforces_conditional_writes
 from .publish import now_iso, open_source, publish
 from .store import ObjectNotFound, PreconditionFailed, Store, open_store
-from .store.base import Progress
+from .store.base import ProgressFactory
 from .versions import version_sort_key
 
 CAS_ATTEMPTS = 12
 NEWEST_SHOWN = 10
-PARALLEL_REQUESTS = 16
+PARALLEL_REQUESTS = 32
+PARALLEL_PULLS = 16
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -149,31 +151,25 @@ class Registry:
         """Every visible version of ``package``, ascending by version precedence."""
         check_package(package)
         doc, _ = self._doc(package)
-        sizes = self._visible(package)
-        recorded = {layout.version_of_record(package, info.key)
-                    for info in self.store.list(layout.records_prefix(package))}
+        sizes, known = catalog.scan(self.store, package, _parallel)
         key = version_sort_key(sizes)
-        described = _parallel(lambda v: self._describe(package, doc, v, sizes[v], v in recorded), sizes)
-        return sorted(described, key=lambda v: key(v.version))
+        return sorted((self._describe(doc, v, sizes[v], known[v]) for v in sizes), key=lambda v: key(v.version))
 
-    def _describe(self, package: str, doc: PackageDoc, version: str, size: int, recorded: bool) -> VersionInfo:
+    def _describe(self, doc: PackageDoc, version: str, size: int, record: catalog.Known) -> VersionInfo:
         """A version as listings show it: record, tags pointing to it, yank state."""
         tags = tuple(t for t, v in doc.tags.items() if v == version)
         yank = doc.yanked.get(version)
         extra = {"tags": tags, "yanked": yank is not None,
                  "yank_reason": yank.get("reason") if yank else None}
-        if not recorded:
+        if record is None:
             return VersionInfo(version, size, **extra)
-        try:
-            rec = fetch.read_record(self.store, package, version)
-        except IntegrityError as exc:
-            return VersionInfo(version, size, problem=str(exc), **extra)
-        if rec is None:
-            return VersionInfo(version, size, **extra)
-        if rec.size != size:
-            return VersionInfo(version, size, problem=f"{package} {version} is damaged: stored size {size} "
-                               f"bytes, recorded {rec.size}", **extra)
-        return VersionInfo(version, rec.size, rec.sha256, rec.pushed_at or None, rec.pushed_by, rec.note, **extra)
+        if isinstance(record, str):
+            return VersionInfo(version, size, problem=record, **extra)
+        if record.size != size:
+            return VersionInfo(version, size, problem=f"{doc.package} {version} is damaged: stored size {size} "
+                               f"bytes, recorded {record.size}", **extra)
+        return VersionInfo(version, record.size, record.sha256, record.pushed_at or None, record.pushed_by,
+                           record.note, **extra)
 
     def info(self, package: str, version: str | None = None, *, pre: bool = False) -> PackageDetails | VersionInfo:
         """``info PKG``: the package and its newest versions; ``info PKG VERSION``: one version."""
@@ -186,7 +182,11 @@ class Registry:
             if head is None:
                 raise NotFound(f"no version {exact} of package {package}",
                                f"see the versions with: tychoreg list-versions {package}")
-            return self._describe(package, doc, exact, head.size, True)
+            try:
+                record: catalog.Known = fetch.read_record(self.store, package, exact)
+            except IntegrityError as exc:
+                record = str(exc)
+            return self._describe(doc, exact, head.size, record)
         listed = self.versions(package)
         doc, _ = self._doc(package)
         localname = doc.localname if is_valid_segment(doc.localname) else None
@@ -222,7 +222,7 @@ class Registry:
 
     def push(self, package: str, version: str, file: str | os.PathLike[str], *,
              promote_latest: bool = False, note: str | None = None, skip_existing: bool = False,
-             progress: Progress | None = None) -> PushResult:
+             progress: ProgressFactory | None = None) -> PushResult:
         """Upload ``file`` as ``version`` of ``package``; versions are immutable.
 
         With ``skip_existing``, a version that already holds exactly these bytes is success
@@ -240,8 +240,9 @@ class Registry:
                 raise UsageError(f"{version} is a tag of package {package}; a version cannot share its name",
                                  "push under another version number")
             try:
+                size = os.fstat(source.fileno()).st_size
                 rec = publish(self.store, package, version, source, identity=self.identity or default_identity(),
-                              note=note, progress=progress)
+                              note=note, progress=progress(f"{package} {version}", size) if progress else None)
                 info = VersionInfo(version, rec.size, rec.sha256, rec.pushed_at, rec.pushed_by, rec.note)
             except AlreadyExists:
                 if not skip_existing:
@@ -441,9 +442,9 @@ class Registry:
         # The document goes first: the package disappears and new pushes are refused at once.
         self.store.delete(layout.package_doc(package))
         keys = [info.key for info in self.store.list(f"{package}/") if info.key != layout.package_doc(package)]
-        data_first = sorted(keys, key=lambda k: layout.version_of_data(package, k) is None)
-        for key in data_first:
-            self.store.delete(key)
+        data = [k for k in keys if layout.version_of_data(package, k)]
+        _parallel(self.store.delete, data)  # data first: versions vanish before their records
+        _parallel(self.store.delete, [k for k in keys if not layout.version_of_data(package, k)])
         return tags
 
     # -- upkeep -------------------------------------------------------------------------
@@ -473,7 +474,7 @@ class Registry:
 
     # -- pulling -------------------------------------------------------------------------
     def pull(self, package: str, version: str = "latest", *, outfile: str | os.PathLike[str] | None = None,
-             force: bool = False, pre: bool = False, progress: Progress | None = None) -> PullResult:
+             force: bool = False, pre: bool = False, progress: ProgressFactory | None = None) -> PullResult:
         """Download a version (exact, ``latest``, a tag or a range) to ``outfile`` or
         ``OUTDIR/localname``, verified, atomically."""
         check_package(package)
@@ -489,20 +490,30 @@ class Registry:
         check_destination(dest)
         if not force and fetch.holds(self.store, dest, expected):
             return PullResult(package, exact, dest, downloaded=False, checked_by=expected.checked_by, **marks)
-        resumes = fetch.download(self.store, package, exact, expected, dest, progress)
+        watch = progress(f"{package} {exact}", expected.size) if progress else None
+        resumes = fetch.download(self.store, package, exact, expected, dest, watch)
         return PullResult(package, exact, dest, downloaded=True, checked_by=expected.checked_by,
                           resumes=resumes, **marks)
 
-    def pull_many(self, packages: Sequence[str], *, force: bool = False,
+    def pull_many(self, packages: Sequence[str], *, force: bool = False, progress: ProgressFactory | None = None,
+                  done: Callable[[str, PullResult | TychoError], None] | None = None,
                   ) -> list[tuple[str, PullResult | TychoError]]:
-        """Pull the latest of each package, in parallel; failures are returned, not raised."""
+        """Pull the latest of each package, in parallel; failures are returned, not raised.
+
+        ``done`` hears of each package as it finishes (from a worker thread, one at a time)."""
         for name in packages:
             check_package(name)
+        lock = threading.Lock()
 
         def one(name: str) -> tuple[str, PullResult | TychoError]:
+            outcome: PullResult | TychoError
             try:
-                return name, self.pull(name, force=force)
+                outcome = self.pull(name, force=force, progress=progress)
             except TychoError as exc:
-                return name, exc
+                outcome = exc
+            if done:
+                with lock:
+                    done(name, outcome)
+            return name, outcome
 
-        return _parallel(one, dict.fromkeys(packages), workers=8)
+        return _parallel(one, dict.fromkeys(packages), workers=PARALLEL_PULLS)

@@ -22,6 +22,10 @@ MAX_DOCUMENT = 16 * 1024 * 1024
 #: Called with the number of bytes just moved; used for progress display.
 Progress = Callable[[int], None]
 
+#: Called when a transfer starts, with a label (``narf 1.2``) and its size in bytes; returns the
+#: :data:`Progress` callback for that transfer. How (or whether) it is shown is the caller's affair.
+ProgressFactory = Callable[[str, int], Progress]
+
 
 class ObjectNotFound(StorageError):
     """The key does not exist."""
@@ -113,9 +117,11 @@ class Store(Protocol):
               progress: Progress | None = None) -> StagedUpload:
         """Upload everything ``source`` yields without making it visible; read it once, in order."""
 
-    def read(self, key: str, sink: BinaryIO, *, start: int = 0,
+    def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
              progress: Progress | None = None) -> ObjectInfo:
-        """Stream the object (from byte ``start``) into ``sink``, in order."""
+        """Stream the object (from byte ``start``) into ``sink``, in order.
+
+        ``size``, when the caller knows it, lets a store split the read into parallel ranges."""
 
     def leftovers(self) -> Iterator[Leftover]:
         """Staged uploads never committed nor aborted, anywhere in the registry."""

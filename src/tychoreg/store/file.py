@@ -239,7 +239,7 @@ class FileStore:
                 raise
         return _StagedFile(tmp, final, size)
 
-    def read(self, key: str, sink: BinaryIO, *, start: int = 0,
+    def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
              progress: Progress | None = None) -> ObjectInfo:
         with self._storage_errors(key):
             fh = open(self._path(key), "rb")

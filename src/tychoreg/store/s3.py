@@ -12,38 +12,47 @@ import concurrent.futures as cf
 import hashlib
 import random
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-import boto3
-import urllib3.exceptions
-import botocore.exceptions
-from botocore.config import Config
-
 from ..errors import ConfigError, StorageError
 from .base import (MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress,
                    TransferInterrupted, too_large)
+from .s3http import Fallback, LeanS3, Listed
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000
 CONCURRENCY = 8
 CHUNK = 1 * MiB
-_BODY_ERRORS = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError)
+#: Objects up to this size are read in one plain GET by the lean client (see s3http.py).
+LEAN_READ = 1 * MiB
+#: Bytes of ranged-download parts held in memory at once (they wait there to be written in order).
+DOWNLOAD_BUFFER = 48 * MiB
 _BODY_ATTEMPTS = 4
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "InvalidToken", "ExpiredToken", "AccountProblem"}
 _DEFAULT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 5},
-                   "connect_timeout": 10, "read_timeout": 60, "max_pool_connections": 2 * CONCURRENCY}
+                   "connect_timeout": 10, "read_timeout": 60}
 
 
-def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+def _body_errors() -> tuple[type[BaseException], ...]:
+    import botocore.exceptions
+    import urllib3.exceptions
+
+    return (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError)
+
+
+def _client_kwargs(options: dict[str, Any], pool: int = 2 * CONCURRENCY) -> dict[str, Any]:
+    from botocore.config import Config
+
     kwargs = {k: v for k, v in options.items() if k not in ("bucket", "prefix")}
     user_config = kwargs.pop("config", None)
-    config = Config(**_DEFAULT_CONFIG)
+    config = Config(**_DEFAULT_CONFIG, max_pool_connections=pool)
     if isinstance(user_config, dict):
         try:
             config = config.merge(Config(**user_config))
@@ -121,15 +130,33 @@ class S3Store:
     #: Some S3-compatible stores accept conditional headers and ignore them: check (see probe.py).
     probe_conditional_writes = True
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], *, part_size: int = PART_SIZE,
+                 concurrency: int = CONCURRENCY) -> None:
+        self.part_size, self.concurrency = part_size, concurrency
         self.bucket: str = options["bucket"]
         self.prefix: str = options.get("prefix", "")
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        try:
-            self.client = boto3.client("s3", **_client_kwargs(options))
-        except (botocore.exceptions.BotoCoreError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"cannot set up the S3 client: {exc}",
-                              "check the s3 section of your config (keys go to boto3.client)") from None
+        self._options = options
+        self._client: Any = None
+        self._lean = LeanS3.for_options(options)
+        if self._lean is None:
+            self.client  # noqa: B018 - build it now so a bad config fails before any request
+        elif options.get("config") is not None:
+            _client_kwargs(options)  # check it now, though the client may never be needed
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, built on first use: many commands finish without needing it."""
+        if self._client is None:
+            import boto3
+            import botocore.exceptions
+
+            try:
+                self._client = boto3.client("s3", **_client_kwargs(self._options, 2 * self.concurrency))
+            except (botocore.exceptions.BotoCoreError, TypeError, ValueError, AttributeError) as exc:
+                raise ConfigError(f"cannot set up the S3 client: {exc}",
+                                  "check the s3 section of your config (keys go to boto3.client)") from None
+        return self._client
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -140,6 +167,8 @@ class S3Store:
     @contextmanager
     def _errors(self, key: str) -> Iterator[None]:
         """Translate boto3's exceptions into the store's typed errors."""
+        import botocore.exceptions
+
         where = f"{self.location}/{key}" if key else self.location
         try:
             yield
@@ -175,6 +204,15 @@ class S3Store:
 
     # -- Store interface -----------------------------------------------------------------
     def get(self, key: str) -> tuple[bytes, str]:
+        if self._lean:
+            try:
+                found = self._lean.get(self._full(key), MAX_DOCUMENT)
+            except Fallback:
+                pass
+            else:
+                if found is None:
+                    raise ObjectNotFound(f"{self.location}/{key} not found")
+                return found
         # boto3 retries requests, not the reading of a body: a cut-off document is asked again.
         for attempt in range(_BODY_ATTEMPTS):
             with self._errors(key):
@@ -184,7 +222,7 @@ class S3Store:
                 raise too_large(self.location, key, resp["ContentLength"])
             try:
                 return resp["Body"].read(), resp["ETag"]
-            except _BODY_ERRORS as exc:
+            except _body_errors() as exc:
                 if attempt == _BODY_ATTEMPTS - 1:
                     raise TransferInterrupted(f"reading {self.location}/{key} was interrupted ({type(exc).__name__})",
                                               "check the network and try again") from None
@@ -192,6 +230,13 @@ class S3Store:
         raise AssertionError("unreachable")
 
     def head(self, key: str) -> ObjectInfo | None:
+        if self._lean:
+            try:
+                found = self._lean.head(self._full(key))
+            except Fallback:
+                pass
+            else:
+                return None if found is None else ObjectInfo(key, *found)
         try:
             with self._errors(key):
                 resp = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
@@ -224,6 +269,15 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key), IfMatch=etag)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if self._lean:
+            try:  # a listing is gathered whole before use, so a fallback never repeats an item
+                found = [ObjectInfo(self._rel(o.key), o.size, o.etag, o.modified)
+                         for o in self._lean.list(self._full(prefix)) if isinstance(o, Listed)]
+            except Fallback:
+                pass
+            else:
+                yield from found
+                return
         with self._errors(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self._full(prefix))
@@ -234,6 +288,14 @@ class S3Store:
 
     def list_folders(self, prefix: str) -> Iterator[str]:
         full = self._full(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        if self._lean:
+            try:
+                found = [o for o in self._lean.list(full, "/") if isinstance(o, str)]
+            except Fallback:
+                pass
+            else:
+                yield from (p[len(full):].rstrip("/") for p in found)
+                return
         with self._errors(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full, Delimiter="/")
@@ -244,7 +306,7 @@ class S3Store:
     def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
               progress: Progress | None = None) -> _StagedPut | _StagedMultipart:
         # Parts grow for huge files so that no upload needs more than S3's 10,000 parts.
-        part_size = max(PART_SIZE, -(-(size_hint or 0) // (MAX_PARTS - 100)))
+        part_size = max(self.part_size, -(-(size_hint or 0) // (MAX_PARTS - 100)))
         first = source.read(part_size)
         if len(first) < part_size:
             if progress:
@@ -274,10 +336,10 @@ class S3Store:
         parts: list[dict[str, Any]] = []
         pending: list[cf.Future[dict[str, Any]]] = []
         size, number, body = 0, 1, first
-        with cf.ThreadPoolExecutor(CONCURRENCY) as pool:
+        with cf.ThreadPoolExecutor(self.concurrency) as pool:
             try:
                 while body:
-                    if len(pending) >= CONCURRENCY:  # bound memory: wait for the oldest part
+                    if len(pending) >= self.concurrency:  # bound memory: wait for the oldest part
                         parts.append(pending.pop(0).result())
                     pending.append(pool.submit(send, number, body))
                     size += len(body)
@@ -290,8 +352,22 @@ class S3Store:
                 raise
         return parts, size
 
-    def read(self, key: str, sink: BinaryIO, *, start: int = 0,
+    def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
              progress: Progress | None = None) -> ObjectInfo:
+        if size is not None and size - start >= 2 * self.part_size:
+            return self._read_ranges(key, sink, start, size, progress)
+        if self._lean and start == 0 and size is not None and size <= LEAN_READ:
+            try:
+                found = self._lean.get(self._full(key), LEAN_READ)
+            except Fallback:
+                pass
+            else:
+                if found is None:
+                    raise ObjectNotFound(f"{self.location}/{key} not found")
+                sink.write(found[0])
+                if progress:
+                    progress(len(found[0]))
+                return ObjectInfo(key, len(found[0]), found[1])
         extra = {"Range": f"bytes={start}-"} if start else {}
         with self._errors(key):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)
@@ -300,11 +376,62 @@ class S3Store:
                 sink.write(chunk)
                 if progress:
                     progress(len(chunk))
-        except _BODY_ERRORS as exc:
+        except _body_errors() as exc:
             raise TransferInterrupted(f"download of {self.location}/{key} was interrupted "
                                       f"({type(exc).__name__})", "run the pull again: it resumes") from None
         total = resp["ContentLength"] + start
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
+
+    def _read_ranges(self, key: str, sink: BinaryIO, start: int, size: int,
+                     progress: Progress | None) -> ObjectInfo:
+        """Ranged GETs in parallel, written to ``sink`` strictly in order (the caller hashes as
+        it writes). At most ``concurrency`` parts are in memory; a part that fails after its own
+        retries stops the read at the last byte written, so the caller resumes from there."""
+        errors = _body_errors()
+        etag: list[str] = []
+
+        def fetch(first: int, last: int) -> list[bytes]:
+            for attempt in range(_BODY_ATTEMPTS):
+                with self._errors(key):
+                    resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key),
+                                                  Range=f"bytes={first}-{last}", **({"IfMatch": etag[0]} if etag else {}))
+                try:  # chunks, not one joined body: joining would briefly double the memory
+                    chunks = list(resp["Body"].iter_chunks(CHUNK))
+                    if sum(map(len, chunks)) == last - first + 1:
+                        return chunks
+                except errors:
+                    pass
+                time.sleep(random.uniform(0, 0.1 * 2 ** attempt))
+            raise TransferInterrupted(f"download of {self.location}/{key} was interrupted",
+                                      "run the pull again: it resumes")
+
+        with self._errors(key):  # one HEAD pins the object's ETag: every range must come from it
+            head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        if head.get("ETag"):
+            etag.append(head["ETag"])
+        ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
+        pending: deque[cf.Future[list[bytes]]] = deque()
+        window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
+        with cf.ThreadPoolExecutor(window) as pool:
+            try:
+                for first, last in ranges:
+                    pending.append(pool.submit(fetch, first, last))
+                    if len(pending) >= window:
+                        self._drain(pending.popleft(), sink, progress)
+                while pending:
+                    self._drain(pending.popleft(), sink, progress)
+            except BaseException:
+                for f in pending:
+                    f.cancel()
+                raise
+        return ObjectInfo(key, size, head.get("ETag"), head.get("LastModified"))
+
+    @staticmethod
+    def _drain(future: cf.Future[list[bytes]], sink: BinaryIO, progress: Progress | None) -> None:
+        for chunk in future.result():
+            sink.write(chunk)
+            if progress:
+                progress(len(chunk))
 
     def leftovers(self) -> Iterator[Leftover]:
         prefix = self.prefix + "/" if self.prefix else ""

@@ -1,0 +1,226 @@
+"""A lean, read-only S3 client for the requests that decide how fast a command feels.
+
+Importing boto3 and building a client costs about 0.3 s, more than a no-op pull or a ``list``
+of hundreds of packages needs in all. When the config is plain (static keys, an endpoint or a
+region, nothing boto3-specific), GET, HEAD and LIST of metadata go through this module instead:
+``http.client`` with one kept-alive connection per thread and SigV4 signing by hand.
+
+It only ever makes the *first attempt*. Anything but a clean 2xx or 404 (a 403, a 5xx, a reset,
+a redirect, a truncated body) raises :class:`Fallback`, and the caller repeats the request with
+boto3, whose retries, credential chain and error messages then apply unchanged. So this module
+can make things faster, never different.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import http.client
+import os
+import threading
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+#: Client options this module honours exactly; anything else means boto3 must do the work.
+_PLAIN_OPTIONS = {"bucket", "prefix", "endpoint_url", "region_name", "aws_access_key_id",
+                  "aws_secret_access_key", "aws_session_token", "config"}
+_PLAIN_CONFIG = {"retries", "connect_timeout", "read_timeout", "max_pool_connections", "s3"}
+#: Environment that changes what boto3 would do in ways we do not reproduce.
+_BOTO_ENV = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+             "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_USE_FIPS_ENDPOINT",
+             "AWS_USE_DUALSTACK_ENDPOINT", "TYCHOREG_NO_FAST_PATH")
+
+
+class Fallback(Exception):
+    """This request must be made by boto3 instead."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    etag: str | None
+    modified: _dt.datetime | None
+
+
+def _quote(text: str, safe: str = "-_.~") -> str:
+    return urllib.parse.quote(text, safe=safe)
+
+
+class LeanS3:
+    """Signed GET/HEAD/LIST against one bucket; see the module docstring for when it is used."""
+
+    def __init__(self, bucket: str, endpoint: str, region: str, key_id: str, secret: str,
+                 token: str | None, path_style: bool, timeout: float, ca_bundle: str | None = None) -> None:
+        parts = urllib.parse.urlsplit(endpoint)
+        self._https = parts.scheme == "https"
+        self._host = parts.netloc if path_style else f"{bucket}.{parts.netloc}"
+        self._base = f"{parts.path.rstrip('/')}/{_quote(bucket)}" if path_style else parts.path.rstrip("/")
+        self._region, self._key_id, self._secret, self._token = region, key_id, secret, token
+        self._timeout, self._ca_bundle = timeout, ca_bundle
+        self._local = threading.local()
+        self._signing_key: tuple[str, bytes] | None = None
+
+    @classmethod
+    def for_options(cls, options: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> LeanS3 | None:
+        """A lean client when ``options`` (the config's s3 section) are plain enough, else None."""
+        if set(options) - _PLAIN_OPTIONS or any(env.get(name) for name in _BOTO_ENV):
+            return None
+        config = options.get("config") or {}
+        if not isinstance(config, dict) or set(config) - _PLAIN_CONFIG:
+            return None
+        style = (config.get("s3") or {}).get("addressing_style", "auto")
+        if set(config.get("s3") or {}) - {"addressing_style"} or style not in ("auto", "path", "virtual"):
+            return None
+        key_id, secret = options.get("aws_access_key_id"), options.get("aws_secret_access_key")
+        token = options.get("aws_session_token")
+        if key_id is None and secret is None and token is None:  # boto3 would look in the environment first
+            key_id, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+            token = env.get("AWS_SESSION_TOKEN")
+        if not (isinstance(key_id, str) and isinstance(secret, str) and key_id and secret):
+            return None
+        region = options.get("region_name") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        endpoint = options.get("endpoint_url")
+        bucket = options["bucket"]
+        if endpoint:  # boto3 uses path-style addressing for a custom endpoint unless told otherwise
+            path_style = style != "virtual"
+            region = region or "us-east-1"
+        elif region and "." not in bucket:
+            endpoint, path_style = f"https://s3.{region}.amazonaws.com", style == "path"
+        else:
+            return None
+        if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+            return None
+        timeout = float(config.get("read_timeout", 60))
+        return cls(bucket, endpoint, region, key_id, secret, token, path_style, timeout,
+                   env.get("AWS_CA_BUNDLE") or None)
+
+    # -- requests ------------------------------------------------------------------------
+    def get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag; None when it does not exist."""
+        status, headers, body = self._request("GET", key, {}, limit)
+        if status == 404:
+            return None
+        return body, headers.get("etag", "")
+
+    def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None] | None:
+        status, headers, _ = self._request("HEAD", key, {}, 0)
+        if status == 404:
+            return None
+        modified = headers.get("last-modified")
+        when = _http_date(modified) if modified else None
+        return int(headers.get("content-length", "0")), headers.get("etag"), when
+
+    def list(self, prefix: str, delimiter: str | None = None) -> Iterator[Listed | str]:
+        """Objects (as :class:`Listed`) and, with a delimiter, common prefixes (as ``str``)."""
+        token: str | None = None
+        while True:
+            query = {"list-type": "2", "prefix": prefix}
+            if delimiter:
+                query["delimiter"] = delimiter
+            if token:
+                query["continuation-token"] = token
+            status, _, body = self._request("GET", "", query, 64 * 1024 * 1024)
+            if status != 200:
+                raise Fallback(f"list answered {status}")
+            try:
+                root = ET.fromstring(body)
+            except ET.ParseError as exc:
+                raise Fallback(f"unreadable listing: {exc}") from None
+            for item in root.iter(f"{_NS}Contents"):
+                etag = item.findtext(f"{_NS}ETag")
+                modified = item.findtext(f"{_NS}LastModified")
+                yield Listed(item.findtext(f"{_NS}Key") or "", int(item.findtext(f"{_NS}Size") or 0),
+                             etag, _iso_date(modified) if modified else None)
+            for common in root.iter(f"{_NS}CommonPrefixes"):
+                yield common.findtext(f"{_NS}Prefix") or ""
+            if root.findtext(f"{_NS}IsTruncated") != "true":
+                return
+            token = root.findtext(f"{_NS}NextContinuationToken")
+            if not token:
+                raise Fallback("truncated listing without a continuation token")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._https:
+                import ssl
+
+                context = ssl.create_default_context(cafile=self._ca_bundle)
+                conn = http.client.HTTPSConnection(self._host, timeout=self._timeout, context=context)
+            else:
+                conn = http.client.HTTPConnection(self._host, timeout=self._timeout)
+            self._local.conn = conn
+        return conn
+
+    def _request(self, method: str, key: str, query: dict[str, str], limit: int) -> tuple[int, dict[str, str], bytes]:
+        path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
+        canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
+        headers = self._sign(method, path, canonical_query)
+        conn = self._connection()
+        try:
+            conn.request(method, f"{path}?{canonical_query}" if canonical_query else path, headers=headers)
+            resp = conn.getresponse()
+            length = resp.getheader("content-length")
+            if length is not None and int(length) > limit and method == "GET" and resp.status == 200:
+                resp.close()
+                conn.close()
+                raise Fallback("object larger than a document")
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self._local.conn = None
+            raise Fallback(f"{type(exc).__name__}: {exc}") from None
+        if resp.will_close:
+            conn.close()
+            self._local.conn = None
+        if resp.status not in (200, 206, 404) or (length is not None and method != "HEAD" and len(body) != int(length)):
+            raise Fallback(f"{method} answered {resp.status}")
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+    def _sign(self, method: str, path: str, canonical_query: str) -> dict[str, str]:
+        now = _dt.datetime.now(_dt.timezone.utc)
+        stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        headers = {"host": self._host, "x-amz-content-sha256": _EMPTY_SHA256, "x-amz-date": stamp}
+        if self._token:
+            headers["x-amz-security-token"] = self._token
+        names = sorted(headers)
+        canonical = "\n".join([method, path, canonical_query, *(f"{n}:{headers[n]}" for n in names), "",
+                               ";".join(names), _EMPTY_SHA256])
+        scope = f"{day}/{self._region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._key_for(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._key_id}/{scope}, "
+                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        return headers
+
+    def _key_for(self, day: str) -> bytes:
+        if self._signing_key is None or self._signing_key[0] != day:
+            key = ("AWS4" + self._secret).encode()
+            for part in (day, self._region, "s3", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._signing_key = (day, key)
+        return self._signing_key[1]
+
+
+def _iso_date(text: str) -> _dt.datetime | None:
+    try:
+        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _http_date(text: str) -> _dt.datetime | None:
+    import email.utils
+
+    try:
+        return email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
