@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from . import __version__
-from .errors import TychoError
+from .errors import TychoError, UsageError
 from .progress import Bars
 from .progress import wanted as progress_wanted
 
@@ -35,6 +35,7 @@ class _State:
         self.config: str | None = None
         self.debug = False
         self.quiet = False
+        self.no_cache = False
         self.settings: Settings | None = None
 
     def registry(self) -> Registry:
@@ -42,6 +43,10 @@ class _State:
         from .registry import Registry
 
         self.settings = load_settings(self.config)
+        if self.no_cache:
+            from dataclasses import replace
+
+            self.settings = replace(self.settings, cache=False)
         for warning in self.settings.warnings:
             _warn(warning)
         return Registry.from_settings(self.settings, warn=_warn)
@@ -66,6 +71,16 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     _STATE.quiet = _STATE.quiet or value
+
+
+def _set_no_cache(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    _STATE.no_cache = _STATE.no_cache or value
+
+
+def no_cache_option(func: Any) -> Any:
+    """``--no-cache``, for the commands that download."""
+    return click.option("--no-cache", is_flag=True, expose_value=False, callback=_set_no_cache,
+                        help="Neither read nor fill the shared download cache this time.")(func)
 
 
 def common(func: Any) -> Any:
@@ -180,11 +195,17 @@ def _report_pull(result: PullResult) -> None:
         how = "size and ETag" if result.checked_by == "etag" else "size only"
         _warn(f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
               f"or another tool): checked by {how}, unverified")
+    check = "sha256 verified" if result.verified else "unverified"
+    if result.resumes:
+        check += f", resumed {result.resumes}x after interruptions"
+    verb = "Extracted" if result.extracted else "Pulled"
     if result.downloaded:
-        check = "sha256 verified" if result.verified else "unverified"
-        if result.resumes:
-            check += f", resumed {result.resumes}x after interruptions"
-        _info(f"Pulled {result.package} {result.version} -> {_shown(result.path)} ({check})")
+        _info(f"{verb} {result.package} {result.version} -> {_shown(result.path)} ({check})")
+    elif result.from_cache:
+        _info(f"{verb} {result.package} {result.version} -> {_shown(result.path)} (from the cache, {check})")
+    elif result.extracted:
+        _info(f"Up to date: {result.package} {result.version} already extracted in {_shown(result.path)} "
+              "(skipped; --force to extract again)")
     else:
         _info(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
              "(skipped; --force to download)")
@@ -197,31 +218,59 @@ def _report_pull(result: PullResult) -> None:
 @click.option("--outfile", type=click.Path(path_type=Path), help="Save here instead of OUTDIR/FILENAME.")
 @click.option("--force", is_flag=True, help="Download even when the destination is up to date.")
 @click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
+@click.option("--extract", "extract", metavar="DIR", type=click.Path(path_type=Path),
+              help="Unpack the archive (tar, tar.gz/bz2/xz/zst, zip) into DIR instead of saving the file.")
+@no_cache_option
 @common
-def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool) -> None:
+def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool, extract: Path | None) -> None:
     """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
+    if extract is not None and outfile is not None:
+        raise UsageError("--extract and --outfile do not go together", "give one of them")
     reg = _STATE.registry()
     with _bars() as bars:
-        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars)
+        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars, extract=extract)
     _report_pull(result)
 
 
+def _done(name: str, outcome: PullResult | TychoError) -> None:
+    if isinstance(outcome, TychoError):
+        _print_error(outcome, prefix=f"{name}: ")
+    else:
+        _report_pull(outcome)
+
+
 @cli.command("pull-list")
-@click.argument("packages", metavar="PKG...", nargs=-1, required=True)
+@click.argument("packages", metavar="PKG...", nargs=-1)
+@click.option("--from", "source", metavar="FILE", type=click.Path(path_type=Path),
+              help="Also pull what FILE names: a tycho.lock (exact versions, verified), or a list "
+                   "with one PKG per line.")
 @click.option("--force", is_flag=True, help="Download even when destinations are up to date.")
+@click.option("--offline", is_flag=True, help="With a lock file: use the cache only, never the registry.")
+@no_cache_option
 @common
-def pull_list(packages: tuple[str, ...], force: bool) -> None:
-    """Pull the latest version of each PKG; report every failure."""
+def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offline: bool) -> None:
+    """Pull the latest version of each PKG (or what --from FILE names); report every failure."""
+    from .lockfile import read_pull_list
+
+    names, entries = list(packages), None
+    if source is not None:
+        more, entries = read_pull_list(source)
+        names += more
+    if not names and not entries:
+        raise UsageError("name at least one PKG, or a file with --from", "e.g. tychoreg pull-list narf toolchain")
+    if offline and (names or entries is None):
+        raise UsageError("--offline needs a lock file given with --from (it pins exact versions)",
+                         "e.g. tychoreg pull-list --from tycho.lock --offline")
     reg = _STATE.registry()
-
-    def done(name: str, outcome: PullResult | TychoError) -> None:
-        if isinstance(outcome, TychoError):
-            _print_error(outcome, prefix=f"{name}: ")
-        else:
-            _report_pull(outcome)
-
+    results = []
     with _bars() as bars:
-        results = reg.pull_many(packages, force=force, progress=bars, done=done)
+        if entries:
+            from .sync import install
+
+            assert source is not None
+            results += install(reg, entries, source.parent, offline=offline, force=force, progress=bars, done=_done)
+        if names:
+            results += reg.pull_many(names, force=force, progress=bars, done=_done)
     failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
     if failed:
         raise TychoError(f"{failed} of {len(results)} packages failed to pull", "see the errors above")
@@ -435,6 +484,88 @@ def gc(older_than: str, yes: bool) -> None:
         click.echo("No debris found", err=True)
     elif not yes:
         click.echo("Dry run: pass --yes to delete", err=True)
+
+
+@cli.command(short_help="Install the packages the config declares, as tycho.lock pins them.")
+@click.option("--locked", is_flag=True, help="Install exactly what tycho.lock says; fail if it is stale.")
+@click.option("--offline", is_flag=True, help="Use tycho.lock and the cache only; never the registry.")
+@click.option("--force", is_flag=True, help="Download and extract again even when up to date.")
+@no_cache_option
+@common
+def sync(locked: bool, offline: bool, force: bool) -> None:
+    """Install the config's `packages`: resolve what tycho.lock does not pin yet, write the
+    lock, then pull (and extract) each in parallel. Up-to-date packages cost nothing.
+
+    \b
+    e.g. "packages": {"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}
+    """
+    from .sync import sync as run
+
+    reg = _STATE.registry()
+    assert _STATE.settings is not None
+    with _bars() as bars:
+        results = run(reg, _STATE.settings, locked=locked, offline=offline, force=force, progress=bars, done=_done)
+    failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
+    if failed:
+        raise TychoError(f"{failed} of {len(results)} packages failed to install", "see the errors above")
+
+
+@cli.command(short_help="Resolve the declared packages into tycho.lock (download nothing).")
+@click.argument("packages", metavar="[PKG...]", nargs=-1)
+@click.option("--upgrade", is_flag=True, help="Resolve again the named packages (all, if none named).")
+@common
+def lock(packages: tuple[str, ...], upgrade: bool) -> None:
+    """Pin each declared package to an exact version and SHA-256 in tycho.lock. Entries already
+    locked stay as they are unless --upgrade (for PKG..., or for all)."""
+    from .sync import lock as run
+
+    if packages and not upgrade:
+        raise UsageError("naming packages needs --upgrade", f"e.g. tychoreg lock --upgrade {packages[0]}")
+    reg = _STATE.registry()
+    assert _STATE.settings is not None and _STATE.settings.lockfile is not None
+    entries, changed = run(reg, _STATE.settings, upgrade=set(packages) if packages else upgrade)
+    for name in sorted(entries):
+        _info(f"{name:20} {entries[name].version}")
+    _info(f"{'Wrote' if changed else 'Unchanged:'} {_shown(_STATE.settings.lockfile)}")
+
+
+@cli.group(short_help="Inspect or prune the shared download cache.")
+def cache() -> None:
+    """The shared download cache: files by SHA-256, shared by every project of this user."""
+
+
+def _cache_settings() -> Any:
+    from .cache import Cache, default_root
+    from .config import load_settings
+
+    settings = load_settings(_STATE.config)
+    return Cache(default_root(), settings.cache_limit)
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def cache_info(as_json: bool) -> None:
+    """Where the cache is, how many files it holds and their size."""
+    info = _cache_settings().info()
+    if as_json:
+        _out(json.dumps({"path": str(info.root), "entries": info.entries, "bytes": info.total_bytes,
+                         "limit_bytes": info.limit_bytes}, indent=2))
+        return
+    limit = _size(info.limit_bytes) if info.limit_bytes is not None else "none"
+    _out(f"path:     {info.root}\nentries:  {info.entries}\nsize:     {_size(info.total_bytes)}\nlimit:    {limit}")
+
+
+@cache.command("prune")
+@click.option("--older-than", metavar="AGE", help="Only files unused for AGE (e.g. 30d, 12h); default: all.")
+@common
+def cache_prune(older_than: str | None) -> None:
+    """Remove cached files (all, or those unused for AGE). Pulled files stay where they are."""
+    from .upkeep import parse_age
+
+    age = parse_age(older_than).total_seconds() if older_than is not None else None
+    removed, freed = _cache_settings().prune(age)
+    _out(f"Removed {removed} cached file{'s' if removed != 1 else ''} ({_size(freed)})")
 
 
 def _print_error(exc: TychoError, prefix: str = "") -> None:

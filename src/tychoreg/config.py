@@ -23,6 +23,12 @@ IDENTITY_ENV = "TYCHOREG_IDENTITY"
 LOCAL_CONFIG = ".tychoreg.json"
 BACKENDS = ("s3", "file")
 DEFAULT_OUTDIR = "tycho_packages"
+LOCK_NAME = "tycho.lock"
+DEFAULT_CACHE_LIMIT = 10 * 1024 ** 3
+DEFAULT_EXTRACT_LIMIT = 4 * 1024 ** 3
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?\Z", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
+          "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
 _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}\Z")
 _S3_STRINGS = ("region_name", "endpoint_url", "api_version", "prefix")
 # Keys whose values must never be shown, whatever the section.
@@ -41,6 +47,47 @@ class Settings:
     identity: str | None = None
     #: Things the user should hear about (e.g. a config file with secrets readable by others).
     warnings: tuple[str, ...] = ()
+    #: Declared dependencies (the ``packages`` section), for ``sync`` and ``lock``.
+    packages: dict[str, Requirement] = field(default_factory=dict)
+    #: The folder of the config file (None for the embedded default): lock file and extract paths live there.
+    project: Path | None = None
+    cache: bool = True
+    cache_limit: int | None = DEFAULT_CACHE_LIMIT
+    extract_limit: int = DEFAULT_EXTRACT_LIMIT
+    part_size: int | None = None
+    concurrency: int | None = None
+
+    @property
+    def lockfile(self) -> Path | None:
+        return self.project / LOCK_NAME if self.project else None
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One entry of ``packages``: what to fetch and where it goes."""
+
+    name: str
+    version: str = "latest"
+    extract: Path | None = None
+
+    def describe(self) -> dict[str, str]:
+        """How the lock file remembers the declaration, to notice when it changes."""
+        out = {"requested": self.version}
+        if self.extract is not None:
+            out["extract"] = str(self.extract)
+        return out
+
+
+def parse_size(value: Any, where: str) -> int:
+    """``"10GiB"``, ``"512MB"``, ``"1048576"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{where} must be a size such as \"10GiB\", \"500MB\" or a number of bytes, "
+                          f"not {value!r}")
+    number, unit = float(match.group(1)), (match.group(2) or "B").lower()
+    return int(number * _UNITS[unit])
 
 
 def default_registry_path() -> Path:
@@ -126,7 +173,59 @@ def _from_file(path: Path, cwd: Path) -> Settings:
                               'add "file": {"path": "/srv/tycho-registry"}')
         options["path"] = str(path.parent / Path(reg).expanduser())
     return Settings(backend=backend, outdir=cwd / Path(outdir).expanduser(), options=options,
-                    source=f"config file {path}", secrets=secrets, identity=identity, warnings=warnings)
+                    source=f"config file {path}", secrets=secrets, identity=identity, warnings=warnings,
+                    packages=_packages(_resolve(raw.get("packages", {}), "packages", path), path),
+                    project=path.parent, **_tuning(tycho, path))
+
+
+def _tuning(tycho: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Cache, extraction and transfer settings from the ``tycho`` section."""
+    out: dict[str, Any] = {}
+    if "cache" in tycho:
+        if not isinstance(tycho["cache"], bool):
+            raise ConfigError(f"tycho.cache in {path} must be true or false")
+        out["cache"] = tycho["cache"]
+    for key in ("cache_limit", "extract_limit", "part_size"):
+        if tycho.get(key) is not None:
+            out[key] = parse_size(tycho[key], f"tycho.{key} in {path}")
+    if out.get("part_size") is not None and not 5 * 1024 ** 2 <= out["part_size"] <= 5 * 1024 ** 3:
+        raise ConfigError(f"tycho.part_size in {path} must be between 5MiB and 5GiB (S3's limits)")
+    if "concurrency" in tycho:
+        value = tycho["concurrency"]
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
+            raise ConfigError(f"tycho.concurrency in {path} must be a whole number from 1 to 64")
+        out["concurrency"] = value
+    return out
+
+
+def _packages(section: Any, path: Path) -> dict[str, Requirement]:
+    """The ``packages`` section: ``{"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}``."""
+    from .errors import UsageError
+    from .names import check_package, check_selector
+
+    if not isinstance(section, dict):
+        raise ConfigError(f"section 'packages' of {path} must be a JSON object of package: version")
+    found: dict[str, Requirement] = {}
+    for name, spec in sorted(section.items()):
+        try:
+            check_package(name)
+            if isinstance(spec, str):
+                found[name] = Requirement(name, check_selector(spec))
+                continue
+            if not isinstance(spec, dict) or set(spec) - {"version", "extract"}:
+                raise ConfigError(f"packages.{name} in {path} must be a version string or "
+                                  '{"version": ..., "extract": DIR}')
+            version = spec.get("version", "latest")
+            extract = spec.get("extract")
+            if not isinstance(version, str) or (extract is not None and (not isinstance(extract, str) or not extract)):
+                raise ConfigError(f"packages.{name} in {path}: version and extract must be strings")
+            found[name] = Requirement(name, check_selector(version),
+                                      Path(extract).expanduser() if extract is not None else None)
+        except UsageError as exc:
+            raise ConfigError(f"packages.{name} in {path}: {exc}", exc.hint) from None
+    return found
 
 
 def _section(raw: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 from .errors import IntegrityError, OperationError
 
 
-def _describe(exc: OSError, path: Path) -> OperationError:
+def describe_write_error(exc: OSError, path: Path) -> OperationError:
     if exc.errno == errno.ENOSPC:
         return OperationError(f"no space left on the device while writing {path}",
                               "free some disk space and pull again")
@@ -58,7 +58,7 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
             part, keep = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"), False
             fh = open(part, "w+b")
     except OSError as exc:
-        raise _describe(exc, path) from None
+        raise describe_write_error(exc, path) from None
     try:
         with fh:
             yield fh
@@ -70,7 +70,7 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
         raise
     except OSError as exc:
         keep = keep and exc.errno != errno.ENOSPC  # a part file must not keep a disk full
-        raise _describe(exc, path) from None
+        raise describe_write_error(exc, path) from None
     finally:
         if not keep:
             part.unlink(missing_ok=True)

@@ -204,10 +204,25 @@ class PullResult:
     yank_reason: str | None = None
     #: How often an interrupted transfer was resumed with a ranged read.
     resumes: int = 0
+    #: The bytes came from the shared cache (no download).
+    from_cache: bool = False
+    #: ``path`` is a folder the archive was unpacked into (``--extract``).
+    extracted: bool = False
 
     @property
     def verified(self) -> bool:
         return self.checked_by == "sha256"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A selector pinned down: what a lock file records for one package."""
+
+    package: str
+    version: str
+    sha256: str | None
+    size: int
+    localname: str
 
 
 @dataclass(frozen=True)

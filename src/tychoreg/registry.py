@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from . import catalog, fetch, layout, upkeep
-from .config import Settings, load_settings
+from . import catalog, deliver, fetch, layout, upkeep
+from .cache import Cache
+from .cache import default_root as default_cache_root
+from .config import DEFAULT_EXTRACT_LIMIT, Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
-from .localfs import check_destination
-from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, VersionInfo
+from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
 from .names import (check_filename, check_package, check_selector, check_tag, check_version,
                     is_valid_segment)
 from .probe import WEAKER, enforces_conditional_writes
@@ -68,11 +69,15 @@ class Registry:
     """A registry of versioned files in a :class:`~tychoreg.store.Store`."""
 
     def __init__(self, store: Store, *, outdir: str | os.PathLike[str] = "tycho_packages",
-                 identity: str | None = None, warn: Callable[[str], None] | None = None) -> None:
+                 identity: str | None = None, warn: Callable[[str], None] | None = None,
+                 cache: Cache | None = None, extract_limit: int = DEFAULT_EXTRACT_LIMIT) -> None:
         self.store = store
         self.outdir = Path(outdir)
         self.identity = identity
         self._warn = warn
+        #: The shared download cache (None: download straight to the destination).
+        self.cache = cache
+        self.extract_limit = extract_limit
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | None = None, *,
@@ -82,8 +87,11 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, warn: Callable[[str], None] | None = None) -> Registry:
-        return cls(open_store(settings.backend, settings.options), outdir=settings.outdir,
-                   identity=settings.identity, warn=warn)
+        tuning = {k: v for k, v in (("part_size", settings.part_size), ("concurrency", settings.concurrency))
+                  if v is not None}
+        cache = Cache(default_cache_root(), settings.cache_limit) if settings.cache else None
+        return cls(open_store(settings.backend, settings.options, **tuning), outdir=settings.outdir,
+                   identity=settings.identity, warn=warn, cache=cache, extract_limit=settings.extract_limit)
 
     @property
     def location(self) -> str:
@@ -474,26 +482,48 @@ class Registry:
 
     # -- pulling -------------------------------------------------------------------------
     def pull(self, package: str, version: str = "latest", *, outfile: str | os.PathLike[str] | None = None,
-             force: bool = False, pre: bool = False, progress: ProgressFactory | None = None) -> PullResult:
+             force: bool = False, pre: bool = False, progress: ProgressFactory | None = None,
+             extract: str | os.PathLike[str] | None = None) -> PullResult:
         """Download a version (exact, ``latest``, a tag or a range) to ``outfile`` or
-        ``OUTDIR/localname``, verified, atomically."""
+        ``OUTDIR/localname``, verified, atomically; with ``extract``, unpack it into that folder."""
         check_package(package)
         check_selector(version)
         if outfile is not None and Path(outfile).is_dir():
             raise UsageError(f"--outfile {outfile} is a folder", "name a file path, e.g. DIR/FILENAME")
         doc, _ = self._doc(package)
         exact = self._select(package, doc, version, pre=pre)
-        dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
+        if extract is None:
+            dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
+        else:
+            dest = Path(extract)
         expected = fetch.expected_for(self.store, package, exact)
         yank = doc.yanked.get(exact)
         marks = {"yanked": yank is not None, "yank_reason": yank.get("reason") if yank else None}
-        check_destination(dest)
-        if not force and fetch.holds(self.store, dest, expected):
-            return PullResult(package, exact, dest, downloaded=False, checked_by=expected.checked_by, **marks)
-        watch = progress(f"{package} {exact}", expected.size) if progress else None
-        resumes = fetch.download(self.store, package, exact, expected, dest, watch)
-        return PullResult(package, exact, dest, downloaded=True, checked_by=expected.checked_by,
-                          resumes=resumes, **marks)
+        return self.install(package, exact, expected, dest, extract=extract is not None, force=force,
+                            progress=progress, **marks)
+
+    def install(self, package: str, version: str, expected: fetch.Expected, dest: Path, *, extract: bool = False,
+                force: bool = False, offline: bool = False, progress: ProgressFactory | None = None,
+                **marks: Any) -> PullResult:
+        """Put a resolved version at ``dest`` (a file, or with ``extract`` a folder), from the
+        destination itself, the cache or the store; ``offline`` forbids the store."""
+        source = deliver.Source(self.store, package, version, expected, self.cache, offline)
+        watch = progress(f"{package} {version}", expected.size) if progress else None
+        if extract:
+            done = deliver.to_folder(source, dest, limit=self.extract_limit, force=force, progress=watch)
+        else:
+            done = deliver.to_file(source, dest, force=force, progress=watch)
+        return PullResult(package, version, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
+                          resumes=done.resumes, from_cache=done.from_cache, extracted=extract, **marks)
+
+    def resolve(self, package: str, selector: str = "latest", *, pre: bool = False) -> Resolved:
+        """What ``selector`` means for ``package`` right now: version, digest, size, file name."""
+        check_package(package)
+        check_selector(selector)
+        doc, _ = self._doc(package)
+        exact = self._select(package, doc, selector, pre=pre)
+        expected = fetch.expected_for(self.store, package, exact)
+        return Resolved(package, exact, expected.sha256, expected.size, doc.checked_localname())
 
     def pull_many(self, packages: Sequence[str], *, force: bool = False, progress: ProgressFactory | None = None,
                   done: Callable[[str, PullResult | TychoError], None] | None = None,

@@ -9,12 +9,13 @@ from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, StagedUpload, 
 __all__ = ["ObjectInfo", "ObjectNotFound", "PreconditionFailed", "StagedUpload", "Store", "open_store"]
 
 
-def open_store(backend: str, options: dict[str, Any]) -> Store:
-    """Build the store for a backend name; imports the backend (and boto3) only when used."""
+def open_store(backend: str, options: dict[str, Any], **tuning: int) -> Store:
+    """Build the store for a backend name; imports the backend (and boto3) only when used.
+    ``tuning`` (``part_size``, ``concurrency``) applies to S3 transfers."""
     if backend == "s3":
         from .s3 import S3Store
 
-        return S3Store(options)
+        return S3Store(options, **tuning)
     if backend == "file":
         from .file import FileStore
 

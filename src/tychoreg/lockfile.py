@@ -1,0 +1,134 @@
+"""``tycho.lock``: the exact versions and digests a project's declared packages resolved to.
+
+Plain JSON with sorted keys, one entry per package, so it diffs well and merges by hand. The
+lock records each declaration as it was when locked (``requested``, ``extract``): when the config
+file's ``packages`` section no longer says the same, the lock is stale and ``sync --locked``
+refuses it. The format is public; see docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Requirement
+from .errors import OperationError
+from .models import Resolved
+from .names import is_valid_segment
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Locked:
+    """One package pinned: the version, its bytes' fingerprint, and the declaration it answers."""
+
+    package: str
+    version: str
+    sha256: str | None
+    size: int
+    localname: str
+    requested: str = "latest"
+    extract: str | None = None
+
+    @classmethod
+    def of(cls, resolved: Resolved, requirement: Requirement) -> Locked:
+        return cls(resolved.package, resolved.version, resolved.sha256, resolved.size, resolved.localname,
+                   requirement.version, str(requirement.extract) if requirement.extract is not None else None)
+
+    def answers(self, requirement: Requirement) -> bool:
+        return self.describe() == requirement.describe()
+
+    def describe(self) -> dict[str, str]:
+        out = {"requested": self.requested}
+        if self.extract is not None:
+            out["extract"] = self.extract
+        return out
+
+    def to_object(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version, "sha256": self.sha256, "size": self.size,
+                               "localname": self.localname, "requested": self.requested}
+        if self.extract is not None:
+            out["extract"] = self.extract
+        return out
+
+
+def read(path: Path) -> dict[str, Locked] | None:
+    """The lock's entries, or None when there is no lock file."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(path, str(exc)) from None
+    packages = data.get("packages") if isinstance(data, dict) else None
+    if not isinstance(packages, dict):
+        raise _damaged(path, "no 'packages' object")
+    found: dict[str, Locked] = {}
+    for name, entry in packages.items():
+        try:
+            sha, extract = entry.get("sha256"), entry.get("extract")
+            locked = Locked(name, entry["version"], sha, entry["size"], entry["localname"],
+                            entry.get("requested", "latest"), extract)
+        except (AttributeError, KeyError, TypeError):
+            raise _damaged(path, f"entry {name!r} lacks version, size or localname") from None
+        if not (is_valid_segment(name) and is_valid_segment(locked.version) and is_valid_segment(locked.localname)
+                and isinstance(locked.size, int) and (sha is None or isinstance(sha, str) and len(sha) == 64)
+                and isinstance(locked.requested, str) and (extract is None or isinstance(extract, str))):
+            raise _damaged(path, f"entry {name!r} has an invalid field")
+        found[name] = locked
+    return found
+
+
+def write(path: Path, entries: dict[str, Locked], registry: str) -> None:
+    """Replace the lock atomically (a reader sees the old lock or the new one)."""
+    body = {"format": FORMAT, "registry": registry,
+            "packages": {name: entries[name].to_object() for name in sorted(entries)}}
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", "utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OperationError(f"cannot write {path}: {exc.strerror or exc}",
+                             "check the project folder's permissions") from None
+
+
+def mismatches(entries: dict[str, Locked], declared: dict[str, Requirement]) -> list[str]:
+    """Why the lock does not answer the declarations (empty when it does)."""
+    problems = [f"{n} is declared but not locked" for n in sorted(set(declared) - set(entries))]
+    problems += [f"{n} is locked but no longer declared" for n in sorted(set(entries) - set(declared))]
+    for name in sorted(set(declared) & set(entries)):
+        if not entries[name].answers(declared[name]):
+            was, now = entries[name].describe(), declared[name].describe()
+            problems.append(f"{name} was locked for {was} but is now declared as {now}")
+    return problems
+
+
+def _damaged(path: Path, why: str) -> OperationError:
+    return OperationError(f"{path} is damaged: {why}",
+                          "restore it from version control, or delete it and run: tychoreg lock")
+
+
+def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
+    """``pull-list --from FILE``: a lock file (exact versions) or a list of package names, one
+    per line (``#`` starts a comment). Returns (names, lock entries or None)."""
+    from .errors import UsageError
+    from .names import check_package
+
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                         "give a tycho.lock or a text file with one package name per line") from None
+    if text.lstrip().startswith("{"):
+        return [], read(path)
+    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    names = [n for n in names if n]
+    for name in names:
+        check_package(name)
+    return names, None

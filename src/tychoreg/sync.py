@@ -1,0 +1,144 @@
+"""``sync`` and ``lock``: declared packages, resolved once, installed the same everywhere.
+
+The config file's ``packages`` section says what a project needs (``"narf": "^1.2"``); ``lock``
+pins each to an exact version and SHA-256 in ``tycho.lock``; ``sync`` installs what the lock says,
+resolving only what is new or changed since (like ``npm install``), or with ``locked`` nothing at
+all (like ``npm ci`` / ``cargo --locked``). Installing looks at the destination first, then the
+shared cache, then the registry, so a second sync with nothing changed sends no request at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import layout, lockfile
+from .config import Requirement, Settings
+from .errors import ConfigError, IntegrityError, OperationError, TychoError
+from .fetch import Expected, expected_for
+from .deliver import NotCached
+from .lockfile import Locked
+from .models import PullResult
+from .registry import PARALLEL_PULLS, Registry
+from .store.base import ProgressFactory
+
+Outcome = tuple[str, PullResult | TychoError]
+
+
+def declared(settings: Settings) -> dict[str, Requirement]:
+    if settings.lockfile is None:
+        raise ConfigError("sync and lock need a config file with a 'packages' section",
+                          'create .tychoreg.json with e.g. "packages": {"narf": "^1.2"}')
+    if not settings.packages:
+        raise ConfigError(f"no packages are declared in {settings.source}",
+                          'add a section such as "packages": {"narf": "^1.2", '
+                          '"gcc": {"version": "stable", "extract": "tools/gcc"}}')
+    return settings.packages
+
+
+def lock(reg: Registry, settings: Settings, *, upgrade: Collection[str] | bool = False,
+         ) -> tuple[dict[str, Locked], bool]:
+    """Resolve the declarations (keeping locked answers unless upgraded); write the lock if it
+    changed. Returns the entries and whether the lock file changed."""
+    wanted = declared(settings)
+    path = settings.lockfile
+    assert path is not None
+    if isinstance(upgrade, Collection) and not isinstance(upgrade, bool):
+        unknown = sorted(set(upgrade) - set(wanted))
+        if unknown:
+            raise ConfigError(f"--upgrade names packages that are not declared: {', '.join(unknown)}",
+                              f"declared in {settings.source}: {', '.join(sorted(wanted))}")
+    existing = lockfile.read(path) or {}
+
+    def fresh(name: str) -> bool:
+        return upgrade is True or (not isinstance(upgrade, bool) and name in upgrade)
+
+    entries = {n: e for n, e in existing.items() if n in wanted and e.answers(wanted[n]) and not fresh(n)}
+    todo = [r for n, r in wanted.items() if n not in entries]
+
+    def one(req: Requirement) -> Locked | TychoError:
+        try:
+            return Locked.of(reg.resolve(req.name, req.version), req)
+        except TychoError as exc:
+            return exc
+
+    failed = []
+    with ThreadPoolExecutor(max(1, min(PARALLEL_PULLS, len(todo)))) as pool:
+        for req, got in zip(todo, pool.map(one, todo)):
+            if isinstance(got, TychoError):
+                failed.append(f"{req.name}: {got}")
+            else:
+                entries[req.name] = got
+    if failed:
+        raise OperationError("could not resolve " + "; ".join(failed), "the lock file was not changed")
+    changed = entries != existing or not path.exists()
+    if changed:
+        lockfile.write(path, entries, reg.location)
+    return entries, changed
+
+
+def sync(reg: Registry, settings: Settings, *, locked: bool = False, offline: bool = False, force: bool = False,
+         progress: ProgressFactory | None = None, done: Callable[[str, PullResult | TychoError], None] | None = None,
+         ) -> list[Outcome]:
+    """Install every declared package as locked; lock first unless ``locked`` or ``offline``."""
+    wanted = declared(settings)
+    path = settings.lockfile
+    assert path is not None and settings.project is not None
+    if locked or offline:
+        entries = lockfile.read(path)
+        if entries is None:
+            raise OperationError(f"there is no {path.name} in {path.parent}",
+                                 "create it with: tychoreg lock" + (" (needs the registry)" if offline else ""))
+        problems = lockfile.mismatches(entries, wanted)
+        if problems:
+            raise OperationError(f"{path.name} does not match the declared packages: {'; '.join(problems)}",
+                                 "run: tychoreg lock, then commit the updated lock file")
+    else:
+        entries, _ = lock(reg, settings)
+    return install(reg, entries, settings.project, offline=offline, force=force, progress=progress, done=done)
+
+
+def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: bool = False, force: bool = False,
+            progress: ProgressFactory | None = None, done: Callable[[str, PullResult | TychoError], None] | None = None,
+            ) -> list[Outcome]:
+    """Put every locked package in place, in parallel; failures are returned, not raised.
+    Extract folders are relative to ``base`` (the lock's folder)."""
+
+    def one(entry: Locked) -> Outcome:
+        outcome: PullResult | TychoError
+        try:
+            outcome = _install_one(reg, entry, base, offline=offline, force=force, progress=progress)
+        except TychoError as exc:
+            outcome = exc
+        if done:
+            done(entry.package, outcome)
+        return entry.package, outcome
+
+    items = [entries[n] for n in sorted(entries)]
+    with ThreadPoolExecutor(max(1, min(PARALLEL_PULLS, len(items)))) as pool:
+        return list(pool.map(one, items))
+
+
+def _install_one(reg: Registry, entry: Locked, base: Path, *, offline: bool, force: bool,
+                 progress: ProgressFactory | None) -> PullResult:
+    extract = entry.extract is not None
+    dest = base / entry.extract if entry.extract is not None else reg.outdir / entry.localname
+    if entry.sha256 and not force:  # the destination or the cache may have it: no request at all
+        local = Expected(layout.data(entry.package, entry.version), entry.size, entry.sha256, None)
+        try:
+            return reg.install(entry.package, entry.version, local, dest, extract=extract, offline=True)
+        except NotCached:
+            if offline:
+                raise
+    elif offline:
+        raise NotCached(f"{entry.package} {entry.version} has no recorded SHA-256 in the lock, so it cannot "
+                        "be installed offline", "run without --offline")
+    expected = expected_for(reg.store, entry.package, entry.version)
+    if entry.sha256 and expected.sha256 != entry.sha256 or expected.size != entry.size:
+        raise IntegrityError(f"{entry.package} {entry.version} in {reg.location} is not what the lock file "
+                             f"pinned (sha256 {expected.sha256}, {expected.size} bytes; locked "
+                             f"{entry.sha256}, {entry.size} bytes): it was deleted and pushed again",
+                             f"if you trust the new bytes: tychoreg lock --upgrade {entry.package}")
+    return reg.install(entry.package, entry.version, expected, dest, extract=extract, force=force,
+                       progress=progress)

@@ -1,0 +1,284 @@
+"""The shared download cache: real files in tmp_path, no mocks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tychoreg.cache import Cache, CacheInfo, default_root
+from tychoreg.errors import IntegrityError, OperationError
+
+STRATEGIES = ["auto", "copy"]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def add(cache: Cache, data: bytes, part: Path | None = None) -> Path:
+    """What a pull does: download into the part file (hashing as it goes), then commit."""
+    digest = sha(data)
+    part = part or cache.part_path(digest)
+    part.write_bytes(data)
+    return cache.commit(digest, len(data), part)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    return Cache(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_commit_then_place_round_trip(cache: Cache, tmp_path: Path, strategy: str) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)  # several chunks and a ragged end
+    entry = add(cache, data)
+    assert entry == cache.path(sha(data))
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o444
+    assert not cache.part_path(sha(data)).exists()
+    dest = tmp_path / "project" / "model.bin"
+    assert cache.place(sha(data), len(data), dest, _strategy=strategy)
+    assert dest.read_bytes() == data
+    assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_place_creates_parents_and_replaces_existing(cache: Cache, tmp_path: Path) -> None:
+    data = b"new content"
+    add(cache, data)
+    dest = tmp_path / "a" / "b" / "c" / "file.txt"
+    assert cache.place(sha(data), len(data), dest)
+    dest.write_bytes(b"old")
+    assert cache.place(sha(data), len(data), dest)
+    assert dest.read_bytes() == data
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_placed_file_is_the_users_to_change(cache: Cache, tmp_path: Path, strategy: str) -> None:
+    data = os.urandom(100_000)
+    add(cache, data)
+    first, second = tmp_path / "one.bin", tmp_path / "two.bin"
+    assert cache.place(sha(data), len(data), first, _strategy=strategy)
+    assert os.access(first, os.W_OK)
+    assert first.stat().st_ino != cache.path(sha(data)).stat().st_ino  # never a hard link
+    with open(first, "r+b") as fh:
+        fh.write(b"edited by the user")
+    assert cache.place(sha(data), len(data), second, _strategy=strategy)
+    assert second.read_bytes() == data
+    assert cache.path(sha(data)).read_bytes() == data
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_corrupt_entry_is_removed_and_dest_untouched(cache: Cache, tmp_path: Path,
+                                                     strategy: str) -> None:
+    data = os.urandom(50_000)
+    entry = add(cache, data)
+    entry.chmod(0o644)
+    with open(entry, "r+b") as fh:
+        fh.seek(1234)
+        fh.write(bytes([data[1234] ^ 0xFF]))
+    dest = tmp_path / "dest.bin"
+    dest.write_bytes(b"previous version")
+    assert not cache.place(sha(data), len(data), dest, _strategy=strategy)
+    assert not entry.exists()
+    assert dest.read_bytes() == b"previous version"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_truncated_entry_is_removed(cache: Cache, tmp_path: Path) -> None:
+    data = b"x" * 1000
+    entry = add(cache, data)
+    entry.chmod(0o644)
+    entry.write_bytes(data[:10])
+    assert not cache.has(sha(data), len(data))
+    assert not cache.place(sha(data), len(data), tmp_path / "d")
+    assert not entry.exists() and not (tmp_path / "d").exists()
+
+
+def test_missing_entry(cache: Cache, tmp_path: Path) -> None:
+    assert not cache.place(sha(b"nothing"), 7, tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    assert not cache.has(sha(b"nothing"), 7)
+
+
+def test_has(cache: Cache) -> None:
+    data = b"hello"
+    assert not cache.has(sha(data), 5)
+    add(cache, data)
+    assert cache.has(sha(data), 5)
+    assert not cache.has(sha(data), 6)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "A" * 64, "g" * 64, "a" * 65, "../" + "a" * 61])
+def test_sha_is_validated(cache: Cache, bad: str) -> None:
+    with pytest.raises(ValueError):
+        cache.path(bad)
+    with pytest.raises(ValueError):
+        cache.has(bad, 1)
+
+
+def test_commit_checks_the_size(cache: Cache) -> None:
+    data = b"twelve bytes"
+    part = cache.part_path(sha(data))
+    part.write_bytes(data)
+    with pytest.raises(IntegrityError):
+        cache.commit(sha(data), len(data) + 1, part)
+    assert not part.exists()
+    assert not cache.has(sha(data), len(data))
+
+
+def test_commit_keeps_an_existing_entry(cache: Cache, tmp_path: Path) -> None:
+    data = b"same bytes"
+    entry = add(cache, data)
+    inode = entry.stat().st_ino
+    again = tmp_path / "other.part"
+    assert add(cache, data, part=again) == entry
+    assert entry.stat().st_ino == inode
+    assert not again.exists()
+
+
+def test_info_counts(cache: Cache) -> None:
+    assert cache.info() == CacheInfo(cache.root, 0, 0, None)
+    for data in (b"a", b"bb", b"ccc"):
+        add(cache, data)
+    cache.part_path(sha(b"dddd")).write_bytes(b"dd")  # an unfinished download is not an entry
+    assert cache.info() == CacheInfo(cache.root, 3, 6, None)
+    assert Cache(cache.root, limit_bytes=10).info().limit_bytes == 10
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_prune_by_age(cache: Cache) -> None:
+    old, recent = b"old" * 10, b"recent"
+    _age(add(cache, old), 10 * 86400)
+    add(cache, recent)
+    stale, fresh = cache.part_path(sha(b"s")), cache.part_path(sha(b"f"))
+    stale.write_bytes(b"12345")
+    fresh.write_bytes(b"123")
+    _age(stale, 2 * 86400)
+    assert cache.prune(older_than=7 * 86400) == (1, len(old) + 5)
+    assert not cache.has(sha(old), len(old)) and cache.has(sha(recent), len(recent))
+    assert not stale.exists() and fresh.exists()  # a pull may still be writing it
+
+
+def test_prune_everything(cache: Cache) -> None:
+    for data in (b"a", b"bb", b"ccc"):
+        add(cache, data)
+    assert cache.prune() == (3, 6)
+    assert cache.info().entries == 0
+    assert cache.prune() == (0, 0)
+    assert Cache(cache.root / "never-created").prune() == (0, 0)
+
+
+def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache", limit_bytes=250)
+    a, b, c = (bytes([n]) * 100 for n in range(3))
+    _age(add(cache, a), 300)
+    _age(add(cache, b), 200)
+    # a is used again (place records it), so b is now the least recently used
+    assert cache.place(sha(a), 100, tmp_path / "a.bin")
+    add(cache, c)
+    assert cache.has(sha(a), 100) and cache.has(sha(c), 100)
+    assert not cache.has(sha(b), 100)
+    assert cache.info().total_bytes == 200
+
+
+def test_an_entry_larger_than_the_limit_is_kept_until_next_commit(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache", limit_bytes=50)
+    small, big = b"s" * 10, b"b" * 100
+    _age(add(cache, small), 100)
+    add(cache, big)
+    assert cache.has(sha(big), 100) and not cache.has(sha(small), 10)
+
+
+def test_concurrent_commits_and_places_of_one_sha(cache: Cache, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    digest, n = sha(data), 8
+    barrier, errors, placed = threading.Barrier(n), [], []
+
+    def pull(i: int) -> None:
+        try:
+            part = tmp_path / "cache" / "tmp" / f"{digest}.{i}.part"  # each pull locks its own
+            part.parent.mkdir(parents=True, exist_ok=True)
+            part.write_bytes(data)
+            barrier.wait()
+            cache.commit(digest, len(data), part)
+            dest = tmp_path / "out" / f"{i}.bin"
+            placed.append(cache.place(digest, len(data), dest))
+            assert dest.read_bytes() == data
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pull, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and placed == [True] * n
+    assert cache.info().entries == 1
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_place_does_not_break_over_a_vanished_entry(cache: Cache, tmp_path: Path) -> None:
+    data = b"evicted"
+    add(cache, data)
+    cache.prune()
+    assert not cache.place(sha(data), len(data), tmp_path / "d")
+
+
+def test_place_into_a_folder_is_refused(cache: Cache, tmp_path: Path) -> None:
+    data = b"x"
+    add(cache, data)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OperationError, match="is a folder"):
+        cache.place(sha(data), 1, tmp_path / "dir")
+
+
+def test_unwritable_cache_fails_commit_clearly(cache: Cache, tmp_path: Path) -> None:
+    """A cache that cannot take the entry (here a file squats the entries' folder, which even
+    root cannot write through) fails with a clear error and leaves the part to the caller."""
+    data = b"payload"
+    part = cache.part_path(sha(data))
+    part.write_bytes(data)
+    (cache.root / "sha256").write_bytes(b"in the way")
+    with pytest.raises(OperationError, match="cannot write to the download cache"):
+        cache.commit(sha(data), len(data), part)
+    assert part.read_bytes() == data and os.access(part, os.W_OK)  # still the caller's
+    assert not Cache(cache.root).place(sha(data), len(data), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TYCHOREG_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert default_root() == tmp_path / "elsewhere" / "files"
+    monkeypatch.delenv("TYCHOREG_CACHE_DIR")
+    assert default_root().name == "files" and default_root().parent.name == "tychoreg"
+
+
+def test_destination_write_error_names_the_path(cache: Cache, tmp_path: Path) -> None:
+    data = b"x"
+    add(cache, data)
+    (tmp_path / "not-a-folder").write_bytes(b"")
+    dest = tmp_path / "not-a-folder" / "f"
+    with pytest.raises(OperationError, match=f"cannot write {dest}"):
+        cache.place(sha(data), 1, dest)
+    assert cache.has(sha(data), 1)  # the cache is not blamed
+
+
+def test_cache_write_error_fails_commit_and_leaves_the_part(cache: Cache) -> None:
+    data = b"payload"
+    part = cache.part_path(sha(data))
+    part.write_bytes(data)
+    part.chmod(0o640)
+    (cache.root / "sha256").write_bytes(b"")  # entries cannot be created below a file
+    with pytest.raises(OperationError, match="cannot write to the download cache"):
+        cache.commit(sha(data), len(data), part)
+    assert part.read_bytes() == data and stat.S_IMODE(part.stat().st_mode) == 0o640
+    assert not cache.has(sha(data), len(data)) and cache.info().entries == 0
