@@ -1,0 +1,165 @@
+"""The fast paths: ranged parallel downloads, the lean metadata client, the version catalog,
+progress output and --quiet. Each is checked for the outcome (bytes, JSON, requests on the wire),
+never for its speed; speed is measured by benchmarks/bench.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+
+import pytest
+
+from conftest import Workspace
+from faultproxy import FaultProxy, Rule
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def counted(s3_ws: Workspace):
+    proxy = FaultProxy(s3_ws.seaweed.endpoint)
+    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
+    s3_ws.config["tycho"]["part_size"] = "5MiB"
+    s3_ws.write_config()
+    s3_ws.ok("init", "narf", "narf.bin")
+    yield s3_ws, proxy
+    proxy.close()
+
+
+def test_large_pull_uses_parallel_ranges_in_order(counted) -> None:
+    ws, proxy = counted
+    data = os.urandom(23 * MiB + 7)
+    ws.ok("push", "narf", "1.0", str(ws.file("big", data)), "--promote-latest")
+    proxy.ranges.clear()
+    ws.ok("pull", "narf", "--no-cache")
+    assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == data
+    got = sorted(r for p, r in proxy.ranges if "tycho_1.0.pkg" in p and r)
+    assert len(got) == 5  # 23 MiB in 5 MiB parts
+    assert "bytes=0-5242879" in got and f"bytes={20 * MiB}-{len(data) - 1}" in got
+
+
+def test_cut_off_range_resumes_where_the_written_bytes_end(counted) -> None:
+    ws, proxy = counted
+    data = os.urandom(16 * MiB)
+    ws.ok("push", "narf", "1.0", str(ws.file("big", data)), "--promote-latest")
+    # every attempt at one range fails: the pull stops there, and the next run resumes
+    proxy.rules.append(Rule("GET", "tycho_1.0.pkg", "truncate", times=40))
+    first = ws.run("pull", "narf", "--no-cache")
+    proxy.rules.clear()
+    if first.code != 0:
+        assert "resumes" in first.err
+    ws.ok("pull", "narf", "--no-cache")
+    assert hashlib.sha256((ws.root / "tycho_packages" / "narf.bin").read_bytes()).digest() == \
+        hashlib.sha256(data).digest()
+    assert not [p for p in (ws.root / "tycho_packages").iterdir() if p.name.startswith(".")]
+
+
+def test_no_op_pull_needs_no_boto3(s3_ws: Workspace) -> None:
+    s3_ws.ok("init", "narf", "narf.bin")
+    s3_ws.ok("push", "narf", "1.0", str(s3_ws.file("n", b"narf")), "--promote-latest")
+    s3_ws.ok("pull", "narf")
+    probe = ("import sys\nfrom tychoreg.cli import main\ncode = main(['pull', 'narf'])\n"
+             "print(code, 'boto3' in sys.modules, 'botocore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=s3_ws.root, env=s3_ws.base_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines()[-1] == "0 False False", out.stdout + out.stderr
+    assert "Up to date" in out.stdout
+
+
+def test_help_and_version_import_no_boto3(ws: Workspace) -> None:
+    probe = ("import sys\nfrom tychoreg.cli import main\nfor a in (['--help'], ['--version']):\n"
+             "    main(a)\nprint('boto3' in sys.modules, 'rich' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ws.root, env=ws.base_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines()[-1] == "False False"
+
+
+def test_lean_client_defers_to_boto3_on_errors(counted) -> None:
+    """A 503 on a metadata read is retried by boto3, invisibly to the user."""
+    ws, proxy = counted
+    ws.ok("push", "narf", "1.0", str(ws.file("n", b"narf")), "--promote-latest")
+    proxy.seen.clear()
+    proxy.rules.append(Rule("GET", "narf/tycho.json", "503", times=1))
+    result = ws.ok("list", "--json")
+    assert result.json() == [{"name": "narf", "latest": "1.0"}]
+    assert sum(1 for m, p, _ in proxy.seen if m == "GET" and p.endswith("narf/tycho.json")) == 2
+
+
+def test_catalog_answers_many_versions_in_few_requests(counted) -> None:
+    ws, proxy = counted
+    from tychoreg import Registry
+
+    reg = Registry.from_config(ws.root / ".tychoreg.json")
+    src = ws.file("v", b"v")
+    for i in range(40):
+        reg.push("narf", f"1.0.{i}", src)
+    first = ws.ok("list-versions", "narf", "--json").json()
+    assert [v["version"] for v in first] == [f"1.0.{i}" for i in range(40)]
+    assert all(v["sha256"] == hashlib.sha256(b"v").hexdigest() for v in first)
+    assert "narf/.tycho/index.json" in ws.stored_keys()  # written back after 40 record reads
+    proxy.seen.clear()
+    assert ws.ok("list-versions", "narf", "--json").json() == first
+    record_gets = [p for m, p, _ in proxy.seen if m == "GET" and "/.tycho/versions/" in p]
+    assert record_gets == []  # every record came from the catalog
+    assert len(proxy.seen) <= 6
+
+
+def test_catalog_never_outranks_the_records(ws: Workspace) -> None:
+    ws.ok("init", "narf", "narf.bin")
+    for i in range(20):
+        ws.ok("push", "narf", f"1.{i}", str(ws.file(f"v{i}", f"v{i}".encode())))
+    ws.ok("list-versions", "narf")
+    assert "narf/.tycho/index.json" in ws.stored_keys()
+    ws.ok("delete", "narf", "1.3", "--yes")
+    ws.ok("push", "narf", "1.3", str(ws.file("again", b"other bytes")), "--note", "second try")
+    listed = {v["version"]: v for v in ws.ok("list-versions", "narf", "--json").json()}
+    assert listed["1.3"]["sha256"] == hashlib.sha256(b"other bytes").hexdigest()
+    assert listed["1.3"]["note"] == "second try"
+    ws.write_stored("narf/.tycho/index.json", b"{not json")
+    assert {v["version"]: v for v in ws.ok("list-versions", "narf", "--json").json()} == listed
+    ws.write_stored("narf/.tycho/index.json", json.dumps(
+        {"format": 1, "records": {"1.4": {"etag": "forged", "record": {"version": "1.4", "size": 2,
+                                                                       "sha256": "0" * 64}}}}).encode())
+    assert {v["version"]: v for v in ws.ok("list-versions", "narf", "--json").json()} == listed
+
+
+def test_quiet_and_non_terminal_output(ws: Workspace) -> None:
+    ws.ok("init", "narf", "narf.bin")
+    quiet = ws.ok("push", "narf", "1.0", str(ws.file("n", os.urandom(2 * MiB))), "--promote-latest", "-q")
+    assert quiet.out == "" and quiet.err == ""
+    assert ws.ok("-q", "pull", "narf").out == ""
+    plain = ws.ok("pull", "narf", "--force")
+    assert plain.out.startswith("Pulled narf 1.0") and plain.err == ""  # one line, no bar off a terminal
+
+
+def test_progress_bar_on_a_terminal_goes_to_stderr(ws: Workspace) -> None:
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("n", os.urandom(4 * MiB))), "--promote-latest")
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tychoreg", "pull", "narf", "--force", "--no-cache"],
+                            cwd=ws.root, env={**ws.base_env(), "TERM": "xterm", "COLUMNS": "100"},
+                            stdout=subprocess.PIPE, stderr=child, text=False)
+    os.close(child)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([main], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.stdout.read()
+    assert proc.wait(30) == 0
+    os.close(main)
+    assert out.decode().startswith("Pulled narf 1.0")
+    assert b"narf 1.0" in seen and b"MiB" in seen  # the bar: label and bytes, on the terminal only
+    assert b"MiB" not in out
