@@ -203,16 +203,22 @@ class S3Store:
             raise StorageError(f"S3 request for {where} failed: {exc}") from None
 
     # -- Store interface -----------------------------------------------------------------
+    def _lean_get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+        """The object through the lean client; None when boto3 must be asked instead."""
+        if not self._lean:
+            return None
+        try:
+            found = self._lean.get(self._full(key), limit)
+        except Fallback:
+            return None
+        if found is None:
+            raise ObjectNotFound(f"{self.location}/{key} not found")
+        return found
+
     def get(self, key: str) -> tuple[bytes, str]:
-        if self._lean:
-            try:
-                found = self._lean.get(self._full(key), MAX_DOCUMENT)
-            except Fallback:
-                pass
-            else:
-                if found is None:
-                    raise ObjectNotFound(f"{self.location}/{key} not found")
-                return found
+        found = self._lean_get(key, MAX_DOCUMENT)
+        if found is not None:
+            return found
         # boto3 retries requests, not the reading of a body: a cut-off document is asked again.
         for attempt in range(_BODY_ATTEMPTS):
             with self._errors(key):
@@ -356,18 +362,12 @@ class S3Store:
              progress: Progress | None = None) -> ObjectInfo:
         if size is not None and size - start >= 2 * self.part_size:
             return self._read_ranges(key, sink, start, size, progress)
-        if self._lean and start == 0 and size is not None and size <= LEAN_READ:
-            try:
-                found = self._lean.get(self._full(key), LEAN_READ)
-            except Fallback:
-                pass
-            else:
-                if found is None:
-                    raise ObjectNotFound(f"{self.location}/{key} not found")
-                sink.write(found[0])
-                if progress:
-                    progress(len(found[0]))
-                return ObjectInfo(key, len(found[0]), found[1])
+        found = self._lean_get(key, LEAN_READ) if start == 0 and size is not None and size <= LEAN_READ else None
+        if found is not None:
+            sink.write(found[0])
+            if progress:
+                progress(len(found[0]))
+            return ObjectInfo(key, len(found[0]), found[1])
         extra = {"Range": f"bytes={start}-"} if start else {}
         with self._errors(key):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)
