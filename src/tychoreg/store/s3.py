@@ -141,8 +141,6 @@ class S3Store:
         self._lean = LeanS3.for_options(options)
         if self._lean is None:
             self.client  # noqa: B018 - build it now so a bad config fails before any request
-        elif options.get("config") is not None:
-            _client_kwargs(options)  # check it now, though the client may never be needed
 
     @property
     def client(self) -> Any:

@@ -27,10 +27,10 @@ from typing import Any
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-#: Client options this module honours exactly; anything else means boto3 must do the work.
+#: Client options this module honours exactly; anything else (botocore ``config`` included: only
+#: boto3 can say whether it is valid) means boto3 must do the work.
 _PLAIN_OPTIONS = {"bucket", "prefix", "endpoint_url", "region_name", "aws_access_key_id",
-                  "aws_secret_access_key", "aws_session_token", "config"}
-_PLAIN_CONFIG = {"retries", "connect_timeout", "read_timeout", "max_pool_connections", "s3"}
+                  "aws_secret_access_key", "aws_session_token"}
 #: Environment that changes what boto3 would do in ways we do not reproduce.
 _BOTO_ENV = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
              "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_USE_FIPS_ENDPOINT",
@@ -72,12 +72,6 @@ class LeanS3:
         """A lean client when ``options`` (the config's s3 section) are plain enough, else None."""
         if set(options) - _PLAIN_OPTIONS or any(env.get(name) for name in _BOTO_ENV):
             return None
-        config = options.get("config") or {}
-        if not isinstance(config, dict) or set(config) - _PLAIN_CONFIG:
-            return None
-        style = (config.get("s3") or {}).get("addressing_style", "auto")
-        if set(config.get("s3") or {}) - {"addressing_style"} or style not in ("auto", "path", "virtual"):
-            return None
         key_id, secret = options.get("aws_access_key_id"), options.get("aws_secret_access_key")
         token = options.get("aws_session_token")
         if key_id is None and secret is None and token is None:  # boto3 would look in the environment first
@@ -88,16 +82,16 @@ class LeanS3:
         region = options.get("region_name") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         endpoint = options.get("endpoint_url")
         bucket = options["bucket"]
-        if endpoint:  # boto3 uses path-style addressing for a custom endpoint unless told otherwise
-            path_style = style != "virtual"
+        if endpoint:  # path-style for a custom endpoint, as S3-compatible servers expect
+            path_style = True
             region = region or "us-east-1"
         elif region and "." not in bucket:
-            endpoint, path_style = f"https://s3.{region}.amazonaws.com", style == "path"
+            endpoint, path_style = f"https://s3.{region}.amazonaws.com", False
         else:
             return None
         if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
             return None
-        timeout = float(config.get("read_timeout", 60))
+        timeout = 60.0
         return cls(bucket, endpoint, region, key_id, secret, token, path_style, timeout,
                    env.get("AWS_CA_BUNDLE") or None)
 
