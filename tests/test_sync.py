@@ -280,3 +280,19 @@ def test_cache_hit_across_projects_and_second_sync_sends_nothing(counted) -> Non
     result = ws.ok("sync", cwd=other)
     assert "Up to date" in result.out
     assert proxy.seen == []  # nothing changed: not a single request
+
+
+def test_changing_a_pulled_file_in_place_never_reaches_another_project(narf_and_gcc) -> None:
+    """A fresh download is linked into the cache (no copy); the cache then verifies on the way out."""
+    ws, narf, _ = narf_and_gcc
+    ws.ok("pull", "narf")
+    mine = ws.root / "tycho_packages" / "narf.bin"
+    with open(mine, "r+b") as fh:  # in place, same size: the shared inode changes too
+        fh.write(b"\0" * 100)
+    other = ws.root / "other"
+    other.mkdir()
+    (other / ".tychoreg.json").write_text(json.dumps(ws.config))
+    ws.ok("pull", "narf", cwd=other)
+    assert (other / "tycho_packages" / "narf.bin").read_bytes() == narf
+    ws.ok("pull", "narf")  # and the changed copy is repaired by the next pull
+    assert mine.read_bytes() == narf

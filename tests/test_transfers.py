@@ -163,3 +163,39 @@ def test_progress_bar_on_a_terminal_goes_to_stderr(ws: Workspace) -> None:
     assert out.decode().startswith("Pulled narf 1.0")
     assert b"narf 1.0" in seen and b"MiB" in seen  # the bar: label and bytes, on the terminal only
     assert b"MiB" not in out
+
+
+def _part_file(ws: Workspace, data: bytes) -> "os.PathLike[str]":
+    sha = hashlib.sha256(data).hexdigest()
+    return ws.root / "tycho_packages" / f".narf.bin.{sha[:16]}-{len(data)}.part"
+
+
+def test_part_file_with_holes_resumes_from_its_written_prefix(counted) -> None:
+    """A pull killed mid-way leaves ranges written out of order: only the prefix before the first
+    hole is trusted."""
+    ws, proxy = counted
+    data = os.urandom(12 * MiB)
+    ws.ok("push", "narf", "1.0", str(ws.file("big", data)), "--promote-latest")
+    part = _part_file(ws, data)
+    part.parent.mkdir()
+    with open(part, "wb") as fh:
+        fh.write(data[: 2 * MiB])
+        fh.seek(8 * MiB)
+        fh.write(data[8 * MiB: 9 * MiB])  # a range written ahead, with a hole before it
+    proxy.ranges.clear()
+    ws.ok("pull", "narf", "--no-cache")
+    assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == data
+    starts = sorted(int(r.split("=")[1].split("-")[0]) for p, r in proxy.ranges if "tycho_1.0.pkg" in p and r)
+    assert starts[0] == 2 * MiB  # nothing before the hole was fetched again
+
+
+def test_part_file_of_garbage_is_started_over(ws: Workspace) -> None:
+    data = os.urandom(3 * MiB)
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("big", data)), "--promote-latest")
+    part = _part_file(ws, data)
+    part.parent.mkdir()
+    part.write_bytes(os.urandom(MiB))  # not a prefix of these bytes
+    ws.ok("pull", "narf", "--no-cache")
+    assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == data
+    assert not part.exists()

@@ -144,13 +144,50 @@ class Cache:
         except OSError as exc:
             raise self._cannot(exc) from None
         _touch(entry)  # no folder fsync: after a crash an entry may be missing, never partial
-        if self.limit_bytes is not None:
-            entries = self._entries()
-            total = sum(e[2] for e in entries)
-            for _, path, size in entries:
-                if total > self.limit_bytes and path != entry and _unlink(path):
-                    total -= size
+        self._evict(keep=entry)
         return entry
+
+    def _evict(self, keep: Path) -> None:
+        """Remove the least recently used entries until the total fits the limit (not ``keep``)."""
+        if self.limit_bytes is None:
+            return
+        entries = self._entries()
+        total = sum(e[2] for e in entries)
+        for _, path, size in entries:
+            if total > self.limit_bytes and path != keep and _unlink(path):
+                total -= size
+
+    def adopt(self, sha256: str, size: int, source: Path) -> bool:
+        """Take a file just downloaded and verified elsewhere (a pull's destination) into the
+        cache, by a hard link: no copy, no second read. The entry then shares the file's inode,
+        so if someone changes that file in place the entry changes too; :meth:`place` hashes
+        every entry on the way out, so such an entry is dropped, never handed out (and other
+        projects always get copies, never this inode). Across filesystems it is copied instead.
+        False when the cache could not take it (the pull is done anyway)."""
+        entry = self.path(sha256)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, entry)
+            except FileExistsError:
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                part = self.root / "tmp" / f"{sha256}.{uuid.uuid4().hex[:8]}.adopt"
+                part.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with open(source, "rb") as src, open(part, "xb") as out:
+                        while chunk := src.read(CHUNK):
+                            out.write(chunk)
+                    self.commit(sha256, size, part)
+                finally:
+                    part.unlink(missing_ok=True)
+        except (OSError, OperationError):
+            return False
+        _touch(entry)
+        self._evict(keep=entry)
+        return True
 
     def place(self, sha256: str, size: int, dest: Path, *, _strategy: str = "auto") -> bool:
         """Write the entry's bytes to ``dest`` atomically, verified; False means download again.

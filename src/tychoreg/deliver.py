@@ -57,15 +57,9 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
     if src.cache and exp.sha256 and src.cache.place(exp.sha256, exp.size, dest):
         return Delivered(downloaded=False, from_cache=True)
     _online(src)
-    if src.cache and exp.sha256:
-        try:
-            resumes = _into_cache(src, progress)
-        except OperationError:
-            pass  # cache not writable: download straight to dest below
-        else:
-            if src.cache.place(exp.sha256, exp.size, dest):
-                return Delivered(downloaded=True, resumes=resumes)
     resumes = fetch.download(src.store, src.package, src.version, exp, dest, progress)
+    if src.cache and exp.sha256:
+        src.cache.adopt(exp.sha256, exp.size, dest)  # a link, not a copy; best effort
     return Delivered(downloaded=True, resumes=resumes)
 
 

@@ -7,6 +7,7 @@ themselves). Downloads are hashed in the same pass and renamed into place only o
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from . import layout
 from .errors import IntegrityError, NotFound
-from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, digest_file, etag_plan
-from .localfs import resumable_write
+from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_file, etag_plan
+from .localfs import resumable_write, written_prefix
 from .models import VersionRecord
 from .store import ObjectNotFound, Store
 from .store.base import ObjectInfo, Progress, TransferInterrupted
@@ -103,26 +104,15 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
     An interrupted transfer resumes with a ranged read from where it stopped, in this run (up to
     ``attempts`` times) or the next one (the part file is kept). Returns how often it resumed.
     """
-    digests = Digests(expected.etag)
-    resumes = 0
     with resumable_write(dest, _fingerprint(expected)) as fh:
-        fh.seek(0)
-        while chunk := fh.read(CHUNK):
-            digests.update(chunk)
-        if digests.size > expected.size:  # not a prefix of this version: start over
-            fh.truncate(0)
-            digests = Digests(expected.etag)
-        writer = HashingWriter(fh, digests)
-        for attempt in range(attempts):
-            try:
-                if digests.size < expected.size or (expected.size == 0 and attempt == 0):
-                    store.read(expected.key, writer, start=digests.size, size=expected.size, progress=progress)
-                break
-            except TransferInterrupted:
-                if attempt == attempts - 1:
-                    raise
-                resumes += 1
-                time.sleep(random.uniform(0, min(0.2 * 2 ** attempt, 2.0)))
+        fd = fh.fileno()
+        digests = _resume(fd, expected)
+        resumed = digests.size > 0
+        resumes = _transfer(store, expected, fd, digests, progress, attempts)
+        if resumed and not expected.matches(digests):
+            # what an earlier run left was not a prefix of these bytes: once more, from the start
+            digests = _resume(fd, expected, restart=True)
+            resumes += _transfer(store, expected, fd, digests, progress, attempts)
         if not expected.matches(digests):
             got = digests.sha256 if expected.sha256 else digests.etag
             hint = f"{dest} was left untouched; the stored copy is damaged: re-push it as a new version"
@@ -134,6 +124,38 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
                 + f", expected {expected.size} bytes"
                 + (f" with sha256 {expected.sha256}" if expected.sha256 else ""), hint)
     return resumes
+
+
+def _resume(fd: int, expected: Expected, restart: bool = False) -> Digests:
+    """Hash what a part file already holds (its trusted prefix; nothing if ``restart``)."""
+    digests = Digests(expected.etag)
+    trusted = 0 if restart else min(written_prefix(fd, CHUNK), expected.size)
+    os.ftruncate(fd, trusted)
+    for offset in range(0, trusted, CHUNK):
+        digests.update(os.pread(fd, min(CHUNK, trusted - offset), offset))
+    return digests
+
+
+def _transfer(store: Store, expected: Expected, fd: int, digests: Digests, progress: Progress | None,
+              attempts: int) -> int:
+    """Read the rest of the object into the part file, resuming after interruptions; returns
+    how often it resumed. Whatever happens, the file ends at the hashed prefix or beyond it
+    with only hashed bytes, so the next run can trust it."""
+    writer = PositionalWriter(fd, digests)
+    for attempt in range(attempts):
+        try:
+            if digests.size < expected.size or (expected.size == 0 and attempt == 0):
+                store.read(expected.key, writer, start=digests.size, size=expected.size, progress=progress)
+            return attempt
+        except TransferInterrupted:
+            os.ftruncate(fd, digests.size)  # ranges written beyond the hashed prefix go
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, min(0.2 * 2 ** attempt, 2.0)))
+        except BaseException:
+            os.ftruncate(fd, digests.size)
+            raise
+    return attempts
 
 
 def _fingerprint(expected: Expected) -> str:

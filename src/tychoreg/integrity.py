@@ -8,6 +8,7 @@ only fingerprint, so we recompute it (MD5, or MD5 of part MD5s for multipart upl
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,29 @@ class HashingWriter:
     def write(self, data: bytes) -> int:
         self.digests.update(data)
         return self._raw.write(data)
+
+
+class PositionalWriter:
+    """A part file that parallel ranged reads fill at their offsets (``write_at``, any thread),
+    while the bytes are hashed in order (``account``, one thread): writes do not wait for the
+    hash, and the hash never reads the file back. ``write`` does both, for sequential reads."""
+
+    def __init__(self, fd: int, digests: Digests) -> None:
+        self._fd, self.digests = fd, digests
+
+    def write_at(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def account(self, data: bytes) -> None:
+        self.digests.update(data)
+
+    def write(self, data: bytes) -> int:
+        self.write_at(data, self.digests.size)
+        self.digests.update(data)
+        return len(data)
 
 
 class Discard:

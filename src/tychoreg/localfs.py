@@ -37,20 +37,35 @@ def check_destination(path: Path) -> None:
                              "name a file path with --outfile, or remove the folder")
 
 
+def written_prefix(fd: int, unit: int) -> int:
+    """How much of a part file can be trusted: up to its first hole, in whole ``unit``s.
+
+    Parallel downloads write ranges at their offsets, so a pull killed mid-way leaves data with
+    holes; the prefix before the first hole was written. (Where the filesystem cannot tell holes
+    apart, the whole file counts; the final hash check catches the rare miss.)"""
+    size = os.fstat(fd).st_size
+    try:
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:
+        hole = size
+    return size if hole >= size else hole - hole % unit
+
+
 @contextmanager
 def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
     """Yield a temporary file that replaces ``path`` when the block completes without error.
 
     The temporary file ``.NAME.TAG.part`` sits beside ``path`` and survives an interruption so
-    the next attempt can continue it. It is opened for appending (the caller
-    reads what is there first) and locked; if another pull holds it, a private file is used.
-    An :class:`IntegrityError` discards it: bad bytes are never resumed."""
+    the next attempt can continue it. It is opened for reading and writing at any position (the
+    caller reads what is there first, see :func:`written_prefix`) and locked; if another pull
+    holds it, a private file is used. An :class:`IntegrityError` discards it: bad bytes are never
+    resumed."""
     check_destination(path)
     part = path.with_name(f".{path.name}.{tag}.part")
     keep = True
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(part, "a+b")
+        fh = os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # a concurrent pull of the same version to the same place

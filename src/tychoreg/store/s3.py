@@ -213,6 +213,30 @@ class S3Store:
             raise ObjectNotFound(f"{self.location}/{key} not found")
         return found
 
+    def _boto_range(self, key: str, first: int, last: int, etag: str | None) -> list[bytes]:
+        errors = _body_errors()
+        for attempt in range(_BODY_ATTEMPTS):
+            with self._errors(key):
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), Range=f"bytes={first}-{last}",
+                                              **({"IfMatch": etag} if etag else {}))
+            try:  # chunks, not one joined body: joining would briefly double the memory
+                chunks = list(resp["Body"].iter_chunks(CHUNK))
+                if sum(map(len, chunks)) == last - first + 1:
+                    return chunks
+            except errors:
+                pass
+            time.sleep(random.uniform(0, 0.1 * 2 ** attempt))
+        raise TransferInterrupted(f"download of {self.location}/{key} was interrupted",
+                                  "run the pull again: it resumes")
+
+    def _lean_range(self, key: str, first: int, last: int, etag: str | None) -> list[bytes] | None:
+        if not self._lean:
+            return None
+        try:
+            return self._lean.get_range(self._full(key), first, last, etag, CHUNK)
+        except Fallback:
+            return None
+
     def get(self, key: str) -> tuple[bytes, str]:
         found = self._lean_get(key, MAX_DOCUMENT)
         if found is not None:
@@ -382,31 +406,30 @@ class S3Store:
 
     def _read_ranges(self, key: str, sink: BinaryIO, start: int, size: int,
                      progress: Progress | None) -> ObjectInfo:
-        """Ranged GETs in parallel, written to ``sink`` strictly in order (the caller hashes as
-        it writes). At most ``concurrency`` parts are in memory; a part that fails after its own
-        retries stops the read at the last byte written, so the caller resumes from there."""
-        errors = _body_errors()
+        """Ranged GETs in parallel, handed to ``sink`` strictly in order (the caller hashes them
+        in order). A sink with ``write_at`` gets each part written by the worker that fetched
+        it, so disk writes run in parallel too. At most ``DOWNLOAD_BUFFER`` bytes of parts are
+        in memory; a part that fails after its own retries stops the read at the last byte
+        handed over in order, so the caller resumes from there."""
         etag: list[str] = []
+        write_at = getattr(sink, "write_at", None)
 
         def fetch(first: int, last: int) -> list[bytes]:
-            for attempt in range(_BODY_ATTEMPTS):
-                with self._errors(key):
-                    resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key),
-                                                  Range=f"bytes={first}-{last}", **({"IfMatch": etag[0]} if etag else {}))
-                try:  # chunks, not one joined body: joining would briefly double the memory
-                    chunks = list(resp["Body"].iter_chunks(CHUNK))
-                    if sum(map(len, chunks)) == last - first + 1:
-                        return chunks
-                except errors:
-                    pass
-                time.sleep(random.uniform(0, 0.1 * 2 ** attempt))
-            raise TransferInterrupted(f"download of {self.location}/{key} was interrupted",
-                                      "run the pull again: it resumes")
+            chunks = self._lean_range(key, first, last, etag[0] if etag else None)
+            if chunks is None:
+                chunks = self._boto_range(key, first, last, etag[0] if etag else None)
+            if write_at:
+                at = first
+                for chunk in chunks:
+                    write_at(chunk, at)
+                    at += len(chunk)
+            return chunks
 
-        with self._errors(key):  # one HEAD pins the object's ETag: every range must come from it
-            head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
-        if head.get("ETag"):
-            etag.append(head["ETag"])
+        pinned = self.head(key)  # one HEAD pins the object's ETag: every range must come from it
+        if pinned is None:
+            raise ObjectNotFound(f"{self.location}/{key} not found")
+        if pinned.etag:
+            etag.append(pinned.etag)
         ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
         pending: deque[cf.Future[list[bytes]]] = deque()
         window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
@@ -422,12 +445,14 @@ class S3Store:
                 for f in pending:
                     f.cancel()
                 raise
-        return ObjectInfo(key, size, head.get("ETag"), head.get("LastModified"))
+        return ObjectInfo(key, size, pinned.etag, pinned.modified)
 
     @staticmethod
     def _drain(future: cf.Future[list[bytes]], sink: BinaryIO, progress: Progress | None) -> None:
+        """Hand a finished part to the sink in order: hashed only if the worker wrote it."""
+        take = getattr(sink, "account", None) or sink.write
         for chunk in future.result():
-            sink.write(chunk)
+            take(chunk)
             if progress:
                 progress(len(chunk))
 
