@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tychoreg.cache import Cache, CacheInfo, default_root
+from tychoreg.cache import RACY, Cache, CacheInfo, default_root
 from tychoreg.errors import IntegrityError, OperationError
 
 STRATEGIES = ["auto", "copy"]
@@ -282,3 +282,18 @@ def test_cache_write_error_fails_commit_and_leaves_the_part(cache: Cache) -> Non
         cache.commit(sha(data), len(data), part)
     assert part.read_bytes() == data and stat.S_IMODE(part.stat().st_mode) == 0o640
     assert not cache.has(sha(data), len(data)) and cache.info().entries == 0
+
+
+def test_digest_memo_trusts_only_an_unchanged_settled_file(cache: Cache, tmp_path: Path) -> None:
+    data = b"a" * 1000
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    cache.note_digest(path, sha(data))
+    assert cache.known_digest(path) is None  # noted right after a change: racy, not trusted
+    time.sleep(RACY + 0.2)
+    cache.note_digest(path, sha(data))
+    assert cache.known_digest(path) == sha(data)
+    with open(path, "r+b") as fh:  # same size, other bytes
+        fh.write(b"b")
+    assert cache.known_digest(path) is None
+    assert cache.known_digest(tmp_path / "missing") is None

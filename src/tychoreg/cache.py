@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ from .integrity import CHUNK
 from .localfs import check_destination, describe_write_error
 
 CACHE_ENV = "TYCHOREG_CACHE_DIR"
+RACY = 2.0  # seconds: a file changed this close to its record may have changed unseen
 STALE_PART = 24 * 3600.0  # a part file untouched for a day belongs to an abandoned pull
 _FICLONE = 0x40049409  # Linux ioctl: share extents copy-on-write (btrfs, XFS, bcachefs)
 _SHA = re.compile(r"[0-9a-f]{64}\Z")
@@ -255,6 +257,41 @@ class Cache:
             return None
         _touch(entry)
         return entry
+
+    # -- what pulled files hold, so an unchanged destination is not hashed on every pull --------
+    def note_digest(self, path: Path, sha256: str) -> None:
+        """Remember that ``path``, as it is now (device, inode, size, mtime, ctime), hashed to
+        ``sha256``. Best effort."""
+        with suppress(OSError, ValueError):
+            st = os.stat(path)
+            self.path(sha256)
+            record = {"path": str(Path(path).resolve()), "sha256": sha256, "at": time.time_ns(),
+                      "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
+            target = self._digest_record(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, target)
+
+    def known_digest(self, path: Path) -> str | None:
+        """The SHA-256 ``path`` had when last noted, if nothing about it changed since.
+
+        Any write changes the file's ctime, which no user can set back, so an unchanged stat
+        means unchanged bytes; as in git's index, a record made within ``RACY`` seconds of the
+        file's last change proves nothing (timestamps may be coarse) and is not trusted."""
+        try:
+            st = os.stat(path)
+            record = json.loads(self._digest_record(path).read_text())
+            same = (record["path"] == str(Path(path).resolve()) and record["stat"] ==
+                    [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+            settled = record["at"] - st.st_ctime_ns > RACY * 1e9
+            return record["sha256"] if same and settled and _SHA.match(record["sha256"]) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _digest_record(self, path: Path) -> Path:
+        name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()
+        return self.root.parent / "verified" / name[:2] / name
 
     def has(self, sha256: str, size: int) -> bool:
         """The entry exists with that size (no hashing: :meth:`place` verifies)."""

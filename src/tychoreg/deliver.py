@@ -52,14 +52,16 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
     """Make ``dest`` hold exactly the version's bytes."""
     check_destination(dest)
     exp = src.expected
-    if not force and fetch.holds(src.store, dest, exp):
+    if not force and fetch.holds(src.store, dest, exp, src.cache):
         return Delivered(downloaded=False)
     if src.cache and exp.sha256 and src.cache.place(exp.sha256, exp.size, dest):
+        src.cache.note_digest(dest, exp.sha256)
         return Delivered(downloaded=False, from_cache=True)
     _online(src)
     resumes = fetch.download(src.store, src.package, src.version, exp, dest, progress)
     if src.cache and exp.sha256:
         src.cache.adopt(exp.sha256, exp.size, dest)  # a link, not a copy; best effort
+        src.cache.note_digest(dest, exp.sha256)
     return Delivered(downloaded=True, resumes=resumes)
 
 

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from . import layout
 from .errors import IntegrityError, NotFound
@@ -81,14 +82,27 @@ def _etag_plan(store: Store, info: ObjectInfo) -> EtagPlan | None:
     return plan
 
 
-def holds(store: Store, dest: Path, expected: Expected) -> bool:
-    """True when ``dest`` already has exactly the version's bytes."""
+class DigestMemo(Protocol):
+    """Remembers what files hashed to while they stay unchanged (see :meth:`Cache.known_digest`)."""
+
+    def known_digest(self, path: Path) -> str | None: ...
+
+    def note_digest(self, path: Path, sha256: str) -> None: ...
+
+
+def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None = None) -> bool:
+    """True when ``dest`` already has exactly the version's bytes (the content decides; ``memo``
+    only saves hashing a file that has not changed since it was last hashed)."""
     try:
         if not dest.is_file() or dest.stat().st_size != expected.size:
             return False
+        if memo and expected.sha256 and memo.known_digest(dest) == expected.sha256:
+            return True
         local = digest_file(dest, expected.etag)
     except OSError:
         return False
+    if memo:
+        memo.note_digest(dest, local.sha256)
     if expected.checked_by != "size":
         return expected.matches(local)
     # No fingerprint was recorded: compare with the stored bytes themselves (read, not written).

@@ -29,6 +29,8 @@ CONCURRENCY = 8
 CHUNK = 1 * MiB
 #: Objects up to this size are read in one plain GET by the lean client (see s3http.py).
 LEAN_READ = 1 * MiB
+#: Bytes of parts read ahead of their upload (each is held in memory until sent).
+UPLOAD_BUFFER = 40 * MiB
 #: Bytes of ranged-download parts held in memory at once (they wait there to be written in order).
 DOWNLOAD_BUFFER = 48 * MiB
 _BODY_ATTEMPTS = 4
@@ -36,8 +38,12 @@ _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "InvalidToken", "ExpiredToken", "AccountProblem"}
+#: Checksums only where S3 requires them: every byte is already SHA-256-hashed on its way, and
+#: botocore's default CRC32 of every part would be a second pass over the data.
 _DEFAULT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 5},
-                   "connect_timeout": 10, "read_timeout": 60}
+                   "connect_timeout": 10, "read_timeout": 60,
+                   "request_checksum_calculation": "when_required",
+                   "response_checksum_validation": "when_required"}
 
 
 def _body_errors() -> tuple[type[BaseException], ...]:
@@ -364,10 +370,11 @@ class S3Store:
         parts: list[dict[str, Any]] = []
         pending: list[cf.Future[dict[str, Any]]] = []
         size, number, body = 0, 1, first
-        with cf.ThreadPoolExecutor(self.concurrency) as pool:
+        window = max(2, min(self.concurrency, UPLOAD_BUFFER // part_size))
+        with cf.ThreadPoolExecutor(window) as pool:
             try:
                 while body:
-                    if len(pending) >= self.concurrency:  # bound memory: wait for the oldest part
+                    if len(pending) >= window:  # bound memory: wait for the oldest part
                         parts.append(pending.pop(0).result())
                     pending.append(pool.submit(send, number, body))
                     size += len(body)
