@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import extract as unpack
 from . import fetch
 from .cache import Cache
 from .errors import NotFound, OperationError
@@ -68,6 +67,8 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
 def to_folder(src: Source, dest: Path, *, limit: int, force: bool = False,
               progress: Progress | None = None) -> Delivered:
     """Make ``dest`` hold the version's archive unpacked (atomically; see :mod:`tychoreg.extract`)."""
+    from . import extract as unpack
+
     stamp = unpack.Stamp(src.package, src.version, src.expected.sha256)
     unpack.check_target(dest)
     if not force and unpack.read_stamp(dest) == stamp:

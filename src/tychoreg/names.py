@@ -47,12 +47,19 @@ def check_version(version: str, *, for_push: bool = False) -> str:
     return version
 
 
+_X_COMPONENT = re.compile(r"^[vV]?(?:\d+\.)*[xX](?:\.[0-9A-Za-z*]+)*$")
+
+
+def is_constraint(text: str) -> bool:
+    """Whether ``text`` is a range expression rather than an exact version or a tag."""
+    return any(ch in text for ch in "^~><=,*| \t") or bool(_X_COMPONENT.match(text))
+
+
 def check_selector(text: str) -> str:
     """A version selector: an exact version, ``latest``, a tag, or a range such as ``^1.2``."""
-    from .ranges import is_constraint, parse_constraint
-
     if is_valid_segment(text) and not is_constraint(text):
         return text
+    from .ranges import parse_constraint
 
     try:
         parse_constraint(text)

@@ -32,13 +32,13 @@ from typing import Any
 import semver
 from packaging.version import InvalidVersion, Version
 
+from .names import is_constraint
 from .versions import Scheme, is_prerelease, scheme_of, version_sort_key
 
 __all__ = ["Constraint", "is_constraint", "parse_constraint", "resolve"]
 
 _OPS = ("^", "~", ">=", "<=", "==", ">", "<", "=")
 _WILD = ("x", "X", "*")
-_X_COMPONENT = re.compile(r"^[vV]?(?:\d+\.)*[xX](?:\.[0-9A-Za-z*]+)*$")
 _FULL = re.compile(r"^(\d+(?:\.\d+)*)(.*)$")
 _TESTS = {">=": lambda c: c >= 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0,
           "<": lambda c: c < 0, "=": lambda c: c == 0}
@@ -180,11 +180,6 @@ def _alt_matches(alt: Any, version: str, cand: Any, pre: bool) -> bool:
             return False
     return pre or not cand_pre or any(
         (b.names_pre or b.raw is not None) and b.release == release for _, b in alt)
-
-
-def is_constraint(text: str) -> bool:
-    """Whether ``text`` is a range expression rather than an exact version or a tag."""
-    return any(ch in text for ch in "^~><=,*| \t") or bool(_X_COMPONENT.match(text))
 
 
 def parse_constraint(text: str) -> Constraint:

@@ -19,21 +19,21 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import catalog, deliver, fetch, layout, upkeep
+from . import deliver, fetch, layout, upkeep
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .config import DEFAULT_EXTRACT_LIMIT, Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
 from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
-from .names import (check_filename, check_package, check_selector, check_tag, check_version,
+from .names import (check_filename, check_package, check_selector, check_tag, check_version, is_constraint,
                     is_valid_segment)
-from .probe import WEAKER, enforces_conditional_writes
-from .publish import now_iso, open_source, publish
 from .store import ObjectNotFound, PreconditionFailed, Store, open_store
 from .store.base import ProgressFactory
-from .versions import version_sort_key
+
+if TYPE_CHECKING:
+    from . import catalog
 
 CAS_ATTEMPTS = 12
 NEWEST_SHOWN = 10
@@ -59,6 +59,12 @@ def _parallel(func: Callable[[_T], _R], items: Iterable[_T], workers: int = PARA
         return [func(i) for i in items]
     with ThreadPoolExecutor(min(workers, len(items))) as pool:
         return list(pool.map(func, items))
+
+
+def _now_iso() -> str:
+    from .publish import now_iso
+
+    return now_iso()
 
 
 class ConfirmationNeeded(OperationError):
@@ -159,6 +165,9 @@ class Registry:
         """Every visible version of ``package``, ascending by version precedence."""
         check_package(package)
         doc, _ = self._doc(package)
+        from . import catalog
+        from .versions import version_sort_key
+
         sizes, known = catalog.scan(self.store, package, _parallel)
         key = version_sort_key(sizes)
         return sorted((self._describe(doc, v, sizes[v], known[v]) for v in sizes), key=lambda v: key(v.version))
@@ -213,10 +222,10 @@ class Registry:
         tags = doc.tags
         if selector in tags:
             return tags[selector]
-        from .ranges import is_constraint, resolve
-
         if is_valid_segment(selector) and not is_constraint(selector):
             return selector  # an exact version; whether it exists is checked by the caller
+        from .ranges import resolve
+
         visible = self._visible(package)
         if selector in visible:
             return selector
@@ -238,6 +247,9 @@ class Registry:
         """
         check_package(package)
         check_version(version, for_push=True)
+        from .probe import WEAKER, enforces_conditional_writes
+        from .publish import open_source, publish
+
         path = Path(file)
         skipped = False
         with open_source(path) as source:
@@ -363,8 +375,6 @@ class Registry:
     def _exact(self, package: str, doc: PackageDoc, version: str) -> str:
         """An exact version for commands that change one: a version, ``latest`` or a tag; no ranges."""
         check_selector(version)
-        from .ranges import is_constraint
-
         if version in doc.tags or version == "latest":
             return self._select(package, doc, version)
         if is_constraint(version) or not is_valid_segment(version):
@@ -400,7 +410,7 @@ class Registry:
                 doc.latest = successor
             old_reason = doc.yanked.get(version, {}).get("reason")
             doc.set_yanked(version, {"reason": reason if reason is not None else old_reason,
-                                     "at": now_iso(), "by": by})
+                                     "at": _now_iso(), "by": by})
 
         return self._update_doc(package, change).latest
 
