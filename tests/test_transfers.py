@@ -199,3 +199,19 @@ def test_part_file_of_garbage_is_started_over(ws: Workspace) -> None:
     ws.ok("pull", "narf", "--no-cache")
     assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == data
     assert not part.exists()
+
+
+def test_pull_list_of_packages_sharing_a_file_name(ws: Workspace) -> None:
+    """Parallel pulls to one destination: a part file renamed into place by one pull must never
+    be written by another that locked it a moment too late."""
+    data = os.urandom(5000)
+    src = ws.file("same", data)
+    names = [f"p{i}" for i in range(24)]
+    for name in names:
+        ws.ok("init", name, "same.bin")
+        ws.ok("push", name, "1.0", str(src), "--promote-latest")
+    for _ in range(3):
+        (ws.root / "tycho_packages" / "same.bin").unlink(missing_ok=True)
+        ws.ok("pull-list", *names, "--no-cache")
+        assert (ws.root / "tycho_packages" / "same.bin").read_bytes() == data
+        assert [p.name for p in (ws.root / "tycho_packages").iterdir()] == ["same.bin"]

@@ -51,6 +51,25 @@ def written_prefix(fd: int, unit: int) -> int:
     return size if hole >= size else hole - hole % unit
 
 
+def _locked_part(part: Path) -> BinaryIO | None:
+    """Open and lock ``part``; None if another pull holds it. A lock taken on a file that was
+    renamed into place meanwhile (the other pull finished) would be a lock on the destination
+    itself, so the name is checked to still be that file after locking."""
+    while True:
+        fh = os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        try:
+            if os.stat(part).st_ino == os.fstat(fh.fileno()).st_ino:
+                return fh
+        except FileNotFoundError:
+            pass
+        fh.close()
+
+
 @contextmanager
 def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
     """Yield a temporary file that replaces ``path`` when the block completes without error.
@@ -65,11 +84,8 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
     keep = True
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a concurrent pull of the same version to the same place
-            fh.close()
+        fh = _locked_part(part)
+        if fh is None:  # a concurrent pull of the same version to the same place holds it
             part, keep = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"), False
             fh = open(part, "w+b")
     except OSError as exc:
