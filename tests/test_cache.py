@@ -178,7 +178,7 @@ def test_prune_everything(cache: Cache) -> None:
 
 
 def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
-    cache = Cache(tmp_path / "cache", limit_bytes=250)
+    cache = Cache(tmp_path / "cache", limit_bytes=250, evict_every=0)
     a, b, c = (bytes([n]) * 100 for n in range(3))
     _age(add(cache, a), 300)
     _age(add(cache, b), 200)
@@ -191,7 +191,7 @@ def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
 
 
 def test_an_entry_larger_than_the_limit_is_kept_until_next_commit(tmp_path: Path) -> None:
-    cache = Cache(tmp_path / "cache", limit_bytes=50)
+    cache = Cache(tmp_path / "cache", limit_bytes=50, evict_every=0)
     small, big = b"s" * 10, b"b" * 100
     _age(add(cache, small), 100)
     add(cache, big)
@@ -297,3 +297,15 @@ def test_digest_memo_trusts_only_an_unchanged_settled_file(cache: Cache, tmp_pat
         fh.write(b"b")
     assert cache.known_digest(path) is None
     assert cache.known_digest(tmp_path / "missing") is None
+
+
+def test_size_checks_are_spaced_out(tmp_path: Path) -> None:
+    """Counting the cache scans it: a burst of commits checks the size once, not every time."""
+    cache = Cache(tmp_path / "cache", limit_bytes=50, evict_every=3600)
+    first, second = b"f" * 40, b"s" * 40
+    add(cache, first)
+    add(cache, second)  # within the spacing: the limit may be passed for a while
+    assert cache.has(sha(first), 40) and cache.has(sha(second), 40)
+    os.utime(cache.root / ".evicted", (1, 1))  # the spacing has passed
+    add(cache, b"t" * 40)
+    assert cache.info().total_bytes <= 50 + 40  # the newest stays, older ones went

@@ -30,7 +30,8 @@ from .localfs import check_destination, describe_write_error
 
 CACHE_ENV = "TYCHOREG_CACHE_DIR"
 RACY = 2.0  # seconds: a file changed this close to its record may have changed unseen
-STALE_PART = 24 * 3600.0  # a part file untouched for a day belongs to an abandoned pull
+STALE_PART = 24 * 3600.0
+EVICT_EVERY = 30.0  # seconds between two size checks of one cache  # a part file untouched for a day belongs to an abandoned pull
 _FICLONE = 0x40049409  # Linux ioctl: share extents copy-on-write (btrfs, XFS, bcachefs)
 _SHA = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -89,8 +90,8 @@ def _unlink(path: Path) -> bool:
 class Cache:
     """Entries live at ``root/sha256/ab/abcdef...``; ``limit_bytes`` caps their total size."""
 
-    def __init__(self, root: Path, limit_bytes: int | None = None) -> None:
-        self.root, self.limit_bytes = Path(root), limit_bytes
+    def __init__(self, root: Path, limit_bytes: int | None = None, *, evict_every: float = EVICT_EVERY) -> None:
+        self.root, self.limit_bytes, self.evict_every = Path(root), limit_bytes, evict_every
 
     def path(self, sha256: str) -> Path:
         """Where the entry for ``sha256`` (64 lowercase hex digits) lives."""
@@ -150,9 +151,21 @@ class Cache:
         return entry
 
     def _evict(self, keep: Path) -> None:
-        """Remove the least recently used entries until the total fits the limit (not ``keep``)."""
+        """Remove the least recently used entries until the total fits the limit (not ``keep``).
+
+        Counting means scanning every entry, so it is done at most once every ``EVICT_EVERY``
+        seconds per cache (a stamp file's mtime says when): a burst of pulls may pass the limit
+        for that long, but a pull-list of hundreds does not scan the cache hundreds of times."""
         if self.limit_bytes is None:
             return
+        stamp = self.root / ".evicted"
+        try:
+            if time.time() - os.stat(stamp).st_mtime < self.evict_every:
+                return
+        except OSError:
+            pass
+        with suppress(OSError):
+            stamp.touch()
         entries = self._entries()
         total = sum(e[2] for e in entries)
         for _, path, size in entries:
