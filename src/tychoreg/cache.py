@@ -18,7 +18,6 @@ import os
 import re
 import stat
 import time
-import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +188,7 @@ class Cache:
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
                     raise
-                part = self.root / "tmp" / f"{sha256}.{uuid.uuid4().hex[:8]}.adopt"
+                part = self.root / "tmp" / f"{sha256}.{os.urandom(4).hex()}.adopt"
                 part.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with open(source, "rb") as src, open(part, "xb") as out:
@@ -222,7 +221,7 @@ class Cache:
             return False
         with src:
             st = os.fstat(src.fileno())
-            tmp: Path | None = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+            tmp: Path | None = dest.with_name(f".{dest.name}.{os.urandom(6).hex()}.tmp")
             try:
                 ok: bool | None = st.st_size == size
                 if ok:
@@ -282,7 +281,7 @@ class Cache:
                       "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
             target = self._digest_record(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+            tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}")
             tmp.write_text(json.dumps(record))
             os.replace(tmp, target)
 

@@ -9,7 +9,7 @@ never asked and a cache miss says what is missing.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,7 +97,7 @@ def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tup
             yield entry, Delivered(downloaded=True, resumes=resumes)
             return
     _online(src)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.archive"
+    tmp = dest.parent / f".{dest.name}.{os.urandom(6).hex()}.archive"
     try:
         resumes = fetch.download(src.store, src.package, src.version, exp, tmp, progress)
         yield tmp, Delivered(downloaded=True, resumes=resumes)

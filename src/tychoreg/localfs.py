@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,7 +85,7 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = _locked_part(part)
         if fh is None:  # a concurrent pull of the same version to the same place holds it
-            part, keep = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"), False
+            part, keep = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp"), False
             fh = open(part, "w+b")
     except OSError as exc:
         raise describe_write_error(exc, path) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,7 @@ def write(path: Path, entries: dict[str, Locked], registry: str) -> None:
     """Replace the lock atomically (a reader sees the old lock or the new one)."""
     body = {"format": FORMAT, "registry": registry,
             "packages": {name: entries[name].to_object() for name in sorted(entries)}}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     try:
         tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", "utf-8")
         os.replace(tmp, path)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import deliver, fetch, layout, upkeep
+from . import deliver, fetch, layout
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .config import DEFAULT_EXTRACT_LIMIT, Settings, load_settings
@@ -33,7 +33,7 @@ from .store import ObjectNotFound, PreconditionFailed, Store, open_store
 from .store.base import ProgressFactory
 
 if TYPE_CHECKING:
-    from . import catalog
+    from . import catalog, upkeep
 
 CAS_ATTEMPTS = 12
 NEWEST_SHOWN = 10
@@ -479,13 +479,18 @@ class Registry:
             else:
                 check_selector(version)
                 targets = [(package, self._select(package, doc, version, pre=pre))]
+        from . import upkeep
+
         results = _parallel(lambda t: upkeep.verify_one(self.store, *t), targets, workers=4)
         return sorted(results, key=lambda r: r.package)
 
-    def gc(self, *, older_than: timedelta = upkeep.DEFAULT_GC_AGE, remove: bool = False) -> list[upkeep.Debris]:
-        """Find (and with ``remove``, delete) what dead pushes left: invisible, older than ``older_than``."""
+    def gc(self, *, older_than: timedelta | None = None, remove: bool = False) -> list[upkeep.Debris]:
+        """Find (and with ``remove``, delete) what dead pushes left: invisible, older than
+        ``older_than`` (default 24 hours)."""
+        from . import upkeep
+
         names = [n for n in self.store.list_folders("") if is_valid_segment(n)]
-        found = upkeep.find_debris(self.store, names, older_than)
+        found = upkeep.find_debris(self.store, names, upkeep.DEFAULT_GC_AGE if older_than is None else older_than)
         if remove:
             found = [d for d in found if upkeep.remove_debris(self.store, d)]
         return found

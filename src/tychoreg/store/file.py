@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -85,7 +84,7 @@ class FileStore:
         return self.root.joinpath(*parts)
 
     def _tmp_beside(self, final: Path) -> Path:
-        return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.tmp")
+        return final.with_name(f".{final.name}.{os.urandom(6).hex()}.tmp")
 
     @contextmanager
     def _storage_errors(self, key: str) -> Iterator[None]:

@@ -20,7 +20,6 @@ import http.client
 import os
 import threading
 import urllib.parse
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +123,8 @@ class LeanS3:
 
     def list(self, prefix: str, delimiter: str | None = None) -> Iterator[Listed | str]:
         """Objects (as :class:`Listed`) and, with a delimiter, common prefixes (as ``str``)."""
+        import xml.etree.ElementTree as ET
+
         token: str | None = None
         while True:
             query = {"list-type": "2", "prefix": prefix}
