@@ -3,7 +3,8 @@ import itertools
 import pytest
 import semver
 
-from tychoreg.ranges import is_constraint, parse_constraint, resolve
+from tychoreg.names import is_constraint
+from tychoreg.ranges import parse_constraint, resolve
 
 # Every semver release 0.0.0 .. 3.3.4 plus pre-releases around the interesting boundaries.
 RELEASES = itertools.product(range(4), range(4), range(5))

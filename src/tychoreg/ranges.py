@@ -32,10 +32,9 @@ from typing import Any
 import semver
 from packaging.version import InvalidVersion, Version
 
-from .names import is_constraint
 from .versions import Scheme, is_prerelease, scheme_of, version_sort_key
 
-__all__ = ["Constraint", "is_constraint", "parse_constraint", "resolve"]
+__all__ = ["Constraint", "parse_constraint", "resolve"]
 
 _OPS = ("^", "~", ">=", "<=", "==", ">", "<", "=")
 _WILD = ("x", "X", "*")
