@@ -296,3 +296,39 @@ def test_changing_a_pulled_file_in_place_never_reaches_another_project(narf_and_
     assert (other / "tycho_packages" / "narf.bin").read_bytes() == narf
     ws.ok("pull", "narf")  # and the changed copy is repaired by the next pull
     assert mine.read_bytes() == narf
+
+
+def test_lock_without_packages_is_a_config_error(ws: Workspace) -> None:
+    assert ws.run("lock").code == 2
+    elsewhere = ws.root / "no-config-here"
+    elsewhere.mkdir()
+    no_file = ws.run("lock", cwd=elsewhere)  # the embedded default registry: no packages section
+    assert no_file.code == 2 and "packages" in no_file.err
+
+
+def test_two_packages_installed_to_one_place_are_refused(ws: Workspace) -> None:
+    for name in ("pa", "pb"):
+        ws.ok("init", name, "same.bin")
+        ws.ok("push", name, "1.0", str(ws.file(name, name.encode())), "--promote-latest")
+    _declare(ws, {"pa": "latest", "pb": "latest"})
+    result = ws.run("sync")
+    assert result.code == 2 and "pa and pb" in result.err
+    assert not (ws.root / "tycho_packages" / "same.bin").exists()
+    _declare(ws, {"pa": "latest", "pb": {"version": "latest", "extract": "x"}})
+    ws.run("sync")  # now they differ (pb is no archive, so it fails, alone)
+    assert (ws.root / "tycho_packages" / "same.bin").read_bytes() == b"pa"
+
+
+def test_a_record_without_data_is_not_a_version_even_if_cached(narf_and_gcc) -> None:
+    """A record whose data is gone (a dead push or delete) must not pull, from the cache or not."""
+    ws, narf, _ = narf_and_gcc
+    ws.ok("pull", "narf")
+    if ws.backend == "file":
+        (Path(ws.config["file"]["path"]) / "narf" / "tycho_1.2.0.pkg").unlink()
+    else:
+        prefix = ws.config["s3"]["prefix"]
+        ws.seaweed.client().delete_object(Bucket=ws.bucket, Key=f"{prefix}/narf/tycho_1.2.0.pkg")
+    for args in (("pull", "narf", "--version", "1.2.0", "--outfile", "elsewhere.bin"), ("pull", "narf")):
+        result = ws.run(*args)
+        assert result.code == 1 and "no version 1.2.0" in result.err, result.all
+    assert not (ws.root / "elsewhere.bin").exists()

@@ -215,3 +215,14 @@ def test_pull_list_of_packages_sharing_a_file_name(ws: Workspace) -> None:
         ws.ok("pull-list", *names, "--no-cache")
         assert (ws.root / "tycho_packages" / "same.bin").read_bytes() == data
         assert [p.name for p in (ws.root / "tycho_packages").iterdir()] == ["same.bin"]
+
+
+def test_progress_counted_past_its_total_is_harmless() -> None:
+    """A transfer that starts over reports its bytes twice; the bar must not fail on it."""
+    from tychoreg.progress import Bars
+
+    bars = Bars(enabled=True)
+    advance = bars("narf 1.0", 2 * MiB)
+    for _ in range(5):
+        advance(MiB)  # 5 MiB reported for a 2 MiB transfer
+    bars.close()

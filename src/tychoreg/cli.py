@@ -517,12 +517,15 @@ def sync(locked: bool, offline: bool, force: bool) -> None:
 def lock(packages: tuple[str, ...], upgrade: bool) -> None:
     """Pin each declared package to an exact version and SHA-256 in tycho.lock. Entries already
     locked stay as they are unless --upgrade (for PKG..., or for all)."""
+    from .sync import declared
     from .sync import lock as run
 
     if packages and not upgrade:
         raise UsageError("naming packages needs --upgrade", f"e.g. tychoreg lock --upgrade {packages[0]}")
     reg = _STATE.registry()
-    assert _STATE.settings is not None and _STATE.settings.lockfile is not None
+    assert _STATE.settings is not None
+    declared(_STATE.settings)  # a config without packages is a config error (exit 2)
+    assert _STATE.settings.lockfile is not None
     entries, changed = run(reg, _STATE.settings, upgrade=set(packages) if packages else upgrade)
     for name in sorted(entries):
         _info(f"{name:20} {entries[name].version}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -58,18 +59,20 @@ def read_record(store: Store, package: str, version: str) -> VersionRecord | Non
 
 
 def expected_for(store: Store, package: str, version: str) -> Expected:
-    """What ``version``'s bytes must be; NotFound unless the version exists.
-
-    A record says it all (size, SHA-256) in one request. Without one (versions pushed by 0.4.0)
-    the data object's HEAD gives size and ETag. A record whose data is not there (a push still
-    in progress, or a damaged registry) is caught when the data is read: the read finds nothing."""
-    rec = read_record(store, package, version)
-    if rec is not None:
-        return Expected(layout.data(package, version), rec.size, rec.sha256, None)
-    info = store.head(layout.data(package, version))
+    """What ``version``'s bytes must be; NotFound unless the version is visible (its data is
+    there: a record alone may be a push in progress or what a dead one left)."""
+    with ThreadPoolExecutor(2) as pool:  # record and data head in one round trip
+        record = pool.submit(read_record, store, package, version)
+        info = store.head(layout.data(package, version))
+        rec = record.result()
     if info is None:
         raise NotFound(f"no version {version} of package {package}",
                        f"see the versions with: tychoreg list-versions {package}")
+    if rec is not None:
+        if rec.size != info.size:
+            raise IntegrityError(f"{package} {version} is damaged: stored size {info.size} bytes, "
+                                 f"recorded {rec.size}", "re-push it as a new version")
+        return Expected(info.key, rec.size, rec.sha256, None)
     return Expected(info.key, info.size, None, _etag_plan(store, info))
 
 

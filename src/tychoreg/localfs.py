@@ -89,18 +89,20 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
             fh = open(part, "w+b")
     except OSError as exc:
         raise describe_write_error(exc, path) from None
-    try:
-        with fh:
+    with fh:  # the part file is removed (when it must be) while still locked: no one can take it
+        try:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
             os.replace(part, path)
-    except IntegrityError:
-        keep = False
-        raise
-    except OSError as exc:
-        keep = keep and exc.errno != errno.ENOSPC  # a part file must not keep a disk full
-        raise describe_write_error(exc, path) from None
-    finally:
-        if not keep:
+        except IntegrityError:
             part.unlink(missing_ok=True)
+            raise
+        except OSError as exc:
+            if not keep or exc.errno == errno.ENOSPC:  # a part file must not keep a disk full
+                part.unlink(missing_ok=True)
+            raise describe_write_error(exc, path) from None
+        except BaseException:
+            if not keep:
+                part.unlink(missing_ok=True)
+            raise

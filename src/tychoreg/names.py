@@ -73,8 +73,6 @@ def check_selector(text: str) -> str:
 def check_tag(tag: str) -> str:
     """Tags follow the name rules and must not read as a range, so selectors stay unambiguous."""
     check_segment(tag, "tag")
-    from .ranges import is_constraint
-
     if is_constraint(tag):
         raise UsageError(f"invalid tag {tag!r}: it reads as a version range", "choose a word such as stable or beta")
     return tag

@@ -44,10 +44,14 @@ class Bars:
         moved = [0]
 
         def advance(n: int) -> None:
-            moved[0] += n
-            live.update(task, advance=n)
-            if moved[0] >= total:
-                live.remove_task(task)
+            with self._lock:  # parts report from several threads; a restart may count past the end
+                if moved[0] >= total:
+                    return
+                step = min(n, total - moved[0])
+                moved[0] += step
+                live.update(task, advance=step)
+                if moved[0] >= total:
+                    live.remove_task(task)
 
         return advance
 

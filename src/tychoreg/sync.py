@@ -9,6 +9,8 @@ shared cache, then the registry, so a second sync with nothing changed sends no 
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,6 +107,8 @@ def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: b
     """Put every locked package in place, in parallel; failures are returned, not raised.
     Extract folders are relative to ``base`` (the lock's folder)."""
 
+    lock = threading.Lock()
+
     def one(entry: Locked) -> Outcome:
         outcome: PullResult | TychoError
         try:
@@ -112,18 +116,35 @@ def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: b
         except TychoError as exc:
             outcome = exc
         if done:
-            done(entry.package, outcome)
+            with lock:
+                done(entry.package, outcome)
         return entry.package, outcome
 
     items = [entries[n] for n in sorted(entries)]
+    _refuse_shared_destinations(reg, items, base)
     with ThreadPoolExecutor(max(1, min(PARALLEL_PULLS, len(items)))) as pool:
         return list(pool.map(one, items))
+
+
+def _destination(reg: Registry, entry: Locked, base: Path) -> Path:
+    return base / entry.extract if entry.extract is not None else reg.outdir / entry.localname
+
+
+def _refuse_shared_destinations(reg: Registry, items: list[Locked], base: Path) -> None:
+    """Two packages installed to one place would overwrite each other on every sync."""
+    seen: dict[Path, str] = {}
+    for entry in items:
+        where = Path(os.path.abspath(_destination(reg, entry, base)))
+        if where in seen:
+            raise ConfigError(f"packages {seen[where]} and {entry.package} would both be installed to {where}",
+                              'give one of them an "extract" folder, or pull it with --outfile instead')
+        seen[where] = entry.package
 
 
 def _install_one(reg: Registry, entry: Locked, base: Path, *, offline: bool, force: bool,
                  progress: ProgressFactory | None) -> PullResult:
     extract = entry.extract is not None
-    dest = base / entry.extract if entry.extract is not None else reg.outdir / entry.localname
+    dest = _destination(reg, entry, base)
     if entry.sha256 and not force:  # the destination or the cache may have it: no request at all
         local = Expected(layout.data(entry.package, entry.version), entry.size, entry.sha256, None)
         try:

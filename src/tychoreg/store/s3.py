@@ -435,6 +435,9 @@ class S3Store:
         pinned = self.head(key)  # one HEAD pins the object's ETag: every range must come from it
         if pinned is None:
             raise ObjectNotFound(f"{self.location}/{key} not found")
+        if pinned.size != size:
+            raise StorageError(f"{self.location}/{key} is {pinned.size} bytes, not the {size} expected: "
+                               "it was replaced or damaged", "check it with: tychoreg verify")
         if pinned.etag:
             etag.append(pinned.etag)
         ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]

@@ -96,9 +96,12 @@ class LeanS3:
 
     # -- requests ------------------------------------------------------------------------
     def get(self, key: str, limit: int) -> tuple[bytes, str] | None:
-        """The object's bytes and ETag; None when it does not exist."""
+        """The object's bytes and ETag; None when it does not exist (a missing bucket is not a
+        missing key: that 404 goes to boto3, which says so)."""
         status, headers, body = self._request("GET", key, {}, limit)
         if status == 404:
+            if b"<Code>NoSuchKey</Code>" not in body:
+                raise Fallback("404 without NoSuchKey")
             return None
         return body, headers.get("etag", "")
 
@@ -115,11 +118,14 @@ class LeanS3:
 
     def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None] | None:
         status, headers, _ = self._request("HEAD", key, {}, 0)
-        if status == 404:
-            return None
+        if status == 404:  # no body to tell a missing key from a missing bucket: boto3 decides
+            raise Fallback("HEAD 404")
         modified = headers.get("last-modified")
         when = _http_date(modified) if modified else None
-        return int(headers.get("content-length", "0")), headers.get("etag"), when
+        try:
+            return int(headers.get("content-length", "")), headers.get("etag"), when
+        except ValueError:
+            raise Fallback("HEAD without a length") from None
 
     def list(self, prefix: str, delimiter: str | None = None) -> Iterator[Listed | str]:
         """Objects (as :class:`Listed`) and, with a delimiter, common prefixes (as ``str``)."""
@@ -139,11 +145,13 @@ class LeanS3:
                 root = ET.fromstring(body)
             except ET.ParseError as exc:
                 raise Fallback(f"unreadable listing: {exc}") from None
-            for item in root.iter(f"{_NS}Contents"):
-                etag = item.findtext(f"{_NS}ETag")
-                modified = item.findtext(f"{_NS}LastModified")
-                yield Listed(item.findtext(f"{_NS}Key") or "", int(item.findtext(f"{_NS}Size") or 0),
-                             etag, _iso_date(modified) if modified else None)
+            try:
+                found = [Listed(item.findtext(f"{_NS}Key") or "", int(item.findtext(f"{_NS}Size") or 0),
+                                item.findtext(f"{_NS}ETag"), _iso_date(item.findtext(f"{_NS}LastModified") or ""))
+                         for item in root.iter(f"{_NS}Contents")]
+            except ValueError as exc:
+                raise Fallback(f"unreadable listing: {exc}") from None
+            yield from found
             for common in root.iter(f"{_NS}CommonPrefixes"):
                 yield common.findtext(f"{_NS}Prefix") or ""
             if root.findtext(f"{_NS}IsTruncated") != "true":
@@ -172,7 +180,10 @@ class LeanS3:
         path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
         canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
         headers = {**self._sign(method, path, canonical_query), **(extra or {})}
-        conn = self._connection()
+        try:
+            conn = self._connection()
+        except (OSError, ValueError) as exc:  # e.g. an AWS_CA_BUNDLE that cannot be read
+            raise Fallback(f"{type(exc).__name__}: {exc}") from None
         try:
             conn.request(method, f"{path}?{canonical_query}" if canonical_query else path, headers=headers)
             resp = conn.getresponse()
@@ -187,7 +198,7 @@ class LeanS3:
                     body.append(piece)
             else:
                 body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             conn.close()
             self._local.conn = None
             raise Fallback(f"{type(exc).__name__}: {exc}") from None
