@@ -332,3 +332,15 @@ def test_a_record_without_data_is_not_a_version_even_if_cached(narf_and_gcc) -> 
         result = ws.run(*args)
         assert result.code == 1 and "no version 1.2.0" in result.err, result.all
     assert not (ws.root / "elsewhere.bin").exists()
+
+
+def test_a_cache_hit_leaves_other_projects_files_untouched(narf_and_gcc) -> None:
+    ws, narf, _ = narf_and_gcc
+    ws.ok("pull", "narf")
+    mine = ws.root / "tycho_packages" / "narf.bin"
+    os.utime(mine, (1000, 1000))
+    other = ws.root / "other"
+    other.mkdir()
+    (other / ".tychoreg.json").write_text(json.dumps(ws.config))
+    assert "from the cache" in ws.ok("pull", "narf", cwd=other).out
+    assert mine.stat().st_mtime == 1000  # a build tool would see no change

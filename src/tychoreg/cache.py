@@ -73,9 +73,11 @@ def _verify(src: BinaryIO, out: BinaryIO | None, sha256: str, size: int) -> bool
 def _touch(path: Path) -> None:
     """Record a use as the mtime (atime is unreliable under noatime/relatime). The owner may set
     it to now even on a read-only file; in a cache shared between users it may be refused, which
-    only makes eviction less accurate."""
+    only makes eviction less accurate. An entry linked to a pulled file (see :meth:`Cache.adopt`)
+    is left alone: its mtime is that file's, and a build tool would see it change."""
     with suppress(OSError):
-        os.utime(path)
+        if os.stat(path).st_nlink == 1:
+            os.utime(path)
 
 
 def _unlink(path: Path) -> bool:
