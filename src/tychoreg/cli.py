@@ -537,7 +537,7 @@ def cache() -> None:
     """The shared download cache: files by SHA-256, shared by every project of this user."""
 
 
-def _cache_settings() -> Any:
+def _cache() -> Any:
     from .cache import Cache, default_root
     from .config import load_settings
 
@@ -550,7 +550,7 @@ def _cache_settings() -> Any:
 @common
 def cache_info(as_json: bool) -> None:
     """Where the cache is, how many files it holds and their size."""
-    info = _cache_settings().info()
+    info = _cache().info()
     if as_json:
         _out(json.dumps({"path": str(info.root), "entries": info.entries, "bytes": info.total_bytes,
                          "limit_bytes": info.limit_bytes}, indent=2))
@@ -567,7 +567,7 @@ def cache_prune(older_than: str | None) -> None:
     from .upkeep import parse_age
 
     age = parse_age(older_than).total_seconds() if older_than is not None else None
-    removed, freed = _cache_settings().prune(age)
+    removed, freed = _cache().prune(age)
     _out(f"Removed {removed} cached file{'s' if removed != 1 else ''} ({_size(freed)})")
 
 

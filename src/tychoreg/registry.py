@@ -67,6 +67,26 @@ def _now_iso() -> str:
     return now_iso()
 
 
+def each_package(names: Sequence[str], work: Callable[[str], _R],
+                 done: Callable[[str, _R | TychoError], None] | None = None) -> list[tuple[str, _R | TychoError]]:
+    """``work`` for each package, in parallel, in order; a failure is that package's outcome,
+    not an exception. ``done`` hears of each as it finishes (one at a time, from a worker)."""
+    lock = threading.Lock()
+
+    def one(name: str) -> tuple[str, _R | TychoError]:
+        outcome: _R | TychoError
+        try:
+            outcome = work(name)
+        except TychoError as exc:
+            outcome = exc
+        if done:
+            with lock:
+                done(name, outcome)
+        return name, outcome
+
+    return _parallel(one, names, workers=PARALLEL_PULLS)
+
+
 class ConfirmationNeeded(OperationError):
     """The operation would do more than asked (e.g. move ``latest``); repeat it with consent."""
 
@@ -548,17 +568,5 @@ class Registry:
         ``done`` hears of each package as it finishes (from a worker thread, one at a time)."""
         for name in packages:
             check_package(name)
-        lock = threading.Lock()
-
-        def one(name: str) -> tuple[str, PullResult | TychoError]:
-            outcome: PullResult | TychoError
-            try:
-                outcome = self.pull(name, force=force, progress=progress)
-            except TychoError as exc:
-                outcome = exc
-            if done:
-                with lock:
-                    done(name, outcome)
-            return name, outcome
-
-        return _parallel(one, dict.fromkeys(packages), workers=PARALLEL_PULLS)
+        return each_package(list(dict.fromkeys(packages)),
+                            lambda name: self.pull(name, force=force, progress=progress), done)

@@ -10,9 +10,7 @@ shared cache, then the registry, so a second sync with nothing changed sends no 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import layout, lockfile
@@ -22,7 +20,7 @@ from .fetch import Expected, expected_for
 from .deliver import NotCached
 from .lockfile import Locked
 from .models import PullResult
-from .registry import PARALLEL_PULLS, Registry
+from .registry import Registry, each_package
 from .store.base import ProgressFactory
 
 Outcome = tuple[str, PullResult | TychoError]
@@ -59,19 +57,13 @@ def lock(reg: Registry, settings: Settings, *, upgrade: Collection[str] | bool =
     entries = {n: e for n, e in existing.items() if n in wanted and e.answers(wanted[n]) and not fresh(n)}
     todo = [r for n, r in wanted.items() if n not in entries]
 
-    def one(req: Requirement) -> Locked | TychoError:
-        try:
-            return Locked.of(reg.resolve(req.name, req.version), req)
-        except TychoError as exc:
-            return exc
-
     failed = []
-    with ThreadPoolExecutor(max(1, min(PARALLEL_PULLS, len(todo)))) as pool:
-        for req, got in zip(todo, pool.map(one, todo)):
-            if isinstance(got, TychoError):
-                failed.append(f"{req.name}: {got}")
-            else:
-                entries[req.name] = got
+    for name, got in each_package([r.name for r in todo],
+                                  lambda name: Locked.of(reg.resolve(name, wanted[name].version), wanted[name])):
+        if isinstance(got, TychoError):
+            failed.append(f"{name}: {got}")
+        else:
+            entries[name] = got
     if failed:
         raise OperationError("could not resolve " + "; ".join(failed), "the lock file was not changed")
     changed = entries != existing or not path.exists()
@@ -106,24 +98,9 @@ def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: b
             ) -> list[Outcome]:
     """Put every locked package in place, in parallel; failures are returned, not raised.
     Extract folders are relative to ``base`` (the lock's folder)."""
-
-    lock = threading.Lock()
-
-    def one(entry: Locked) -> Outcome:
-        outcome: PullResult | TychoError
-        try:
-            outcome = _install_one(reg, entry, base, offline=offline, force=force, progress=progress)
-        except TychoError as exc:
-            outcome = exc
-        if done:
-            with lock:
-                done(entry.package, outcome)
-        return entry.package, outcome
-
-    items = [entries[n] for n in sorted(entries)]
-    _refuse_shared_destinations(reg, items, base)
-    with ThreadPoolExecutor(max(1, min(PARALLEL_PULLS, len(items)))) as pool:
-        return list(pool.map(one, items))
+    _refuse_shared_destinations(reg, [entries[n] for n in entries], base)
+    return each_package(sorted(entries), lambda name: _install_one(reg, entries[name], base, offline=offline,
+                                                                   force=force, progress=progress), done)
 
 
 def _destination(reg: Registry, entry: Locked, base: Path) -> Path:
