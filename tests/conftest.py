@@ -179,3 +179,41 @@ def s3_ws(seaweed: Seaweed, tmp_path: Path) -> Workspace:
 def seed_tychoreg() -> Path:
     """The real tycho-station 0.4.0 in its own virtual environment (click<8.1, as it needs)."""
     return seed_venv(CACHE)
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from interleave import Backend
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TYCHOREG_CACHE_DIR", raising=False)
+    if kind == "file":
+        from tychoreg.store.file import FileStore
+
+        return Backend("file", lambda: FileStore(tmp_path / "registry"), tmp_path)
+    from tychoreg.store.s3 import S3Store
+
+    seaweed = request.getfixturevalue("seaweed")
+    options = {"bucket": request.getfixturevalue("shared_bucket"), "prefix": f"i{next(_counter)}-{os.getpid()}",
+               "endpoint_url": seaweed.endpoint, "region_name": "us-east-1",
+               "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY}
+    return Backend("s3", lambda: S3Store(dict(options)), tmp_path)
+
+
+@pytest.fixture(params=["file", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """One registry on each backend, for in-process tests that run several actors against it
+    (each with its own store instance); the user's cache and data folders are private."""
+    return _backend(request.param, request, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def s3_backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """As ``backend``, for cases that exist only on S3 (server clocks, ETags, catalogs)."""
+    return _backend("s3", request, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def file_backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """As ``backend``, for cases that exist only in a folder."""
+    return _backend("file", request, tmp_path, monkeypatch)

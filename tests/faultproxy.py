@@ -6,6 +6,8 @@ still verify at the server. Rules are (method, path substring, fault, times): ``
 then answers 503 instead of the server's reply, as a lost response looks to a client;
 ``"truncate"`` forwards and sends the headers but only half of the body, then closes.
 ``ranges`` records the path and Range header of every GET, to show that downloads resume.
+``transform``, when set, rewrites every forwarded response body: ``(method, path, body) -> body``
+(e.g. a listing as another S3-compatible server would write it).
 
 Random mode: with ``rate`` > 0, each request that no rule matched gets, with probability
 ``rate``, one fault drawn from ``kinds`` by a ``random.Random(seed)`` (deterministic for a given
@@ -26,6 +28,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -63,6 +66,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str, int]] = []
+        self.transform: Callable[[str, str, bytes], bytes] | None = None
         self.ranges: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), self._handler())
@@ -141,6 +145,8 @@ class FaultProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                if proxy.transform is not None and self.command != "HEAD":
+                    data = proxy.transform(self.command, self.path, data)
                 if fault == "503-after":
                     proxy.seen.append((self.command, self.path, 503))
                     return self._reply_error()

@@ -62,9 +62,11 @@ def test_single_etag_and_unknown_etags() -> None:
     assert etag_plan(f'"{"a" * 32}-2"', big, part_size=16 * 2**20) is not None
 
 
-def test_probe_detects_a_store_that_ignores_conditional_writes(tmp_path, monkeypatch) -> None:
-    """A store that accepts If-None-Match and ignores it cannot exist here (SeaweedFS enforces
-    it), so a file store with create-if-absent broken stands in for one."""
+@pytest.mark.parametrize("ignores", ["If-None-Match", "If-Match", "conditional DELETE"])
+def test_probe_detects_a_store_that_ignores_conditional_writes(tmp_path, monkeypatch, ignores: str) -> None:
+    """A store that accepts conditional headers and ignores them cannot exist here (SeaweedFS
+    enforces them), so a file store with one of them broken stands in for one. Each of the three
+    must be noticed on its own; the answer is cached per store identity (endpoint + location)."""
     from tychoreg import probe
     from tychoreg.store.file import FileStore
 
@@ -72,17 +74,43 @@ def test_probe_detects_a_store_that_ignores_conditional_writes(tmp_path, monkeyp
         probe_conditional_writes = True
 
         def put_if_absent(self, key: str, data: bytes) -> str:
-            path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            if ignores != "If-None-Match":
+                return super().put_if_absent(key, data)
+            (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / key).write_bytes(data)
             return "x"
+
+        def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+            if ignores != "If-Match":
+                return super().put_if_match(key, data, etag)
+            (self.root / key).write_bytes(data)
+            return "x"
+
+        def delete_if_match(self, key: str, etag: str) -> None:
+            if ignores != "conditional DELETE":
+                return super().delete_if_match(key, etag)
+            (self.root / key).unlink()
 
     class Careful(FileStore):
         probe_conditional_writes = True
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert probe.enforces_conditional_writes(Careful(tmp_path / "a")) is True
-    assert probe.enforces_conditional_writes(Careless(tmp_path / "b")) is False
-    assert not list((tmp_path / "b").iterdir())  # the probe cleans up after itself
+    careful, careless = Careful(tmp_path / "a"), Careless(tmp_path / "b")
+    careless.identity = "http://other-endpoint|" + careless.location  # type: ignore[attr-defined]
+    assert probe.enforces_conditional_writes(careful) is True
+    assert probe.enforces_conditional_writes(careless) is False
+    assert [p.name for p in (tmp_path / "b").iterdir()] in ([], [".tycho-lock"])  # the probe cleans up
     cached = json.loads((tmp_path / "cache/tychoreg/conditional-writes.json").read_text())
-    assert cached == {str(tmp_path / "a"): True, str(tmp_path / "b"): False}
+    assert cached == {str(tmp_path / "a"): True, careless.identity: False}
+
+
+def test_probe_answers_are_kept_per_endpoint(tmp_path, monkeypatch) -> None:
+    """Two S3 servers may both have a bucket named like ours: the cached answer of one must not
+    stand for the other (the cache key holds the endpoint)."""
+    from tychoreg.store.s3 import S3Store
+
+    options = {"bucket": "same-name", "aws_access_key_id": "k", "aws_secret_access_key": "s", "region_name": "us-east-1"}
+    one = S3Store({**options, "endpoint_url": "http://127.0.0.1:1"})
+    two = S3Store({**options, "endpoint_url": "http://127.0.0.1:2"})
+    assert one.location == two.location
+    assert one.identity != two.identity

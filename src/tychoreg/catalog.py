@@ -2,34 +2,43 @@
 
 The truth is one record per version (``PKG/.tycho/versions/V.json``); reading 5,000 of them one by
 one would take thousands of requests. So readers keep a catalog, ``PKG/.tycho/index.json``: a copy
-of the records, each entry stamped with the ETag its record had when copied. A listing of the
-records (which carries every record's ETag) tells which entries are still exact; only records
-that are new or changed since are fetched. When a reader has had to fetch many, it writes the
+of each record's exact bytes, stamped with the ETag its record had when copied. A listing of the
+records carries every record's ETag, and S3 makes the ETag of a single-PUT object from its bytes
+(MD5), so an entry counts only when the listed ETag is the MD5 of the bytes the catalog holds:
+whoever writes the catalog cannot make a reader believe anything a record does not say. Only
+records that are new or changed since are fetched; a reader that had to fetch many writes the
 catalog back (compare-and-swap, best effort: a reader without write access, or one that loses a
-race, simply does not). A stale or damaged catalog therefore costs requests, never correctness,
-and no push or delete has to touch it.
+race, simply does not). A stale, damaged or planted catalog costs requests, never correctness,
+and no push or delete has to touch it. Stores whose listings carry no ETag (a folder) have no
+use for it: their records are read directly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import layout
-from .errors import IntegrityError
-from .models import VersionRecord
+from .errors import IntegrityError, StorageError
+from .models import PUSH_ID, VersionRecord
 from .names import is_valid_segment
 from .store import ObjectNotFound, Store
-from .store.base import ObjectInfo, same_etag
+from .store.base import ObjectInfo
 
 #: Records fetched one by one before a reader writes the catalog back.
 REWRITE_AFTER = 16
-FORMAT = 1
+FORMAT = 2
 
 #: What is known of a version's record: the record, a problem (damaged), or None (no record).
 Known = VersionRecord | str | None
+
+
+def _md5_etag(raw: bytes, etag: str | None) -> bool:
+    """Is ``etag`` the MD5 of ``raw``, as S3 makes it for an object written in one PUT?"""
+    return bool(etag) and etag.strip('"').lower() == hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
 def scan(store: Store, package: str, parallel: Callable[..., list[Any]]) -> tuple[dict[str, int], dict[str, Known]]:
@@ -43,40 +52,76 @@ def scan(store: Store, package: str, parallel: Callable[..., list[Any]]) -> tupl
         listed = {v: i for i in records.result() if (v := layout.version_of_record(package, i.key)) in sizes}
         entries, catalog_etag = catalog.result()
     known: dict[str, Known] = {v: None for v in sizes}
+    raws: dict[str, bytes] = {}
     missing: list[ObjectInfo] = []
     for version, info in listed.items():
-        entry = entries.get(version)
-        if isinstance(entry, dict) and same_etag(entry.get("etag"), info.etag):
+        raw = entries.get(version)
+        if raw is not None and _md5_etag(raw, info.etag):
             try:
-                known[version] = VersionRecord.from_object(package, version, entry.get("record") or {})
+                known[version] = VersionRecord.parse(package, version, raw)
+                raws[version] = raw
                 continue
             except IntegrityError:
                 pass
         missing.append(info)
 
-    def fetch(info: ObjectInfo) -> tuple[str, Known, str | None]:
+    def fetch(info: ObjectInfo) -> tuple[str, Known, bytes | None]:
         version = layout.version_of_record(package, info.key) or ""
         try:
-            raw, etag = store.get(info.key)
+            raw, _ = store.get(info.key)
         except ObjectNotFound:  # deleted since the listing
             return version, None, None
         try:
-            return version, VersionRecord.parse(package, version, raw), etag
+            return version, VersionRecord.parse(package, version, raw), raw
         except IntegrityError as exc:
             return version, str(exc), None
 
-    fetched = parallel(fetch, missing)
-    for version, record, _ in fetched:
+    for version, record, raw in parallel(fetch, missing):
         known[version] = record
-    if len(missing) >= REWRITE_AFTER:
-        stamps = {v: listed[v].etag for v in listed}
-        stamps.update({v: etag for v, _, etag in fetched if etag})
-        _write_catalog(store, package, known, stamps, catalog_etag)
+        if raw is not None and _md5_etag(raw, listed[version].etag):
+            raws[version] = raw
+    _settle_takeovers(store, package, known, parallel)
+    if len(missing) >= REWRITE_AFTER and any(i.etag for i in listed.values()):
+        _write_catalog(store, package, raws, catalog_etag)
     return sizes, known
 
 
-def _read_catalog(store: Store, package: str) -> tuple[dict[str, Any], str | None]:
-    """The catalog's entries and ETag; ETag ``"unknown"`` when it could not be read (keep it)."""
+def _settle_takeovers(store: Store, package: str, known: dict[str, Known], parallel: Callable[..., list[Any]]) -> None:
+    """A record that took over stale claims may not describe the data (the old push committed
+    after all): for those few, the data's push id says which record does."""
+    from .fetch import describing
+
+    def settle(version: str) -> tuple[str, Known]:
+        record = known[version]
+        assert isinstance(record, VersionRecord)
+        try:
+            info = store.head(layout.data(package, version))
+            if info is None or PUSH_ID not in info.meta:
+                return version, record
+            return version, describing(package, version, record, info)
+        except (IntegrityError, StorageError) as exc:
+            return version, str(exc)
+
+    pending = [v for v, r in known.items() if isinstance(r, VersionRecord) and r.replaced]
+    known.update(parallel(settle, pending))
+
+
+def known_digest(store: Store, package: str, version: str) -> str | None:
+    """The SHA-256 the package's catalog holds for ``version``, if any (best effort). The catalog
+    is only a cache, but a copy of a record is evidence that the record existed."""
+    entries, _ = _read_catalog(store, package)
+    raw = entries.get(version)
+    if raw is None:
+        return None
+    try:
+        return VersionRecord.parse(package, version, raw).sha256
+    except IntegrityError:
+        return None
+
+
+def _read_catalog(store: Store, package: str) -> tuple[dict[str, bytes], str | None]:
+    """The catalog's record copies and its ETag; ETag ``"unknown"`` when it could not be read
+    (then it is kept as it is)."""
     try:
         raw, etag = store.get(layout.catalog(package))
     except ObjectNotFound:
@@ -85,16 +130,21 @@ def _read_catalog(store: Store, package: str) -> tuple[dict[str, Any], str | Non
         return {}, "unknown"
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}, etag  # damaged: replaced as a whole on the next rewrite
-    entries = data.get("records") if isinstance(data, dict) else None
-    return (entries if isinstance(entries, dict) else {}), etag
+    entries = data.get("records") if isinstance(data, dict) and data.get("format") == FORMAT else None
+    if not isinstance(entries, dict):
+        return {}, etag  # another format (an older tychoreg's): replaced on the next rewrite
+    return {v: e.encode() for v, e in entries.items() if isinstance(v, str) and isinstance(e, str)}, etag
 
 
-def _write_catalog(store: Store, package: str, known: dict[str, Known], stamps: dict[str, str | None],
-                   etag: str | None) -> None:
-    records = {v: {"etag": stamps[v], "record": r.to_object()} for v, r in sorted(known.items())
-               if isinstance(r, VersionRecord) and stamps.get(v)}
+def _write_catalog(store: Store, package: str, raws: dict[str, bytes], etag: str | None) -> None:
+    records = {}
+    for version, raw in sorted(raws.items()):
+        try:
+            records[version] = raw.decode()
+        except UnicodeDecodeError:
+            continue
     body = json.dumps({"format": FORMAT, "records": records}, separators=(",", ":")).encode()
     try:
         if etag is None:

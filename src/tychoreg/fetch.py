@@ -3,25 +3,35 @@
 The content decides: a destination is up to date when its bytes hash to the recorded SHA-256
 (or, for versions pushed without a record, match the S3 ETag; or, with neither, the stored bytes
 themselves). Downloads are hashed in the same pass and renamed into place only once verified.
+
+Which record describes the data is decided here too (docs/FORMAT.md, "Reading a version"): the
+data object names the push that wrote it, and a record describes it only if it names the same
+push (or kept that push's claim when it took it over). A version whose data says tychoreg pushed
+it, or that the package's catalog knew a record for, never silently becomes "unverified" when
+its record goes missing: that is an integrity error unless the caller allows unverified bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import layout
 from .errors import IntegrityError, NotFound
 from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_file, etag_plan
 from .localfs import resumable_write, written_prefix
-from .models import VersionRecord
-from .store import ObjectNotFound, Store
+from .models import PUSH_ID, VersionRecord
+from .store import ObjectNotFound, PreconditionFailed, Store
 from .store.base import ObjectInfo, Progress, TransferInterrupted
+
+if TYPE_CHECKING:
+    from .known import KnownDigests
 
 #: How many times one pull resumes an interrupted transfer before giving up (the part file stays).
 RESUME_ATTEMPTS = 6
@@ -29,12 +39,15 @@ RESUME_ATTEMPTS = 6
 
 @dataclass(frozen=True)
 class Expected:
-    """What a version's bytes must be, and how we know (``checked_by``)."""
+    """What a version's bytes must be, and how we know (``checked_by``). ``pin`` is the stored
+    object's ETag when it was resolved: every read is conditional on it, so bytes of an object
+    replaced since (deleted and pushed again) are never mixed in."""
 
     key: str
     size: int
     sha256: str | None
     etag: EtagPlan | None
+    pin: str | None = None
 
     @property
     def checked_by(self) -> str:
@@ -58,22 +71,68 @@ def read_record(store: Store, package: str, version: str) -> VersionRecord | Non
     return VersionRecord.parse(package, version, raw)
 
 
-def expected_for(store: Store, package: str, version: str) -> Expected:
+def expected_for(store: Store, package: str, version: str, *, allow_unverified: bool = False,
+                 known: KnownDigests | None = None) -> Expected:
     """What ``version``'s bytes must be; NotFound unless the version is visible (its data is
-    there: a record alone may be a push in progress or what a dead one left)."""
-    with ThreadPoolExecutor(2) as pool:  # record and data head in one round trip
-        record = pool.submit(read_record, store, package, version)
-        info = store.head(layout.data(package, version))
-        rec = record.result()
+    there: a record alone may be a push in progress or what a dead one left). ``known`` is what
+    this machine verified before (see :mod:`tychoreg.known`)."""
+    rec, info = _read_both(store, package, version)
+    if rec is None and info is not None and info.meta.get(PUSH_ID):
+        # The two reads are not one snapshot: a push may have claimed and committed between
+        # them (or a delete removed both). Look once more before calling the record lost.
+        rec, info = _read_both(store, package, version)
     if info is None:
         raise NotFound(f"no version {version} of package {package}",
                        f"see the versions with: tychoreg list-versions {package}")
     if rec is not None:
+        rec = describing(package, version, rec, info)
         if rec.size != info.size:
             raise IntegrityError(f"{package} {version} is damaged: stored size {info.size} bytes, "
                                  f"recorded {rec.size}", "re-push it as a new version")
-        return Expected(info.key, rec.size, rec.sha256, None)
-    return Expected(info.key, info.size, None, _etag_plan(store, info))
+        return Expected(info.key, rec.size, rec.sha256, None, info.etag)
+    if not allow_unverified:
+        _refuse_lost_record(store, package, version, info, known)
+    return Expected(info.key, info.size, None, _etag_plan(store, info), info.etag)
+
+
+def _read_both(store: Store, package: str, version: str) -> tuple[VersionRecord | None, ObjectInfo | None]:
+    with ThreadPoolExecutor(2) as pool:  # record and data head in one round trip
+        record = pool.submit(read_record, store, package, version)
+        info = store.head(layout.data(package, version))
+        return record.result(), info
+
+
+def describing(package: str, version: str, record: VersionRecord, info: ObjectInfo) -> VersionRecord:
+    """The record that describes the stored data ``info``: ``record`` itself, or the claim it
+    took over whose push wrote the data; else the data is described by no record."""
+    found = record.describing(info.meta.get(PUSH_ID))
+    if found is None:
+        raise IntegrityError(f"{package} {version} is damaged: its record belongs to another push than its "
+                             "data", f"check it with: tychoreg verify {package} {version}; then re-push it "
+                             "as a new version")
+    return found
+
+
+def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectInfo,
+                        known: KnownDigests | None) -> None:
+    """A version without a record pulls unverified (tycho-station 0.4.0 records nothing), unless
+    something says it had one: its data carries a tychoreg push id, this machine verified it
+    before, or the package's catalog kept a copy of its record. Then the record was lost or
+    removed, and the bytes are suspect."""
+    why = None
+    if info.meta.get(PUSH_ID):
+        why = "its data was pushed by tychoreg"
+    elif known is not None and known.recall(package, version):
+        why = f"this machine verified it before (sha256 {known.recall(package, version)})"
+    else:
+        from .catalog import known_digest
+
+        if known_digest(store, package, version):
+            why = "the package's catalog knew its SHA-256"
+    if why:
+        raise IntegrityError(f"{package} {version} has no record although {why}: its bytes cannot be verified",
+                             "someone removed the record; if you trust the stored bytes anyway, pull with "
+                             "--allow-unverified, else delete the version and push it again")
 
 
 def _etag_plan(store: Store, info: ObjectInfo) -> EtagPlan | None:
@@ -108,7 +167,7 @@ def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None 
         return expected.matches(local)
     # No fingerprint was recorded: compare with the stored bytes themselves (read, not written).
     stored = Digests()
-    store.read(expected.key, HashingWriter(Discard(), stored))  # type: ignore[arg-type]
+    store.read(expected.key, HashingWriter(Discard(), stored), if_match=expected.pin)  # type: ignore[arg-type]
     return stored.size == local.size and stored.sha256 == local.sha256
 
 
@@ -117,7 +176,8 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
     """Stream the version into ``.DEST.TAG.part`` and rename it into place only once verified.
 
     An interrupted transfer resumes with a ranged read from where it stopped, in this run (up to
-    ``attempts`` times) or the next one (the part file is kept). Returns how often it resumed.
+    ``attempts`` times) or the next one (the part file is kept), only for content we can name
+    (see :func:`_fingerprint`). Returns how often it resumed.
     """
     with resumable_write(dest, _fingerprint(expected)) as fh:
         fd = fh.fileno()
@@ -160,11 +220,17 @@ def _transfer(store: Store, expected: Expected, fd: int, digests: Digests, progr
     for attempt in range(attempts):
         try:
             if digests.size < expected.size or (expected.size == 0 and attempt == 0):
-                store.read(expected.key, writer, start=digests.size, size=expected.size, progress=progress)
+                store.read(expected.key, writer, start=digests.size, size=expected.size, progress=progress,
+                           if_match=expected.pin)
             return attempt
         except ObjectNotFound:
-            raise NotFound(f"{expected.key} is recorded but its data is not there (yet)",
-                           "if a push of it is running, wait for it; else see: tychoreg gc") from None
+            os.ftruncate(fd, digests.size)
+            raise NotFound(f"{expected.key} was deleted while it was being downloaded",
+                           "pull again; if it is gone, see the versions with: tychoreg list-versions") from None
+        except PreconditionFailed:
+            os.ftruncate(fd, digests.size)
+            raise NotFound(f"{expected.key} was replaced while it was being downloaded (deleted and pushed "
+                           "again)", "pull again") from None
         except TransferInterrupted:
             os.ftruncate(fd, digests.size)  # ranges written beyond the hashed prefix go
             if attempt == attempts - 1:
@@ -176,7 +242,17 @@ def _transfer(store: Store, expected: Expected, fd: int, digests: Digests, progr
     return attempts
 
 
-def _fingerprint(expected: Expected) -> str:
-    """Names the part file after the content it will hold, so only the same bytes are resumed."""
-    source = expected.sha256 or (expected.etag.etag if expected.etag else "")
+def _fingerprint(expected: Expected) -> str | None:
+    """Names the part file after the content it will hold, so only the same bytes are resumed:
+    the SHA-256, else the ETag we recompute (MD5), else the stored object's ETag, which every
+    resumed read is conditional on. None when nothing names the content (a version without a
+    record on a store without ETags): such a download is never resumed."""
+    if expected.sha256:
+        source = expected.sha256
+    elif expected.etag:
+        source = expected.etag.etag
+    elif expected.pin:
+        source = hashlib.sha256(expected.pin.strip('"').encode()).hexdigest()
+    else:
+        return None
     return "".join(c for c in source if c in "0123456789abcdef")[:16] + f"-{expected.size}"

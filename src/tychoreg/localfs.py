@@ -70,7 +70,7 @@ def _locked_part(part: Path) -> BinaryIO | None:
 
 
 @contextmanager
-def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
+def resumable_write(path: Path, tag: str | None) -> Iterator[BinaryIO]:
     """Yield a temporary file that replaces ``path`` when the block completes without error.
 
     The temporary file ``.NAME.TAG.part`` sits beside ``path`` and survives an interruption so
@@ -83,8 +83,8 @@ def resumable_write(path: Path, tag: str) -> Iterator[BinaryIO]:
     keep = True
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = _locked_part(part)
-        if fh is None:  # a concurrent pull of the same version to the same place holds it
+        fh = _locked_part(part) if tag is not None else None
+        if fh is None:  # not resumable, or a concurrent pull of the same version to the same place holds it
             part, keep = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp"), False
             fh = open(part, "w+b")
     except OSError as exc:

@@ -8,7 +8,7 @@ damage instead of being trusted.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ FORMAT = 1
 #: The key of ``tycho.json`` under which tychoreg keeps what 0.4.0 does not know (tags, yanks).
 EXTENSION = "tychoreg"
 _HEX64 = frozenset("0123456789abcdef")
+#: The data object's metadata name for the push that wrote it (S3 ``x-amz-meta-tycho-push-id``).
+PUSH_ID = "tycho-push-id"
+#: Claims a record may remember having taken over (each took a claim timeout to become stale).
+MAX_REPLACED = 16
 
 
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -26,6 +30,8 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise IntegrityError(f"{what} is not valid JSON", "repair or re-create it") from None
+    except RecursionError:  # nested deeper than any document of ours; planted or damaged
+        raise IntegrityError(f"{what} is nested too deeply to be a document of ours", "repair or re-create it") from None
     if not isinstance(data, dict):
         raise IntegrityError(f"{what} is not a JSON object", "repair or re-create it")
     return data
@@ -120,7 +126,14 @@ class PackageDoc:
 
 @dataclass(frozen=True)
 class VersionRecord:
-    """``PKG/.tycho/versions/VERSION.json``: written once, before the data becomes visible."""
+    """``PKG/.tycho/versions/VERSION.json``: written once, before the data becomes visible.
+
+    ``push_id`` names the push that wrote it; the same id is in the data object's metadata
+    (:data:`PUSH_ID`), so a reader can tell whether this record describes the stored bytes.
+    ``replaced`` keeps the claims this record took over (stale ones, see docs/FORMAT.md): if
+    the push that made one of them was alive after all and committed its data, that claim is
+    the record that describes the data, and nothing is lost.
+    """
 
     version: str
     size: int
@@ -128,31 +141,65 @@ class VersionRecord:
     pushed_at: str
     pushed_by: str | None = None
     note: str | None = None
+    push_id: str | None = None
+    replaced: tuple[VersionRecord, ...] = ()
 
     @classmethod
     def parse(cls, package: str, version: str, raw: bytes) -> VersionRecord:
         return cls.from_object(package, version, _load_object(raw, f"the record of {package} {version}"))
 
     @classmethod
-    def from_object(cls, package: str, version: str, data: dict[str, Any]) -> VersionRecord:
+    def from_object(cls, package: str, version: str, data: dict[str, Any], *, nested: bool = False) -> VersionRecord:
         what = f"the record of {package} {version}"
         size, sha = data.get("size"), data.get("sha256")
         if (data.get("version") != version or not isinstance(size, int) or isinstance(size, bool)
                 or size < 0 or not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64):
             raise IntegrityError(f"{what} is damaged (wrong version, size or sha256)",
-                                 f"repair or remove {package}/.tycho/versions/{version}.json; without it the "
-                                 "version pulls unverified")
+                                 f"repair or remove {package}/.tycho/versions/{version}.json")
         pushed_at = data.get("pushed_at")
-        by, note = data.get("pushed_by"), data.get("note")
+        by, note, push_id = data.get("pushed_by"), data.get("note"), data.get("push_id")
+        replaced: tuple[VersionRecord, ...] = ()
+        earlier = data.get("replaced")
+        if not nested and isinstance(earlier, list):
+            replaced = tuple(cls.from_object(package, version, e, nested=True) for e in earlier[:MAX_REPLACED]
+                             if isinstance(e, dict) and _well_formed(e, version))
         return cls(version, size, sha, pushed_at if isinstance(pushed_at, str) else "",
-                   by if isinstance(by, str) else None, note if isinstance(note, str) else None)
+                   by if isinstance(by, str) else None, note if isinstance(note, str) else None,
+                   push_id if isinstance(push_id, str) and push_id else None, replaced)
+
+    def replacing(self, old: VersionRecord) -> VersionRecord:
+        """This claim, taking over ``old``: it remembers ``old`` and what ``old`` remembered."""
+        earlier = (replace(old, replaced=()), *old.replaced)
+        return replace(self, replaced=tuple(r for r in earlier if r.push_id)[:MAX_REPLACED])
+
+    def describing(self, data_push_id: str | None) -> VersionRecord | None:
+        """The record (this one, or one it replaced) that describes data written by the push
+        ``data_push_id``; None when none does. Data or records from before push ids (or from
+        a store that keeps no metadata) are taken to be described by this record."""
+        if data_push_id is None or self.push_id is None or self.push_id == data_push_id:
+            return self
+        return next((r for r in self.replaced if r.push_id == data_push_id), None)
 
     def to_object(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": self.version, "size": self.size, "sha256": self.sha256,
-                "pushed_at": self.pushed_at, "pushed_by": self.pushed_by, "note": self.note}
+        out: dict[str, Any] = {"format": FORMAT, "version": self.version, "size": self.size,
+                               "sha256": self.sha256, "pushed_at": self.pushed_at, "pushed_by": self.pushed_by,
+                               "note": self.note}
+        if self.push_id:
+            out["push_id"] = self.push_id
+        if self.replaced:
+            out["replaced"] = [r.to_object() for r in self.replaced]
+        return out
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_object(), indent=2).encode()
+
+
+def _well_formed(data: dict[str, Any], version: str) -> bool:
+    try:
+        VersionRecord.from_object("", version, data, nested=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

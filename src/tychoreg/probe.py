@@ -1,15 +1,17 @@
 """Does the store really enforce conditional writes? Asked once per registry and machine.
 
 Some S3-compatible stores accept ``If-None-Match``/``If-Match`` and ignore them. On such a store
-two concurrent pushes of one version could both "win", and concurrent promotes could lose an
-update. We create a probe object twice with create-if-absent: the second must be refused. The
-answer is remembered in the user's cache directory so the check costs three requests, once.
+two concurrent pushes of one version could both "win", concurrent promotes could lose an update,
+and a conditional delete could remove someone else's claim. We create a probe object, then try
+to create it again, replace it and delete it with a wrong ETag: all three must be refused. The
+answer is remembered in the user's cache directory so the check costs a few requests, once.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import StorageError
@@ -36,20 +38,23 @@ def _load() -> dict[str, bool]:
 
 
 def enforces_conditional_writes(store: Store) -> bool:
-    """True when the store refuses a second create of the same key (cached per location)."""
+    """True when the store refuses a second create of one key, a replace with a wrong ETag and a
+    delete with a wrong ETag (cached per store: endpoint and location, since two servers may
+    hold buckets of one name)."""
     if not getattr(store, "probe_conditional_writes", False):
         return True
+    where = getattr(store, "identity", store.location)
     known = _load()
-    if store.location in known:
-        return bool(known[store.location])
+    if where in known:
+        return bool(known[where])
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    wrong = '"00000000000000000000000000000000"'
     try:
         store.put_if_absent(key, b"first")
-        try:
-            store.put_if_absent(key, b"second")
-            enforced = False
-        except PreconditionFailed:
-            enforced = True
+        enforced = (_refused(lambda: store.put_if_absent(key, b"second"))
+                    and _refused(lambda: store.put_if_match(key, b"third", wrong))
+                    and _refused(lambda: store.delete_if_match(key, wrong))
+                    and store.get(key)[0] == b"first")
     except StorageError:
         return True  # cannot tell (e.g. no write access); the push itself will say what is wrong
     finally:
@@ -57,7 +62,7 @@ def enforces_conditional_writes(store: Store) -> bool:
             store.delete(key)
         except StorageError:
             pass
-    known[store.location] = enforced
+    known[where] = enforced
     try:
         path = _cache_file()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,3 +70,11 @@ def enforces_conditional_writes(store: Store) -> bool:
     except OSError:
         pass
     return enforced
+
+
+def _refused(write: Callable[[], object]) -> bool:
+    try:
+        write()
+    except PreconditionFailed:
+        return True
+    return False

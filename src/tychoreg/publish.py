@@ -1,16 +1,28 @@
-"""Publishing one version: stage, claim, commit (docs/FORMAT.md, "Publishing a version").
+"""Publishing one version: stage, claim, commit, confirm (docs/FORMAT.md, "Publishing a version").
 
-The record is the claim: of concurrent pushes of one version, exactly one creates it. The data
-key is what makes the version visible, so it is committed last, with create-if-absent. Because
-requests are retried (by boto3, on 5xx and timeouts), a conditional write may fail *because our
-own first attempt succeeded*; each step therefore recognises its own write before concluding
-that someone else won. A push that fails after claiming releases its claim (only if the claim is
-still its own), so retrying works at once.
+The record is the claim: of concurrent pushes of one version, exactly one holds it at a time.
+The data key is what makes the version visible, so it is committed last, with create-if-absent.
+Every push has a random id, written both into its record and into its data object's metadata,
+so whoever reads the two can tell whether the record describes the data.
+
+A claim whose push seems dead (older than the claim timeout) may be taken over, but the old push
+may be alive after all (suspended, or its clock is off): it then commits data that the current
+record does not describe. So a commit is only ever followed by a *confirm*: the pusher re-reads
+the record and, if it is no longer its own, puts its own back (compare-and-swap). The taker
+keeps the claims it replaced inside its record, so even if the old push dies between commit and
+confirm, readers find the record that describes the data. A push that loses never deletes a
+record once data exists; it deletes its claim only while no data is there, or when the data
+came from a client that does not claim at all (tycho-station 0.4.0).
+
+Because requests are retried (by boto3, on 5xx and timeouts), a conditional write may fail
+*because our own first attempt succeeded*; each step recognises its own write (the same bytes
+for a claim, our push id on the data) before concluding that someone else won.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,14 +31,16 @@ from typing import BinaryIO
 from . import layout
 from .errors import AlreadyExists, IntegrityError, StorageError, UsageError
 from .integrity import Digests, HashingReader
-from .models import VersionRecord
-from .store import ObjectNotFound, PreconditionFailed, StagedUpload, Store
-from .store.base import Progress, same_etag
+from .models import PUSH_ID, VersionRecord
+from .store import GuardChanged, ObjectNotFound, PreconditionFailed, StagedUpload, Store
+from .store.base import ObjectInfo, Progress, same_etag
 
 #: A claim (record without data) older than this belongs to a push that died; it may be taken
 #: over. The window between claim and commit is one request, so an hour is generous.
 STALE_CLAIM = timedelta(hours=1)
 CLAIM_TIMEOUT_ENV = "TYCHOREG_CLAIM_TIMEOUT"
+#: Rounds of compare-and-swap when confirming a record against concurrent takers.
+CONFIRM_ATTEMPTS = 8
 
 
 def _claim_timeout() -> timedelta:
@@ -43,6 +57,11 @@ def now_iso() -> str:
 def already_exists(package: str, version: str) -> AlreadyExists:
     return AlreadyExists(f"version {version} of package {package} already exists; versions are immutable",
                          "push a new version number")
+
+
+def being_pushed(package: str, version: str) -> AlreadyExists:
+    return AlreadyExists(f"version {version} of package {package} is being pushed by someone else",
+                         f"wait, then check with: tychoreg list-versions {package}")
 
 
 def open_source(path: Path) -> BinaryIO:
@@ -64,87 +83,198 @@ def publish(store: Store, package: str, version: str, source: BinaryIO, *, ident
     data_key = layout.data(package, version)
     if store.head(data_key) is not None:
         raise already_exists(package, version)
+    push_id = secrets.token_hex(16)
     digests = Digests()
-    staged = store.stage(data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress)
-    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note)
+    staged = store.stage(data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress,
+                         meta={PUSH_ID: push_id})
+    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note, push_id)
     try:
         if staged.size != digests.size:
             raise StorageError(f"upload of {source.name} was incomplete ({staged.size} of {digests.size} bytes)")
-        claim = _claim(store, package, record)
+        record, claim = _claim(store, package, record)
     except BaseException:
         staged.abort()
         raise
-    _commit(store, package, version, staged, claim)
+    _Push(store, package, record, staged).commit(claim)
     return record
 
 
-def _claim(store: Store, package: str, record: VersionRecord) -> str:
-    """Create the version's record and return its etag, or raise if another push holds it."""
-    key, body = layout.record(package, record.version), record.to_bytes()
+def _claim(store: Store, package: str, record: VersionRecord) -> tuple[VersionRecord, str]:
+    """Create the version's record (or take over a stale one); return it and its etag, or raise
+    if another push holds it or the version exists."""
+    key = layout.record(package, record.version)
+    written = {record.to_bytes()}  # what we may have written, to recognise a retried request
     try:
-        return store.put_if_absent(key, body)
+        return record, store.put_if_absent(key, record.to_bytes())
     except PreconditionFailed:
         pass
-    try:
-        raw, etag = store.get(key)
-    except ObjectNotFound:  # released meanwhile: one more try, and no more
-        return store.put_if_absent(key, body)
-    if raw == body:
-        return etag  # our own write, answered 412 on a retried request
-    if store.head(layout.data(package, record.version)) is not None:
-        raise already_exists(package, record.version)
-    if _is_stale(store, key, raw, package, record.version):
+    for _ in range(3):
         try:
-            return store.put_if_match(key, body, etag)
+            raw, etag = store.get(key)
+        except ObjectNotFound:  # released meanwhile: take it
+            try:
+                return record, store.put_if_absent(key, record.to_bytes())
+            except PreconditionFailed:
+                continue
+        if raw in written:
+            return _own(record, raw, package), etag  # our own write, answered 412 on a retried request
+        if store.head(layout.data(package, record.version)) is not None:
+            raise already_exists(package, record.version)
+        if not _is_stale(store, key, raw, package, record.version):
+            raise being_pushed(package, record.version)
+        taker = _taking_over(record, raw, package)
+        written.add(taker.to_bytes())
+        try:
+            return taker, store.put_if_match(key, taker.to_bytes(), etag)
         except PreconditionFailed:
-            pass
-    raise AlreadyExists(f"version {record.version} of package {package} is being pushed by someone else",
-                        f"wait, then check with: tychoreg list-versions {package}")
+            continue  # changed meanwhile (or our own retried write landed): look again
+    raise being_pushed(package, record.version)
+
+
+def _own(record: VersionRecord, raw: bytes, package: str) -> VersionRecord:
+    return VersionRecord.parse(package, record.version, raw)
+
+
+def _taking_over(record: VersionRecord, raw: bytes, package: str) -> VersionRecord:
+    """Our record, remembering the stale claim it replaces (a damaged one is not remembered)."""
+    try:
+        return record.replacing(VersionRecord.parse(package, record.version, raw))
+    except IntegrityError:
+        return record
 
 
 def _is_stale(store: Store, key: str, raw: bytes, package: str, version: str) -> bool:
-    """Is this claim older than the claim timeout? By the store's clock if known, else the record's."""
+    """Is this claim older than the claim timeout? Measured by the store's clock when it tells
+    both the claim's time and its own (so a client whose clock is off cannot mistake a fresh
+    claim for a dead one), else by the record's own time."""
     info = store.head(key)
-    started = info.modified if info is not None else None
-    if started is None:
+    age = info.age_seconds() if info is not None else None
+    if age is None:
         try:
             started = datetime.fromisoformat(VersionRecord.parse(package, version, raw).pushed_at.replace("Z", "+00:00"))
         except (IntegrityError, ValueError):
             return True  # a damaged claim that no push could have written
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=timezone.utc)
-    return datetime.now(timezone.utc) - started > _claim_timeout()
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=timezone.utc)
+        age = (datetime.now(timezone.utc) - started).total_seconds()
+    return age >= _claim_timeout().total_seconds()  # (a timeout of 0 means: every claim)
 
 
-def _commit(store: Store, package: str, version: str, staged: StagedUpload, claim: str) -> None:
-    """Make the data visible; on failure, recognise our own landed write or release the claim."""
-    try:
-        staged.commit()
-        return
-    except PreconditionFailed:
-        if _landed(store, package, version, staged):
+class _Push:
+    """The steps after claiming: commit the data, then confirm that the record describes it."""
+
+    def __init__(self, store: Store, package: str, record: VersionRecord, staged: StagedUpload) -> None:
+        self.store, self.package, self.record, self.staged = store, package, record, staged
+        self.version = record.version
+        self.key = layout.record(package, record.version)
+
+    def commit(self, claim: str) -> None:
+        for attempt in range(3):
+            try:
+                self.staged.commit(guard=(self.key, claim))
+            except GuardChanged:
+                # File backend: our claim changed before the data went in (taken over as stale,
+                # or removed by gc), so nothing was committed. Claim again; if someone else
+                # holds the version now, they win.
+                try:
+                    if attempt == 2:
+                        raise being_pushed(self.package, self.version) from None
+                    self.record, claim = _claim(self.store, self.package, self.record)
+                except BaseException:
+                    self.staged.abort()
+                    raise
+                continue
+            except PreconditionFailed:
+                info = self._data()
+                if info is None or not self._ours(info):
+                    self._lost(info, claim)
+                    raise already_exists(self.package, self.version) from None
+            except BaseException as exc:
+                info = self._data(quiet=True)
+                if info is None or not self._ours(info):
+                    self._lost(info, claim)
+                    if isinstance(exc, ObjectNotFound):  # the staged data went (gc of a stalled push)
+                        raise StorageError(f"the upload of {self.package} {self.version} was removed before it "
+                                           "could be committed (by tychoreg gc?)", "push it again") from None
+                    raise
+            break  # committed (or our commit landed and only its answer was lost)
+        self._confirm()
+
+    def _data(self, quiet: bool = False) -> ObjectInfo | None:
+        try:
+            return self.store.head(layout.data(self.package, self.version))
+        except StorageError:
+            if quiet:
+                return None
+            raise
+
+    def _ours(self, info: ObjectInfo) -> bool:
+        """Is the stored data our own write? By our push id where the store keeps metadata,
+        else by size and ETag (which SSE-KMS and SSE-C buckets do not make from the content)."""
+        if PUSH_ID in info.meta:
+            return info.meta[PUSH_ID] == self.record.push_id
+        return info.size == self.staged.size and same_etag(info.etag, self.staged.etag)
+
+    def _lost(self, info: ObjectInfo | None, claim: str) -> None:
+        """We did not commit. Release our claim if no data is there, or if the data was made by a
+        client that does not claim (0.4.0); if it was made by a push whose claim we took over,
+        put that push's record back. Never delete a record that describes data."""
+        if info is not None and self._ours(info):
             return
-        _release(store, package, version, claim)
-        # A client that does not claim (tycho-station 0.4.0) created the data: theirs stands.
-        raise already_exists(package, version) from None
-    except BaseException:
-        if _landed(store, package, version, staged):
-            return
-        _release(store, package, version, claim)
-        raise
+        push_id = info.meta.get(PUSH_ID) if info is not None else None
+        try:
+            if push_id is None:
+                self.store.delete_if_match(self.key, claim)
+                return
+            owner = self.record.describing(push_id)
+            if owner is not None and owner is not self.record:
+                self.store.put_if_match(self.key, owner.to_bytes(), claim)
+        except StorageError:
+            pass  # best effort: no longer ours (someone confirmed or took it), or unreachable
+
+    def _confirm(self) -> None:
+        """Make the record ours again if a taker replaced (or gc removed) it while we committed;
+        unless the data is no longer ours (deleted, and maybe pushed again by someone else)."""
+        for _ in range(CONFIRM_ATTEMPTS):
+            try:
+                raw, etag = self.store.get(self.key)
+            except ObjectNotFound:
+                raw, etag = b"", ""
+            try:
+                current = VersionRecord.parse(self.package, self.version, raw) if raw else None
+            except IntegrityError:
+                current = None
+            if current is not None and current.push_id == self.record.push_id:
+                return
+            info = self._data(quiet=True)
+            if info is None or not self._ours(info):
+                return  # deleted meanwhile: nothing of ours to describe
+            try:
+                if raw:
+                    self.store.put_if_match(self.key, self.record.to_bytes(), etag)
+                else:
+                    self.store.put_if_absent(self.key, self.record.to_bytes())
+                return
+            except PreconditionFailed:
+                continue
+        raise StorageError(f"{self.package} {self.version} was committed, but its record kept changing under us",
+                           f"check it with: tychoreg verify {self.package} {self.version}")
 
 
-def _landed(store: Store, package: str, version: str, staged: StagedUpload) -> bool:
+def withdraw(store: Store, package: str, record: VersionRecord) -> None:
+    """Remove a version we just pushed (its package was deleted meanwhile), but only what is
+    still ours: after a delete, someone may already have pushed that version number again."""
+    data = layout.data(package, record.version)
+    key = layout.record(package, record.version)
     try:
-        info = store.head(layout.data(package, version))
-    except StorageError:
-        return False
-    return info is not None and info.size == staged.size and same_etag(info.etag, staged.etag)
-
-
-def _release(store: Store, package: str, version: str, claim: str) -> None:
-    """Delete our claim, unless it is no longer ours; best effort."""
-    try:
-        store.delete_if_match(layout.record(package, version), claim)
-    except StorageError:
-        pass
+        info = store.head(data)
+        if info is not None and info.meta.get(PUSH_ID, record.push_id) == record.push_id:
+            if info.etag:
+                store.delete_if_match(data, info.etag)
+            else:
+                store.delete(data)
+        raw, etag = store.get(key)
+        if VersionRecord.parse(package, record.version, raw).push_id == record.push_id:
+            store.delete_if_match(key, etag)
+    except (StorageError, IntegrityError):
+        pass  # gone already, or no longer ours

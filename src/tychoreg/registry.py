@@ -26,6 +26,8 @@ from .cache import Cache
 from .cache import default_root as default_cache_root
 from .config import DEFAULT_EXTRACT_LIMIT, Settings, load_settings
 from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
+from .known import KnownDigests
+from .known import default_root as default_known_root
 from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
 from .names import (check_filename, check_package, check_selector, check_tag, check_version, is_constraint,
                     is_valid_segment)
@@ -96,7 +98,8 @@ class Registry:
 
     def __init__(self, store: Store, *, outdir: str | os.PathLike[str] = "tycho_packages",
                  identity: str | None = None, warn: Callable[[str], None] | None = None,
-                 cache: Cache | None = None, extract_limit: int = DEFAULT_EXTRACT_LIMIT) -> None:
+                 cache: Cache | None = None, extract_limit: int = DEFAULT_EXTRACT_LIMIT,
+                 known: KnownDigests | None = None) -> None:
         self.store = store
         self.outdir = Path(outdir)
         self.identity = identity
@@ -104,6 +107,8 @@ class Registry:
         #: The shared download cache (None: download straight to the destination).
         self.cache = cache
         self.extract_limit = extract_limit
+        #: The digests this machine verified before (None: remember nothing).
+        self.known = known
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | None = None, *,
@@ -116,8 +121,10 @@ class Registry:
         tuning = {k: v for k, v in (("part_size", settings.part_size), ("concurrency", settings.concurrency))
                   if v is not None}
         cache = Cache(default_cache_root(), settings.cache_limit) if settings.cache else None
-        return cls(open_store(settings.backend, settings.options, **tuning), outdir=settings.outdir,
-                   identity=settings.identity, warn=warn, cache=cache, extract_limit=settings.extract_limit)
+        store = open_store(settings.backend, settings.options, **tuning)
+        known = KnownDigests(default_known_root(), getattr(store, "identity", store.location))
+        return cls(store, outdir=settings.outdir, identity=settings.identity, warn=warn, cache=cache,
+                   extract_limit=settings.extract_limit, known=known)
 
     @property
     def location(self) -> str:
@@ -145,7 +152,7 @@ class Registry:
                 return PackageInfo(name, doc.checked_latest(), doc.localname)
             except NotFound:
                 return None
-            except IntegrityError as exc:
+            except IntegrityError as exc:  # damaged or planted (too large, too deep, a link): this one only
                 return PackageInfo(name, None, None, problem=str(exc))
 
         return [info for info in _parallel(load, names) if info is not None]
@@ -221,6 +228,8 @@ class Registry:
                                f"see the versions with: tychoreg list-versions {package}")
             try:
                 record: catalog.Known = fetch.read_record(self.store, package, exact)
+                if record is not None:
+                    record = fetch.describing(package, exact, record, head)
             except IntegrityError as exc:
                 record = str(exc)
             return self._describe(doc, exact, head.size, record)
@@ -284,6 +293,8 @@ class Registry:
                 rec = publish(self.store, package, version, source, identity=self.identity or default_identity(),
                               note=note, progress=progress(f"{package} {version}", size) if progress else None)
                 info = VersionInfo(version, rec.size, rec.sha256, rec.pushed_at, rec.pushed_by, rec.note)
+                if self.known:
+                    self.known.remember(package, version, rec.sha256)
             except AlreadyExists:
                 if not skip_existing:
                     raise
@@ -291,8 +302,9 @@ class Registry:
                 skipped = True
         if not skipped and self.store.head(layout.package_doc(package)) is None:
             # The package was deleted while we pushed: do not leave a version behind without it.
-            self.store.delete(layout.data(package, version))
-            self.store.delete(layout.record(package, version))
+            from .publish import withdraw
+
+            withdraw(self.store, package, rec)
             raise NotFound(f"package {package} was deleted while {version} was being pushed; nothing was kept",
                            f"create it again with: tychoreg init {package} FILENAME")
         if promote_latest:
@@ -413,26 +425,43 @@ class Registry:
         check_package(package)
         doc, _ = self._doc(package)
         version = self._exact(package, doc, version)
-        visible = self._visible(package)
-        if version not in visible:
-            raise NotFound(f"no version {version} of package {package}",
+        missing = NotFound(f"no version {version} of package {package}",
                            f"see the versions with: tychoreg list-versions {package}")
         from .ranges import resolve
 
         by = self.identity or default_identity()
+        moved: list[str | None] = []
 
         def change(doc: PackageDoc) -> None:
+            # Listed inside the compare-and-swap loop: a version deleted since an earlier attempt
+            # is never chosen (and the check after writing catches one deleted during it).
+            visible = self._visible(package)
+            if version not in visible:
+                raise missing
             successor = resolve("*", visible, yanked={*doc.yanked, version})
-            if doc.latest == version:
+            if doc.latest == version or (moved and doc.latest == moved[-1] and doc.latest not in visible):
                 if not move_latest:
                     raise ConfirmationNeeded(f"{package} {version} is what latest means; yanking it moves latest "
                                              f"to {successor or 'nothing (unset)'}", "pass --yes to go ahead")
                 doc.latest = successor
+                moved.append(successor)
             old_reason = doc.yanked.get(version, {}).get("reason")
             doc.set_yanked(version, {"reason": reason if reason is not None else old_reason,
                                      "at": _now_iso(), "by": by})
 
-        return self._update_doc(package, change).latest
+        for _ in range(CAS_ATTEMPTS):
+            latest = self._update_doc(package, change).latest
+            # Like promote (see _point): check after writing. A delete removes the data and then
+            # the references, so one of the two sees the other.
+            if self.store.head(layout.data(package, version)) is None:
+                self._drop_refs(package, version, yank_too=True)
+                raise missing
+            if latest is None or latest != (moved[-1] if moved else None):
+                return latest
+            if self.store.head(layout.data(package, latest)) is not None:
+                return latest
+        raise StorageError(f"could not yank {package} {version}: versions kept disappearing under us",
+                           "try again")
 
     def unyank(self, package: str, version: str) -> None:
         """Make a yanked version resolvable again (``latest`` is left as it is)."""
@@ -461,14 +490,21 @@ class Registry:
         if self.store.head(layout.data(package, version)) is None:
             raise NotFound(f"no version {version} of package {package}",
                            f"see the versions with: tychoreg list-versions {package}")
+        # The record's ETag is read before the data goes: once the version is invisible, a new
+        # push of it may take the old record over, and its claim must survive our delete.
+        try:
+            _, record_etag = self.store.get(layout.record(package, version))
+        except ObjectNotFound:
+            record_etag = None
+        except IntegrityError:
+            record_etag = None
         removed = self._drop_refs(package, version, refuse_tagged=not force)
         self.store.delete(layout.data(package, version))
-        try:
-            _, etag = self.store.get(layout.record(package, version))
-            if self.store.head(layout.data(package, version)) is None:
-                self.store.delete_if_match(layout.record(package, version), etag)
-        except (ObjectNotFound, PreconditionFailed):
-            pass  # no record, or a new push of this version has claimed it meanwhile
+        if record_etag is not None:
+            try:
+                self.store.delete_if_match(layout.record(package, version), record_etag)
+            except (ObjectNotFound, PreconditionFailed):
+                pass  # a new push of this version has claimed it meanwhile: it stays
         return sorted(set(removed) | set(self._drop_refs(package, version, yank_too=True)))
 
     def _delete_package(self, package: str, *, force: bool) -> list[str]:
@@ -518,9 +554,12 @@ class Registry:
     # -- pulling -------------------------------------------------------------------------
     def pull(self, package: str, version: str = "latest", *, outfile: str | os.PathLike[str] | None = None,
              force: bool = False, pre: bool = False, progress: ProgressFactory | None = None,
-             extract: str | os.PathLike[str] | None = None) -> PullResult:
+             extract: str | os.PathLike[str] | None = None, allow_unverified: bool = False) -> PullResult:
         """Download a version (exact, ``latest``, a tag or a range) to ``outfile`` or
-        ``OUTDIR/localname``, verified, atomically; with ``extract``, unpack it into that folder."""
+        ``OUTDIR/localname``, verified, atomically; with ``extract``, unpack it into that folder.
+
+        ``allow_unverified`` takes a version whose record is missing although it once had one
+        (see :func:`tychoreg.fetch.expected_for`) by size and ETag, as a 0.4.0 version."""
         check_package(package)
         check_selector(version)
         if outfile is not None and Path(outfile).is_dir():
@@ -531,7 +570,7 @@ class Registry:
             dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
         else:
             dest = Path(extract)
-        expected = fetch.expected_for(self.store, package, exact)
+        expected = fetch.expected_for(self.store, package, exact, allow_unverified=allow_unverified, known=self.known)
         yank = doc.yanked.get(exact)
         marks = {"yanked": yank is not None, "yank_reason": yank.get("reason") if yank else None}
         return self.install(package, exact, expected, dest, extract=extract is not None, force=force,
@@ -548,6 +587,8 @@ class Registry:
             done = deliver.to_folder(source, dest, limit=self.extract_limit, force=force, progress=watch)
         else:
             done = deliver.to_file(source, dest, force=force, progress=watch)
+        if self.known and expected.sha256:
+            self.known.remember(package, version, expected.sha256)
         return PullResult(package, version, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
                           resumes=done.resumes, from_cache=done.from_cache, extracted=extract, **marks)
 
@@ -557,7 +598,7 @@ class Registry:
         check_selector(selector)
         doc, _ = self._doc(package)
         exact = self._select(package, doc, selector, pre=pre)
-        expected = fetch.expected_for(self.store, package, exact)
+        expected = fetch.expected_for(self.store, package, exact, known=self.known)
         return Resolved(package, exact, expected.sha256, expected.size, doc.checked_localname())
 
     def pull_many(self, packages: Sequence[str], *, force: bool = False, progress: ProgressFactory | None = None,

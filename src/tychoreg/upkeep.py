@@ -16,7 +16,7 @@ from . import fetch, layout
 from .errors import TychoError, UsageError
 from .integrity import Digests, Discard, HashingWriter
 from .store import PreconditionFailed, Store
-from .store.base import Leftover
+from .store.base import Leftover, same_etag
 
 DEFAULT_GC_AGE = timedelta(hours=24)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)\Z")
@@ -38,6 +38,8 @@ class Debris:
     size: int | None
     since: datetime | None
     leftover: Leftover | None = None
+    #: The age it must still have, by the store's clock, when it is removed.
+    age: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ def verify_one(store: Store, package: str, version: str) -> Verified:
     try:
         expected = fetch.expected_for(store, package, version)
         digests = Digests(expected.etag)
-        store.read(expected.key, HashingWriter(Discard(), digests))  # type: ignore[arg-type]
+        store.read(expected.key, HashingWriter(Discard(), digests), size=expected.size,  # type: ignore[arg-type]
+                   if_match=expected.pin)
     except TychoError as exc:
         return Verified(package, version, False, "-", str(exc))
     if expected.matches(digests):
@@ -82,19 +85,34 @@ def find_debris(store: Store, packages: list[str], older_than: timedelta) -> lis
         for info in store.list(layout.records_prefix(package)):
             version = layout.version_of_record(package, info.key)
             if version and version not in visible and old(info.modified):
-                found.append(Debris("orphaned claim", info.key, info.size, info.modified))
+                found.append(Debris("orphaned claim", info.key, info.size, info.modified, age=older_than))
     return found
 
 
 def remove_debris(store: Store, item: Debris) -> bool:
-    """Remove one piece of debris; False when it changed meanwhile (then it is left alone)."""
+    """Remove one piece of debris; False when it changed meanwhile (then it is left alone).
+
+    An orphaned claim is read first (its ETag pins what we may delete), then asked for again to
+    check its age by the store's clock *after* the read: a push that took the claim over between
+    our listing and our read has made it young again, and one that takes it over after the check
+    changes its ETag, so our conditional delete fails. Only then is the data checked (a claim
+    whose data arrived is a real version now)."""
     if item.leftover is not None:
         store.remove_leftover(item.leftover)
         return True
-    package, version = item.key.split("/", 1)[0], layout.version_of_record(item.key.split("/", 1)[0], item.key)
+    package = item.key.split("/", 1)[0]
+    version = layout.version_of_record(package, item.key)
+    if version is None:
+        return False
     try:
         _, etag = store.get(item.key)
-        if version is None or store.head(layout.data(package, version)) is not None:
+        info = store.head(item.key)
+        if info is None or (info.etag and not same_etag(info.etag, etag)):
+            return False
+        age = info.age_seconds()
+        if age is not None and item.age is not None and age <= item.age.total_seconds():
+            return False
+        if store.head(layout.data(package, version)) is not None:
             return False  # its data arrived: a real version now
         store.delete_if_match(item.key, etag)
         return True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ObjectInfo, ObjectNotFound, PreconditionFailed, StagedUpload, Store
+from .base import GuardChanged, ObjectInfo, ObjectNotFound, PreconditionFailed, StagedUpload, Store
 
-__all__ = ["ObjectInfo", "ObjectNotFound", "PreconditionFailed", "StagedUpload", "Store", "open_store"]
+__all__ = ["GuardChanged", "ObjectInfo", "ObjectNotFound", "PreconditionFailed", "StagedUpload", "Store",
+           "open_store"]
 
 
 def open_store(backend: str, options: dict[str, Any], **tuning: int) -> Store:

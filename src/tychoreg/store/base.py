@@ -9,12 +9,12 @@ outcomes the domain acts on, and :class:`~tychoreg.errors.StorageError` for ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import BinaryIO, Protocol
 
-from ..errors import StorageError
+from ..errors import IntegrityError, StorageError
 
 #: The largest metadata document (tycho.json, a record) a store will read into memory.
 MAX_DOCUMENT = 16 * 1024 * 1024
@@ -39,6 +39,10 @@ class PreconditionFailed(StorageError):
     """A conditional write lost: the key exists (create) or changed (replace)."""
 
 
+class GuardChanged(PreconditionFailed):
+    """A guarded commit found its guard changed; the staged data is kept for another attempt."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a listing or a head request tells about one object."""
@@ -47,6 +51,22 @@ class ObjectInfo:
     size: int
     etag: str | None = None
     modified: datetime | None = None
+    #: User metadata written with the object (S3 ``x-amz-meta-*``; file: extended attributes).
+    #: Only :meth:`Store.head` fills it; listings do not carry it.
+    meta: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: The store's own clock when it answered (S3: the ``Date`` header), so ages are measured
+    #: by one clock (the one that set ``modified``) and a client whose clock is off cannot
+    #: mistake a fresh object for an old one.
+    answered: datetime | None = None
+
+    def age_seconds(self) -> float | None:
+        """How old the object is by the store's clock (ours if it gave none); None if unknown."""
+        if self.modified is None:
+            return None
+        now = self.answered or datetime.now(timezone.utc)
+        modified = self.modified if self.modified.tzinfo else self.modified.replace(tzinfo=timezone.utc)
+        now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        return (now - modified).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -67,10 +87,17 @@ class StagedUpload(Protocol):
     #: (lets a client recognise its own write after a retried request); None otherwise.
     etag: str | None
 
-    def commit(self) -> None:
+    def commit(self, guard: tuple[str, str] | None = None) -> None:
         """Make the data visible under the key if the key does not exist yet.
 
-        Raises :class:`PreconditionFailed` when the key exists; the staged data is then discarded.
+        ``guard`` is ``(key, etag)``: commit only while that other object still has that etag
+        (the push's claim). Stores that can check this atomically with the commit do so
+        (:attr:`Store.atomic_guard`); others ignore it, and the caller confirms its claim after
+        committing (docs/FORMAT.md, "Publishing a version").
+
+        Raises :class:`PreconditionFailed` when the key exists (the staged data is then
+        discarded), :class:`GuardChanged` when the guard no longer holds (the staged data is kept:
+        commit again with a new guard, or abort).
         """
 
     def abort(self) -> None:
@@ -82,6 +109,8 @@ class Store(Protocol):
 
     #: Where the store is, for messages (never holds a secret).
     location: str
+    #: True when :meth:`StagedUpload.commit` checks its ``guard`` atomically with the commit.
+    atomic_guard: bool
 
     def get(self, key: str) -> tuple[bytes, str]:
         """Return a small object's bytes and an etag for :meth:`put_if_match`.
@@ -114,14 +143,19 @@ class Store(Protocol):
         """Names of the immediate sub-folders of ``prefix`` (``prefix`` ends with ``/`` or is empty)."""
 
     def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
-              progress: Progress | None = None) -> StagedUpload:
-        """Upload everything ``source`` yields without making it visible; read it once, in order."""
+              progress: Progress | None = None, meta: Mapping[str, str] | None = None) -> StagedUpload:
+        """Upload everything ``source`` yields without making it visible; read it once, in order.
+
+        ``meta`` (short ASCII names and values) is kept with the object and returned by
+        :meth:`head`, where the store can keep it."""
 
     def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
-             progress: Progress | None = None) -> ObjectInfo:
+             progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
         """Stream the object (from byte ``start``) into ``sink``, in order.
 
-        ``size``, when the caller knows it, lets a store split the read into parallel ranges."""
+        ``size``, when the caller knows it, lets a store split the read into parallel ranges.
+        ``if_match`` (an etag from :meth:`head`) makes every request of the read conditional:
+        an object replaced since raises :class:`PreconditionFailed` instead of mixing bytes."""
 
     def leftovers(self) -> Iterator[Leftover]:
         """Staged uploads never committed nor aborted, anywhere in the registry."""
@@ -135,6 +169,7 @@ def same_etag(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and a.strip('"').lower() == b.strip('"').lower()
 
 
-def too_large(location: str, key: str, size: int) -> StorageError:
-    return StorageError(f"{location}/{key} is {size} bytes, too large for a metadata document "
+def too_large(location: str, key: str, size: int) -> IntegrityError:
+    """A planted or damaged document: refused, and treated like any other damaged one."""
+    return IntegrityError(f"{location}/{key} is {size} bytes, too large for a metadata document "
                         f"(limit {MAX_DOCUMENT}); it is damaged or planted", "repair or remove it")

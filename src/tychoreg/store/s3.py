@@ -13,14 +13,15 @@ import hashlib
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from ..errors import ConfigError, StorageError
 from .base import (MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress,
-                   TransferInterrupted, too_large)
-from .s3http import Fallback, LeanS3, Listed
+                   TransferInterrupted, same_etag, too_large)
+from .s3http import Fallback, LeanS3, Listed, http_date
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -74,14 +75,16 @@ def _client_kwargs(options: dict[str, Any], pool: int = 2 * CONCURRENCY) -> dict
 class _StagedPut:
     """A small object held in memory until commit: one PUT with If-None-Match."""
 
-    def __init__(self, store: S3Store, key: str, data: bytes) -> None:
+    def __init__(self, store: S3Store, key: str, data: bytes, meta: Mapping[str, str] | None = None) -> None:
         self._store, self._key, self._data, self.size = store, key, data, len(data)
+        self._meta = dict(meta or {})
         self.etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
-    def commit(self) -> str:
+    def commit(self, guard: tuple[str, str] | None = None) -> str:
+        # ``guard`` cannot be checked atomically on S3: the caller confirms its claim afterwards.
         with self._store._errors(self._key):
             return self._store.client.put_object(Bucket=self._store.bucket, Key=self._store._full(self._key),
-                                          Body=self._data, IfNoneMatch="*")["ETag"]
+                                                 Body=self._data, IfNoneMatch="*", Metadata=self._meta)["ETag"]
 
     def abort(self) -> None:
         self._data = b""
@@ -96,7 +99,7 @@ class _StagedMultipart:
         self._done = False
         self.etag = _multipart_etag(parts)
 
-    def commit(self) -> None:
+    def commit(self, guard: tuple[str, str] | None = None) -> None:
         try:
             with self._store._errors(self._key):
                 self._store.client.complete_multipart_upload(
@@ -135,6 +138,8 @@ class S3Store:
 
     #: Some S3-compatible stores accept conditional headers and ignore them: check (see probe.py).
     probe_conditional_writes = True
+    #: No request makes a commit conditional on another object: publishers confirm afterwards.
+    atomic_guard = False
 
     def __init__(self, options: dict[str, Any], *, part_size: int = PART_SIZE,
                  concurrency: int = CONCURRENCY) -> None:
@@ -142,6 +147,8 @@ class S3Store:
         self.bucket: str = options["bucket"]
         self.prefix: str = options.get("prefix", "")
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        #: Location plus endpoint: two servers may hold buckets of one name (see probe.py).
+        self.identity = f"{options.get('endpoint_url') or options.get('region_name') or ''}|{self.location}"
         self._options = options
         self._client: Any = None
         self._lean = LeanS3.for_options(options)
@@ -207,12 +214,12 @@ class S3Store:
             raise StorageError(f"S3 request for {where} failed: {exc}") from None
 
     # -- Store interface -----------------------------------------------------------------
-    def _lean_get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+    def _lean_get(self, key: str, limit: int, if_match: str | None = None) -> tuple[bytes, str] | None:
         """The object through the lean client; None when boto3 must be asked instead."""
         if not self._lean:
             return None
         try:
-            found = self._lean.get(self._full(key), limit)
+            found = self._lean.get(self._full(key), limit, if_match)
         except Fallback:
             return None
         if found is None:
@@ -276,7 +283,9 @@ class S3Store:
                 resp = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
         except ObjectNotFound:
             return None
-        return ObjectInfo(key, resp["ContentLength"], resp.get("ETag"), resp.get("LastModified"))
+        answered = http_date(resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
+        return ObjectInfo(key, resp["ContentLength"], resp.get("ETag"), resp.get("LastModified"),
+                          dict(resp.get("Metadata") or {}), answered)
 
     def first_part_size(self, key: str) -> int | None:
         try:
@@ -338,16 +347,18 @@ class S3Store:
                     yield common["Prefix"][len(full):].rstrip("/")
 
     def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
-              progress: Progress | None = None) -> _StagedPut | _StagedMultipart:
+              progress: Progress | None = None, meta: Mapping[str, str] | None = None,
+              ) -> _StagedPut | _StagedMultipart:
         # Parts grow for huge files so that no upload needs more than S3's 10,000 parts.
         part_size = max(self.part_size, -(-(size_hint or 0) // (MAX_PARTS - 100)))
         first = source.read(part_size)
         if len(first) < part_size:
             if progress:
                 progress(len(first))
-            return _StagedPut(self, key, first)
+            return _StagedPut(self, key, first, meta)
         with self._errors(key):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key))["UploadId"]
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key),
+                                                            Metadata=dict(meta or {}))["UploadId"]
         try:
             parts, size = self._upload_parts(key, upload_id, first, source, part_size, progress)
         except BaseException:
@@ -388,16 +399,19 @@ class S3Store:
         return parts, size
 
     def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
-             progress: Progress | None = None) -> ObjectInfo:
+             progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
         if size is not None and size - start >= 2 * self.part_size:
-            return self._read_ranges(key, sink, start, size, progress)
-        found = self._lean_get(key, LEAN_READ) if start == 0 and size is not None and size <= LEAN_READ else None
+            return self._read_ranges(key, sink, start, size, progress, if_match)
+        small = start == 0 and size is not None and size <= LEAN_READ
+        found = self._lean_get(key, LEAN_READ, if_match) if small else None
         if found is not None:
             sink.write(found[0])
             if progress:
                 progress(len(found[0]))
             return ObjectInfo(key, len(found[0]), found[1])
-        extra = {"Range": f"bytes={start}-"} if start else {}
+        extra: dict[str, str] = {"Range": f"bytes={start}-"} if start else {}
+        if if_match:
+            extra["IfMatch"] = if_match
         with self._errors(key):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)
         try:
@@ -412,7 +426,7 @@ class S3Store:
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
 
     def _read_ranges(self, key: str, sink: BinaryIO, start: int, size: int,
-                     progress: Progress | None) -> ObjectInfo:
+                     progress: Progress | None, if_match: str | None = None) -> ObjectInfo:
         """Ranged GETs in parallel, handed to ``sink`` strictly in order (the caller hashes them
         in order). A sink with ``write_at`` gets each part written by the worker that fetched
         it, so disk writes run in parallel too. At most ``DOWNLOAD_BUFFER`` bytes of parts are
@@ -435,6 +449,8 @@ class S3Store:
         pinned = self.head(key)  # one HEAD pins the object's ETag: every range must come from it
         if pinned is None:
             raise ObjectNotFound(f"{self.location}/{key} not found")
+        if if_match and not same_etag(pinned.etag, if_match):
+            raise PreconditionFailed(f"{self.location}/{key} was replaced since it was first read")
         if pinned.size != size:
             raise StorageError(f"{self.location}/{key} is {pinned.size} bytes, not the {size} expected: "
                                "it was replaced or damaged", "check it with: tychoreg verify")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+_META = "x-amz-meta-"
 #: Client options this module honours exactly; anything else (botocore ``config`` included: only
 #: boto3 can say whether it is valid) means boto3 must do the work.
 _PLAIN_OPTIONS = {"bucket", "prefix", "endpoint_url", "region_name", "aws_access_key_id",
@@ -95,10 +95,11 @@ class LeanS3:
                    env.get("AWS_CA_BUNDLE") or None)
 
     # -- requests ------------------------------------------------------------------------
-    def get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+    def get(self, key: str, limit: int, if_match: str | None = None) -> tuple[bytes, str] | None:
         """The object's bytes and ETag; None when it does not exist (a missing bucket is not a
-        missing key: that 404 goes to boto3, which says so)."""
-        status, headers, body = self._request("GET", key, {}, limit)
+        missing key: that 404 goes to boto3, which says so). With ``if_match``, only from the
+        object whose ETag that is (a 412 goes to boto3, which raises it)."""
+        status, headers, body = self._request("GET", key, {}, limit, {"if-match": if_match} if if_match else None)
         if status == 404:
             if b"<Code>NoSuchKey</Code>" not in body:
                 raise Fallback("404 without NoSuchKey")
@@ -116,21 +117,23 @@ class LeanS3:
             raise Fallback(f"range answered {status}")
         return body  # type: ignore[return-value]
 
-    def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None] | None:
+    def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None, dict[str, str], _dt.datetime | None] | None:
+        """Size, ETag, last modified, user metadata and the server's clock, as boto3 gives them."""
         status, headers, _ = self._request("HEAD", key, {}, 0)
         if status == 404:  # no body to tell a missing key from a missing bucket: boto3 decides
             raise Fallback("HEAD 404")
-        modified = headers.get("last-modified")
-        when = _http_date(modified) if modified else None
+        meta = {k[len(_META):]: v for k, v in headers.items() if k.startswith(_META)}
         try:
-            return int(headers.get("content-length", "")), headers.get("etag"), when
+            return (int(headers.get("content-length", "")), headers.get("etag"),
+                    http_date(headers.get("last-modified")), meta, http_date(headers.get("date")))
         except ValueError:
             raise Fallback("HEAD without a length") from None
 
     def list(self, prefix: str, delimiter: str | None = None) -> Iterator[Listed | str]:
-        """Objects (as :class:`Listed`) and, with a delimiter, common prefixes (as ``str``)."""
-        import xml.etree.ElementTree as ET
+        """Objects (as :class:`Listed`) and, with a delimiter, common prefixes (as ``str``).
 
+        Each page is checked before anything of it is used (see :func:`_page`): a listing this
+        module does not fully understand goes to boto3, never reads as empty."""
         token: str | None = None
         while True:
             query = {"list-type": "2", "prefix": prefix}
@@ -141,24 +144,11 @@ class LeanS3:
             status, _, body = self._request("GET", "", query, 64 * 1024 * 1024)
             if status != 200:
                 raise Fallback(f"list answered {status}")
-            try:
-                root = ET.fromstring(body)
-            except ET.ParseError as exc:
-                raise Fallback(f"unreadable listing: {exc}") from None
-            try:
-                found = [Listed(item.findtext(f"{_NS}Key") or "", int(item.findtext(f"{_NS}Size") or 0),
-                                item.findtext(f"{_NS}ETag"), _iso_date(item.findtext(f"{_NS}LastModified") or ""))
-                         for item in root.iter(f"{_NS}Contents")]
-            except ValueError as exc:
-                raise Fallback(f"unreadable listing: {exc}") from None
+            found, commons, token = _page(body, prefix)
             yield from found
-            for common in root.iter(f"{_NS}CommonPrefixes"):
-                yield common.findtext(f"{_NS}Prefix") or ""
-            if root.findtext(f"{_NS}IsTruncated") != "true":
+            yield from commons
+            if token is None:
                 return
-            token = root.findtext(f"{_NS}NextContinuationToken")
-            if not token:
-                raise Fallback("truncated listing without a continuation token")
 
     # -- plumbing ------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
@@ -235,6 +225,50 @@ class LeanS3:
         return self._signing_key[1]
 
 
+def _page(body: bytes, prefix: str) -> tuple[list[Listed], list[str], str | None]:
+    """One page of ListObjectsV2: objects, common prefixes, the next continuation token (None on
+    the last page). Element names are matched without their XML namespace (S3 uses
+    ``2006-03-01``, some compatible stores and proxies none or another one), and the page must
+    be a ``ListBucketResult`` whose ``KeyCount``, when given, counts what was parsed: anything
+    else raises :class:`Fallback`."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise Fallback(f"unreadable listing: {exc}") from None
+
+    def local(tag: str) -> str:
+        return tag.rpartition("}")[2]
+
+    def child(node: ET.Element, name: str) -> str | None:
+        return next((c.text or "" for c in node if local(c.tag) == name), None)
+
+    if local(root.tag) != "ListBucketResult":
+        raise Fallback(f"listing answered <{local(root.tag)}>")
+    try:
+        found = [Listed(child(item, "Key") or "", int(child(item, "Size") or ""), child(item, "ETag"),
+                        _iso_date(child(item, "LastModified") or ""))
+                 for item in root if local(item.tag) == "Contents"]
+    except ValueError as exc:
+        raise Fallback(f"unreadable listing: {exc}") from None
+    commons = [child(item, "Prefix") or "" for item in root if local(item.tag) == "CommonPrefixes"]
+    if any(not o.key.startswith(prefix) for o in found) or any(not c.startswith(prefix) for c in commons):
+        raise Fallback("listing holds keys outside the prefix asked for")
+    count = child(root, "KeyCount")
+    if count is not None and count.strip() != str(len(found) + len(commons)):
+        raise Fallback(f"listing says {count} keys, {len(found) + len(commons)} parsed")
+    truncated = (child(root, "IsTruncated") or "").strip().lower()
+    if truncated not in ("true", "false"):
+        raise Fallback("listing does not say whether it is complete")
+    if truncated == "false":
+        return found, commons, None
+    token = child(root, "NextContinuationToken")
+    if not token:
+        raise Fallback("truncated listing without a continuation token")
+    return found, commons, token
+
+
 def _iso_date(text: str) -> _dt.datetime | None:
     try:
         return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -242,9 +276,12 @@ def _iso_date(text: str) -> _dt.datetime | None:
         return None
 
 
-def _http_date(text: str) -> _dt.datetime | None:
+def http_date(text: str | None) -> _dt.datetime | None:
+    """An HTTP date header (``Last-Modified``, ``Date``) as a datetime; None if absent or bad."""
     import email.utils
 
+    if not text:
+        return None
     try:
         return email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
