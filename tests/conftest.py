@@ -54,6 +54,7 @@ class Workspace:
             self.config = config
         path = self.root / name
         path.write_text(json.dumps(self.config, indent=2))
+        path.chmod(0o600)  # it holds the test secret as a default: readable by others means a warning
         return path
 
     def base_env(self) -> dict[str, str]:

@@ -532,3 +532,38 @@ def test_warns_about_literal_secrets_readable_by_others(s3_ws) -> None:
     assert result.json() == []
     path.chmod(0o600)
     assert "chmod" not in s3_ws.ok("list", "--json").err
+
+
+def test_warns_about_env_defaults_holding_secrets_readable_by_others(s3_ws) -> None:
+    """A default is written in the file as much as a plain value is: ``{"env": .., "default":
+    SECRET}`` in a file others can read gets the same warning."""
+    s3_ws.config["s3"]["aws_secret_access_key"] = {"env": "TYCHO_TEST_UNSET_SECRET", "default": SECRET_KEY}
+    path = s3_ws.write_config()
+    path.chmod(0o644)
+    result = s3_ws.ok("list", "--json")
+    assert "chmod 600" in result.err and "s3.aws_secret_access_key (its default)" in result.err, result.err
+    assert result.json() == []
+    path.chmod(0o600)
+    assert "chmod" not in s3_ws.ok("list", "--json").err
+    # without a default there is nothing to protect in the file
+    s3_ws.config["s3"]["aws_secret_access_key"] = {"env": "TYCHO_TEST_SET_SECRET"}
+    s3_ws.write_config().chmod(0o644)
+    assert "chmod" not in s3_ws.ok("list", "--json", env={"TYCHO_TEST_SET_SECRET": SECRET_KEY}).err
+
+
+def test_warns_about_a_readable_dotenv_file_holding_secrets(s3_ws: Workspace) -> None:
+    dotenv = s3_ws.root / ".env"
+    dotenv.write_text(f"TYCHO_TEST_DOTENV_SECRET={SECRET_KEY}\nHARMLESS=1\n")
+    s3 = dict(s3_ws.config["s3"], aws_secret_access_key={"env": "TYCHO_TEST_DOTENV_SECRET"})
+    s3_ws.write_config({"tycho": {"dotenv": ".env"}, "s3": s3})  # the config itself is 0600
+    dotenv.chmod(0o644)
+    result = s3_ws.ok("list", "--json")
+    assert f"chmod 600 {dotenv}" in result.err and "TYCHO_TEST_DOTENV_SECRET" in result.err, result.err
+    assert "HARMLESS" not in result.err
+    dotenv.chmod(0o600)
+    assert "chmod" not in s3_ws.ok("list", "--json").err
+    # a readable .env without secrets is fine
+    dotenv.write_text("HARMLESS=1\n")
+    dotenv.chmod(0o644)
+    s3_ws.write_config({"tycho": {"dotenv": ".env"}, "s3": s3_ws.config["s3"] | {"aws_secret_access_key": SECRET_KEY}})
+    assert "chmod" not in s3_ws.ok("list", "--json").err

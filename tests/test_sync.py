@@ -344,3 +344,35 @@ def test_a_cache_hit_leaves_other_projects_files_untouched(narf_and_gcc) -> None
     (other / ".tychoreg.json").write_text(json.dumps(ws.config))
     assert "from the cache" in ws.ok("pull", "narf", cwd=other).out
     assert mine.stat().st_mtime == 1000  # a build tool would see no change
+
+
+def test_uppercase_digest_in_the_lock_is_accepted(narf_and_gcc) -> None:
+    """A lock edited by hand (or by another tool) with an upper-case SHA-256 installs as usual,
+    from the cache too."""
+    ws, narf, gcc = narf_and_gcc
+    ws.ok("lock")
+    doc = _lock(ws)
+    for entry in doc["packages"].values():
+        entry["sha256"] = entry["sha256"].upper()
+    (ws.root / "tycho.lock").write_text(json.dumps(doc, indent=2))
+    ws.ok("sync", "--locked")
+    assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == narf
+    assert (ws.root / "tools" / "gcc" / "bin" / "gcc").exists()
+    shutil.rmtree(ws.root / "tycho_packages")
+    ws.ok("sync", "--offline")
+    assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == narf
+    ws.ok("pull-list", "--from", "tycho.lock", "--force")
+
+
+@pytest.mark.parametrize("digest", ["Z" * 64, "g" * 64, " " * 64, "0x" + "a" * 62, 64])
+def test_non_hex_digest_in_the_lock_is_damaged(narf_and_gcc, digest) -> None:
+    ws, _, _ = narf_and_gcc
+    ws.ok("lock")
+    doc = _lock(ws)
+    doc["packages"]["narf"]["sha256"] = digest
+    (ws.root / "tycho.lock").write_text(json.dumps(doc, indent=2))
+    for args in (("sync", "--locked"), ("sync", "--offline"), ("pull-list", "--from", "tycho.lock")):
+        result = ws.run(*args)
+        assert result.code == 1, result.all
+        assert "damaged" in result.err and "internal error" not in result.err, result.err
+    assert not (ws.root / "tycho_packages").exists()

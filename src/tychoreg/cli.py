@@ -2,14 +2,20 @@
 
 Typed errors become one ``error:`` line and one ``hint:`` line on stderr and the exit status they
 carry; anything unexpected is reported as an internal error (traceback only with ``--debug``).
-Secrets from the configuration are masked in everything printed. Heavy modules (boto3, the
-domain) are imported inside the commands so ``--help`` and ``--version`` start fast.
+Secrets from the configuration are masked in every message. Much of what is printed comes from
+storage or from files a cloned repository brought (yank reasons, notes, names in errors), so
+every line printed as text has its control characters escaped here, at the edge: an escape
+sequence in a note must not drive the user's terminal, and a newline must not forge a line.
+JSON output is already safe (``json.dumps`` escapes them). Heavy modules (boto3, the domain)
+are imported inside the commands so ``--help`` and ``--version`` start fast.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,15 +100,60 @@ def common(func: Any) -> Any:
                              "else the embedded default registry).")(func)
 
 
+#: Errors, warnings and hints longer than this are cut in the middle (a name can be megabytes).
+MAX_MESSAGE = 1000
+_PLAIN = re.compile(r"[ -~]*\Z")
+# Control (C0, DEL, C1), format (bidi overrides, zero-width), surrogates, line/paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    if unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
+        return ch
+    if ch in _SHORT:
+        return _SHORT[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def clean(text: str) -> str:
+    """``text`` with every control, format and separator character escaped (``\\x1b``): safe
+    to print on a terminal, one line."""
+    if _PLAIN.match(text):
+        return text
+    return "".join(_escape(ch) for ch in text)
+
+
+def _message(text: str) -> str:
+    """A message for stderr: secrets masked first (a cut must not split one), then escaped, then
+    bounded."""
+    from .names import clip
+
+    return clip(clean(_STATE.redact(text)), MAX_MESSAGE)
+
+
 def _out(text: str) -> None:
-    """Results on stdout, verbatim: data (a package named like a key) is never masked."""
-    click.echo(text)
+    """Results on stdout, not masked (a package named like a key is data), but escaped."""
+    click.echo(clean(text))
+
+
+def _json(doc: Any) -> None:
+    """One JSON document on stdout; ``json.dumps`` escapes control characters itself."""
+    click.echo(json.dumps(doc, indent=2))
 
 
 def _info(text: str) -> None:
     """What was done (pulled, pushed, skipped): on stdout like results, silenced by --quiet."""
     if not _STATE.quiet:
-        click.echo(text)
+        click.echo(clean(text))
+
+
+def _note(text: str) -> None:
+    """A remark on stderr that is neither an error nor a warning (nothing found, dry run)."""
+    click.echo(_message(text), err=True)
 
 
 @contextmanager
@@ -115,7 +166,7 @@ def _bars() -> Iterator[Bars]:
 
 
 def _warn(text: str) -> None:
-    click.echo(_STATE.redact(f"warning: {text}"), err=True)
+    click.echo(_message(f"warning: {text}"), err=True)
 
 
 def _size(n: int) -> str:
@@ -292,10 +343,10 @@ def list_(pattern: str | None, as_json: bool) -> None:
         if info.problem:
             _warn(info.problem)
     if as_json:
-        _out(json.dumps([{"name": i.name, "latest": i.latest} for i in infos], indent=2))
+        _json([{"name": i.name, "latest": i.latest} for i in infos])
         return
     if not infos:
-        click.echo(f"No packages in {reg.location}", err=True)
+        _note(f"No packages in {reg.location}")
     width = max((len(i.name) for i in infos), default=0)
     for info in infos:
         _out(f"{info.name.ljust(width)}  {info.latest or '-'}")
@@ -313,10 +364,10 @@ def list_versions(package: str, as_json: bool) -> None:
         if v.problem:
             _warn(v.problem)
     if as_json:
-        _out(json.dumps([v.to_json() for v in versions], indent=2))
+        _json([v.to_json() for v in versions])
         return
     if not versions:
-        click.echo(f"{package} has no versions yet", err=True)
+        _note(f"{package} has no versions yet")
     width = max((len(v.version) for v in versions), default=0)
     for v in versions:
         pushed = (v.pushed_at or "")[:16].replace("T", " ") or "-"
@@ -424,7 +475,7 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
 
     details = _STATE.registry().info(package, version, pre=pre)
     if as_json:
-        _out(json.dumps(details.to_json(), indent=2))
+        _json(details.to_json())
         return
     if isinstance(details, PackageDetails):
         rows = [("package", details.name), ("localname", details.localname or "-"),
@@ -454,8 +505,8 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
     results = _STATE.registry().verify(package, version)
     bad = [r for r in results if not r.ok]
     if as_json:
-        _out(json.dumps([{"package": r.package, "version": r.version, "ok": r.ok, "checked_by": r.checked_by,
-                          "problem": r.problem} for r in results], indent=2))
+        _json([{"package": r.package, "version": r.version, "ok": r.ok, "checked_by": r.checked_by,
+                "problem": r.problem} for r in results])
     else:
         for r in results:
             _out(f"{'ok    ' if r.ok else 'FAILED'}  {r.package} {r.version}  ({r.checked_by})")
@@ -464,7 +515,7 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
     if bad:
         raise TychoError(f"{len(bad)} of {len(results)} versions failed verification",
                          "re-push good copies as new versions and delete or yank the damaged ones")
-    click.echo(f"{len(results)} versions verified", err=True)
+    _note(f"{len(results)} versions verified")
 
 
 @cli.command(short_help="List (or --yes: delete) what interrupted pushes left behind.")
@@ -481,9 +532,9 @@ def gc(older_than: str, yes: bool) -> None:
         _out(f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
              + (f"  ({_size(d.size)})" if d.size is not None else ""))
     if not found:
-        click.echo("No debris found", err=True)
+        _note("No debris found")
     elif not yes:
-        click.echo("Dry run: pass --yes to delete", err=True)
+        _note("Dry run: pass --yes to delete")
 
 
 @cli.command(short_help="Install the packages the config declares, as tycho.lock pins them.")
@@ -521,7 +572,7 @@ def lock(packages: tuple[str, ...], upgrade: bool) -> None:
     from .sync import lock as run
 
     if packages and not upgrade:
-        raise UsageError("naming packages needs --upgrade", f"e.g. tychoreg lock --upgrade {packages[0]}")
+        raise UsageError("naming packages needs --upgrade", f"e.g. tychoreg lock --upgrade {packages[0][:60]}")
     reg = _STATE.registry()
     assert _STATE.settings is not None
     declared(_STATE.settings)  # a config without packages is a config error (exit 2)
@@ -552,11 +603,13 @@ def cache_info(as_json: bool) -> None:
     """Where the cache is, how many files it holds and their size."""
     info = _cache().info()
     if as_json:
-        _out(json.dumps({"path": str(info.root), "entries": info.entries, "bytes": info.total_bytes,
-                         "limit_bytes": info.limit_bytes}, indent=2))
+        _json({"path": str(info.root), "entries": info.entries, "bytes": info.total_bytes,
+               "limit_bytes": info.limit_bytes})
         return
     limit = _size(info.limit_bytes) if info.limit_bytes is not None else "none"
-    _out(f"path:     {info.root}\nentries:  {info.entries}\nsize:     {_size(info.total_bytes)}\nlimit:    {limit}")
+    for label, value in (("path", info.root), ("entries", info.entries), ("size", _size(info.total_bytes)),
+                         ("limit", limit)):
+        _out(f"{label + ':':9} {value}")
 
 
 @cache.command("prune")
@@ -572,16 +625,17 @@ def cache_prune(older_than: str | None) -> None:
 
 
 def _print_error(exc: TychoError, prefix: str = "") -> None:
-    click.echo(_STATE.redact(f"error: {prefix}{exc}"), err=True)
+    click.echo(_message(f"error: {prefix}{exc}"), err=True)
     if exc.hint:
-        click.echo(_STATE.redact(f"hint: {exc.hint}"), err=True)
+        click.echo(_message(f"hint: {exc.hint}"), err=True)
 
 
 def _debug_traceback() -> None:
     if _STATE.debug:
         import traceback
 
-        click.echo(_STATE.redact(traceback.format_exc()), err=True)
+        for line in _STATE.redact(traceback.format_exc()).splitlines():
+            click.echo(clean(line), err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -600,11 +654,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "tychoreg"
-        click.echo(f"error: {exc.format_message()}", err=True)
-        click.echo(f"hint: see '{command} --help'", err=True)
+        click.echo(_message(f"error: {exc.format_message()}"), err=True)
+        click.echo(_message(f"hint: see '{command} --help'"), err=True)
         return 2
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(_message(f"error: {exc.format_message()}"), err=True)
         return exc.exit_code
     except click.Abort:
         click.echo("error: aborted", err=True)
@@ -616,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
     except Exception as exc:  # noqa: BLE001 - the edge: never show a bare traceback
         _debug_traceback()
-        click.echo(_STATE.redact(f"error: internal error: {type(exc).__name__}: {exc}"), err=True)
+        click.echo(_message(f"error: internal error: {type(exc).__name__}: {exc}"), err=True)
         click.echo("hint: rerun with --debug and report it with the output", err=True)
         return 1
     return 1

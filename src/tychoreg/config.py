@@ -4,19 +4,28 @@ The file format is tycho-station 0.4.0's, kept so existing ``.tychoreg.json`` fi
 unchanged; on top of it come a ``file`` backend, an S3 ``prefix`` and an embedded default so a
 fresh machine works with no file at all. All resolution (which file, dotenv, ``{"env": ...}``
 indirection, relative paths) happens here and nowhere else.
+
+A ``.tychoreg.json`` often arrives with a cloned repository, so it is input, not instruction: it
+may name a registry and folders inside its own project, but it cannot read files outside its own
+folder (``dotenv``), route a secret from the environment into a value that is sent or printed
+(``{"env"}`` references are checked against the variable's name), or unpack outside the project.
+The README's configuration section states these rules for users.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, TychoError
+from .names import clip, shown
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
@@ -33,6 +42,30 @@ _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}\Z")
 _S3_STRINGS = ("region_name", "endpoint_url", "api_version", "prefix")
 # Keys whose values must never be shown, whatever the section.
 _SECRET_WORDS = ("secret", "token", "password", "access_key")
+#: Local documents (config, lock, dotenv) larger than this are refused unread.
+MAX_DOCUMENT = 16 * 1024 ** 2
+#: Deeper JSON than this is damage (or an attack on the parser), never configuration.
+MAX_DEPTH = 32
+#: Variables the user allows a config to read whatever their names say (comma or space separated).
+ALLOW_ENV = "TYCHOREG_ALLOW_ENV"
+# Settings whose values are configuration that messages may show, even when they come from a
+# variable; any other value taken from the environment or a dotenv file is masked in output.
+_PUBLIC = frozenset({"tycho.backend", "tycho.outdir", "tycho.dotenv", "tycho.identity", "tycho.cache",
+                     "tycho.cache_limit", "tycho.extract_limit", "tycho.part_size", "tycho.concurrency",
+                     "s3.bucket", "s3.prefix", "s3.endpoint_url", "s3.region_name", "file.path"})
+_CREDENTIALS = frozenset({"s3.aws_access_key_id", "s3.aws_secret_access_key", "s3.aws_session_token"})
+# What a dotenv file may still put into the process environment: boto3's own credential chain
+# reads these when the config names no credentials, as it did with tycho-station 0.4.0. Anything
+# else (AWS_CONFIG_FILE, AWS_ENDPOINT_URL, proxies, TYCHOREG_*) would let a repository's .env
+# file run commands or redirect requests, so it only answers the config's {"env"} references.
+_DOTENV_EXPORTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                   "AWS_REGION", "AWS_DEFAULT_REGION")
+# A variable name holding any of these says it holds a secret ...
+_SECRET_PARTS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "PRIVATE", "CREDENTIAL", "COOKIE",
+                 "AUTHORIZATION", "APIKEY", "API_KEY", "JWT")
+# ... and so does one with any of these as a word (SSH_KEY, DB_PASS, GH_PAT, SENTRY_DSN).
+_SECRET_NAME_WORDS = frozenset({"AUTH", "OAUTH", "PAT", "PASS", "PWD", "PW", "DSN", "KEY"})
+_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
 
 
 @dataclass(frozen=True)
@@ -85,9 +118,12 @@ def parse_size(value: Any, where: str) -> int:
     match = _SIZE.match(value.strip()) if isinstance(value, str) else None
     if not match:
         raise ConfigError(f"{where} must be a size such as \"10GiB\", \"500MB\" or a number of bytes, "
-                          f"not {value!r}")
+                          f"not {shown(value)}")
     number, unit = float(match.group(1)), (match.group(2) or "B").lower()
-    return int(number * _UNITS[unit])
+    try:
+        return int(number * _UNITS[unit])
+    except OverflowError:  # digits enough to make the float infinite
+        raise ConfigError(f"{where} is too large: {shown(value)}") from None
 
 
 def default_registry_path() -> Path:
@@ -101,19 +137,27 @@ def find_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> Path | No
     """Apply the resolution order: --config, $TYCHOREG_CONFIG, ./.tychoreg.json, none."""
     if explicit is not None and str(explicit) != "":
         path = cwd / Path(explicit).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {explicit} (given with --config) does not exist",
+        if not _is_file(path):
+            raise ConfigError(f"config file {clip(explicit)} (given with --config) does not exist",
                               "check the path, or drop --config to use the default resolution")
         return path
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
         path = cwd / Path(from_env).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {from_env} (named by {CONFIG_ENV}) does not exist",
+        if not _is_file(path):
+            raise ConfigError(f"config file {clip(from_env)} (named by {CONFIG_ENV}) does not exist",
                               f"fix or unset {CONFIG_ENV}")
         return path
     local = cwd / LOCAL_CONFIG
     return local if local.is_file() else None
+
+
+def _is_file(path: Path) -> bool:
+    """``Path.is_file`` that also says no to a name the system refuses (too long, say)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def load_settings(config: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -128,76 +172,293 @@ def load_settings(config: str | os.PathLike[str] | None = None, *, cwd: Path | N
     return _from_file(path, cwd)
 
 
-def _from_file(path: Path, cwd: Path) -> Settings:
+def read_document(path: Path, *, limit: int = MAX_DOCUMENT, head: int | None = None) -> str:
+    """The text of a small local document (a config, lock or dotenv file), or with ``head`` only
+    its first bytes (to tell a lock from a list, whatever its size).
+
+    Opened without blocking and checked to be a regular file, so a FIFO or device planted under
+    that name cannot hang or exhaust the command; larger than ``limit`` is refused unread.
+    Raises ``OSError`` (cannot open), ``ValueError`` (not a regular file, too large) or
+    ``UnicodeDecodeError``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("it is not a regular file")
+        if head is not None:
+            return os.read(fd, head).decode("utf-8", errors="replace")
+        if info.st_size > limit:
+            raise ValueError(f"it is larger than {limit // 1024 ** 2} MiB")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1024 ** 2):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"it is larger than {limit // 1024 ** 2} MiB")
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
+
+
+def too_deep(doc: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON ``doc`` nests deeper than ``limit`` (checked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def parse_document(text: str) -> Any:
+    """JSON that is not nested deeper than :data:`MAX_DEPTH`; ``ValueError`` otherwise."""
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"it is nested too deeply (more than {MAX_DEPTH} levels)") from None
+    if too_deep(doc):
+        raise ValueError(f"it is nested too deeply (more than {MAX_DEPTH} levels)")
+    return doc
+
+
+def secret_marks(name: str) -> set[str]:
+    """What in a variable's name says that it holds a secret (empty: it says nothing of the kind)."""
+    upper = name.upper()
+    if upper in ("PWD", "OLDPWD"):  # the shell's current and previous directory
+        return set()
+    marks = {part for part in _SECRET_PARTS if part in upper}
+    return marks | (set(re.split(r"[^A-Z0-9]+", upper)) & _SECRET_NAME_WORDS)
+
+
+def _may_read(where: str, variable: str) -> bool:
+    """The rule for ``{"env": NAME}``: a variable named as a secret may feed only a credential
+    that consumes that kind of secret; everything else takes configuration variables only.
+
+    ``aws_secret_access_key`` only signs requests and never leaves the machine, so it may read any
+    variable. The access key id and session token travel in request headers, so they may read only
+    variables named for them (``REG_WRITE_KEY``, ``AWS_SESSION_TOKEN``). Every other value ends up
+    in a URL, a header, a file name or a message, so it may not read a secret at all.
+    """
+    marks = secret_marks(variable)
+    if not marks or where == "s3.aws_secret_access_key":
+        return True
+    upper = variable.upper()
+    if where == "s3.aws_session_token":
+        return marks <= {"TOKEN"} and ("SESSION_TOKEN" in upper or "SECURITY_TOKEN" in upper)
+    return where == "s3.aws_access_key_id" and marks <= {"KEY"}
+
+
+class _Environment:
+    """Answers ``{"env": NAME, "default": VALUE}`` from the environment, then the dotenv file,
+    then the default, and remembers what came from a variable so that it can be masked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dotenv: dict[str, str] = {}
+        raw = os.environ.get(ALLOW_ENV, "")
+        self.allowed = frozenset(n for n in re.split(r"[,\s]+", raw) if n)
+        #: (setting, variable, value) for every value taken from a variable.
+        self.taken: list[tuple[str, str, str]] = []
+
+    def resolve(self, value: Any, where: str) -> Any:
+        """Replace ``{"env": NAME, "default": VALUE}`` by the variable's value, recursively."""
+        if _is_env_ref(value):
+            return self._lookup(value, where)
+        if isinstance(value, dict):
+            return {k: self.resolve(v, f"{where}.{k}") for k, v in value.items()}
+        return value
+
+    def _lookup(self, ref: Mapping[str, Any], where: str) -> Any:
+        name = ref["env"]
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(f"{where} in {clip(self.path)}: 'env' must name an environment variable")
+        if name not in self.allowed and not _may_read(where, name):
+            raise ConfigError(f"{where} in {clip(self.path)} reads environment variable {shown(name)}, whose "
+                              "name says it holds a secret; such a variable may only feed "
+                              "s3.aws_secret_access_key (or s3.aws_session_token / s3.aws_access_key_id "
+                              "from variables named for them)",
+                              f"if {shown(name)} really is meant for {where}, allow it: "
+                              f"export {ALLOW_ENV}={clip(name, 60)}")
+        if name in os.environ:
+            found = os.environ[name]
+        elif name in self.dotenv:
+            found = self.dotenv[name]
+        elif "default" in ref:
+            return ref["default"]
+        else:
+            raise ConfigError(f"environment variable {clip(name, 60)} is not set (needed by {where} in "
+                              f"{clip(self.path)})", f"set {clip(name, 60)}, or give a default in the config file")
+        if (where not in _CREDENTIALS and name not in self.allowed and isinstance(found, str)
+                and _URL_WITH_PASSWORD.match(found)):
+            raise ConfigError(f"{where} in {clip(self.path)} reads environment variable {shown(name)}, which "
+                              "holds a URL with a password", f"use a variable meant for {where}")
+        self.taken.append((where, name, found))
+        return found
+
+    def masked(self) -> list[str]:
+        """Values from variables that output must not show: those of settings that are not known
+        to be public, and those of variables named as secrets."""
+        return [value for where, name, value in self.taken
+                if isinstance(value, str) and len(value) >= 4
+                and (where not in _PUBLIC and not where.startswith("packages.") or secret_marks(name))]
+
+
+def _from_file(path: Path, cwd: Path) -> Settings:
+    env = _Environment(path)
+    try:
+        return _settings(path, cwd, env)
+    except TychoError as exc:
+        secrets = sorted(env.masked(), key=len, reverse=True)
+        if not secrets:
+            raise
+        raise type(exc)(_mask(str(exc), secrets), exc.hint and _mask(exc.hint, secrets)) from None
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "****")
+    return text
+
+
+def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
+    try:
+        raw = parse_document(read_document(path))
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid JSON: {exc}",
+        raise ConfigError(f"cannot read config file {clip(path)}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {clip(path)} is not valid JSON: {exc.reason}",
+                          "fix the file; see the README's configuration reference") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {clip(path)} is not valid JSON: {exc}",
+                          "fix the file; see the README's configuration reference") from None
+    except ValueError as exc:  # not a regular file, too large, nested too deeply
+        raise ConfigError(f"config file {clip(path)} cannot be used: {exc}",
                           "fix the file; see the README's configuration reference") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object")
+        raise ConfigError(f"config file {clip(path)} must hold a JSON object")
     tycho = _section(raw, "tycho", path)
 
     # dotenv first, so {"env": ...} values below can come from it; existing variables win.
-    dotenv = _resolve(tycho.get("dotenv"), "tycho.dotenv", path)
-    if dotenv is not None:
-        if not isinstance(dotenv, str):
-            raise ConfigError(f"tycho.dotenv in {path} must be a path")
-        from dotenv import load_dotenv
+    dotenv = env.resolve(tycho.get("dotenv"), "tycho.dotenv")
+    dotenv_file = _load_dotenv(dotenv, path, cwd, env) if dotenv is not None else None
 
-        load_dotenv(dotenv_path=cwd / Path(dotenv).expanduser(), override=False)
-
-    tycho = {k: _resolve(v, f"tycho.{k}", path) for k, v in tycho.items()}
+    tycho = {k: env.resolve(v, f"tycho.{k}") for k, v in tycho.items()}
     backend = tycho.get("backend", "s3")
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r} in {path}",
+        raise ConfigError(f"unknown backend {shown(backend)} in {clip(path)}",
                           f"set tycho.backend to one of: {', '.join(BACKENDS)}")
     outdir = tycho.get("outdir", DEFAULT_OUTDIR)
     if not isinstance(outdir, str) or not outdir:
-        raise ConfigError(f"tycho.outdir in {path} must be a non-empty path")
+        raise ConfigError(f"tycho.outdir in {clip(path)} must be a non-empty path")
     identity = os.environ.get(IDENTITY_ENV) or tycho.get("identity")
     if identity is not None and not isinstance(identity, str):
-        raise ConfigError(f"tycho.identity in {path} must be a string")
+        raise ConfigError(f"tycho.identity in {clip(path)} must be a string")
 
-    warnings = _exposed_secrets(raw, path)
-    options = _resolve(_section(raw, backend, path), backend, path)
-    secrets = tuple(sorted(_secret_values(options), key=len, reverse=True))
+    options = env.resolve(_section(raw, backend, path), backend)
+    packages = _packages(env.resolve(raw.get("packages", {}), "packages"), path)
+    secrets = tuple(sorted(set(_secret_values(options)) | set(env.masked()), key=len, reverse=True))
+    warnings = _exposed_secrets(raw, path) + _exposed_dotenv(dotenv_file, env, path)
     if backend == "s3":
         _check_s3(options, path)
     else:
         reg = options.get("path")
         if not isinstance(reg, str) or not reg:
-            raise ConfigError(f"the file backend needs file.path in {path}",
+            raise ConfigError(f"the file backend needs file.path in {clip(path)}",
                               'add "file": {"path": "/srv/tycho-registry"}')
         options["path"] = str(path.parent / Path(reg).expanduser())
     return Settings(backend=backend, outdir=cwd / Path(outdir).expanduser(), options=options,
                     source=f"config file {path}", secrets=secrets, identity=identity, warnings=warnings,
-                    packages=_packages(_resolve(raw.get("packages", {}), "packages", path), path),
-                    project=path.parent, **_tuning(tycho, path))
+                    packages=packages, project=path.parent, **_tuning(tycho, path))
+
+
+def _inside(child: str, folder: str) -> bool:
+    """Whether the real path ``child`` lies strictly inside the real path ``folder``."""
+    return child != folder and os.path.commonpath([child, folder]) == folder
+
+
+def _load_dotenv(value: Any, path: Path, cwd: Path, env: _Environment) -> Path | None:
+    """Read ``tycho.dotenv``: only a file inside the config file's folder or the current directory
+    (the one its relative path is resolved against; for a project config the two are the same),
+    with symlinks resolved, so a committed ``.env -> ~/.aws/credentials`` is refused. A missing
+    file is no error, as in 0.4.0. Returns the file read, for the readable-secrets warning."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"tycho.dotenv in {clip(path)} must be a path")
+    if "\0" in value:
+        raise ConfigError(f"tycho.dotenv in {clip(path)} must be a path")
+    file = cwd / Path(value).expanduser()
+    real = os.path.realpath(file)
+    if not any(_inside(real, os.path.realpath(folder)) for folder in (path.parent, cwd)):
+        via = f" (through a symbolic link, it is {clip(real)})" if real != os.path.abspath(file) else ""
+        where = "folder" + (f" {clip(path.parent)}" if os.path.realpath(path.parent) == os.path.realpath(cwd)
+                            else f"s {clip(path.parent)} and {clip(cwd)}")
+        raise ConfigError(f"tycho.dotenv in {clip(path)} names {shown(value)}{via}, which is outside the "
+                          f"{where}", "keep the .env file beside the config file: a config may not read other files")
+    try:
+        text = read_document(Path(real))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the dotenv file {clip(file)}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise ConfigError(f"cannot read the dotenv file {clip(file)}: {exc}") from None
+    from dotenv import dotenv_values
+
+    # No ${VAR} expansion: it would let the file copy a secret into a harmless-looking name.
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    env.dotenv = {k: v for k, v in values.items() if v is not None}
+    for name in _DOTENV_EXPORTS:
+        if name in env.dotenv and name not in os.environ:
+            os.environ[name] = env.dotenv[name]
+    return Path(real)
 
 
 def _tuning(tycho: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """Cache, extraction and transfer settings from the ``tycho`` section."""
     out: dict[str, Any] = {}
+    where = clip(path)
     if "cache" in tycho:
         if not isinstance(tycho["cache"], bool):
-            raise ConfigError(f"tycho.cache in {path} must be true or false")
+            raise ConfigError(f"tycho.cache in {where} must be true or false")
         out["cache"] = tycho["cache"]
     for key in ("cache_limit", "extract_limit", "part_size"):
         if tycho.get(key) is not None:
-            out[key] = parse_size(tycho[key], f"tycho.{key} in {path}")
+            out[key] = parse_size(tycho[key], f"tycho.{key} in {where}")
     if out.get("part_size") is not None and not 5 * 1024 ** 2 <= out["part_size"] <= 5 * 1024 ** 3:
-        raise ConfigError(f"tycho.part_size in {path} must be between 5MiB and 5GiB (S3's limits)")
+        raise ConfigError(f"tycho.part_size in {where} must be between 5MiB and 5GiB (S3's limits)")
     if "concurrency" in tycho:
         value = tycho["concurrency"]
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
-            raise ConfigError(f"tycho.concurrency in {path} must be a whole number from 1 to 64")
+            raise ConfigError(f"tycho.concurrency in {where} must be a whole number from 1 to 64")
         out["concurrency"] = value
     return out
+
+
+def extract_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an ``extract`` folder of a config or lock file (None if it can).
+
+    Extract folders are relative to the project folder (the one holding the config or lock) and
+    stay strictly inside it: a cloned repository must not unpack over ``~/.ssh`` or its own
+    ``.git`` (hooks run code). Symbolic links on the way are checked when installing.
+    """
+    if "\0" in text:
+        return "it contains a NUL character"
+    if text.startswith("~"):
+        return "it starts with ~ (it must be relative to the project folder)"
+    path = Path(text)
+    if path.is_absolute():
+        return "it is an absolute path (it must be relative to the project folder)"
+    if ".." in path.parts:
+        return "it climbs out of the project folder with '..'"
+    if not path.parts:
+        return "it is the project folder itself"
+    if any(part.lower() == ".git" for part in path.parts):
+        return "it is inside .git"
+    return None
 
 
 def _packages(section: Any, path: Path) -> dict[str, Requirement]:
@@ -205,55 +466,44 @@ def _packages(section: Any, path: Path) -> dict[str, Requirement]:
     from .errors import UsageError
     from .names import check_package, check_selector
 
+    where = clip(path)
     if not isinstance(section, dict):
-        raise ConfigError(f"section 'packages' of {path} must be a JSON object of package: version")
+        raise ConfigError(f"section 'packages' of {where} must be a JSON object of package: version")
     found: dict[str, Requirement] = {}
     for name, spec in sorted(section.items()):
+        entry = f"packages.{clip(name, 60)}"
         try:
             check_package(name)
             if isinstance(spec, str):
                 found[name] = Requirement(name, check_selector(spec))
                 continue
             if not isinstance(spec, dict) or set(spec) - {"version", "extract"}:
-                raise ConfigError(f"packages.{name} in {path} must be a version string or "
+                raise ConfigError(f"{entry} in {where} must be a version string or "
                                   '{"version": ..., "extract": DIR}')
             version = spec.get("version", "latest")
             extract = spec.get("extract")
             if not isinstance(version, str) or (extract is not None and (not isinstance(extract, str) or not extract)):
-                raise ConfigError(f"packages.{name} in {path}: version and extract must be strings")
-            found[name] = Requirement(name, check_selector(version),
-                                      Path(extract).expanduser() if extract is not None else None)
+                raise ConfigError(f"{entry} in {where}: version and extract must be strings")
+            problem = extract_problem(extract) if extract is not None else None
+            if problem:
+                raise ConfigError(f"{entry}.extract in {where} is {shown(extract, 200)}: {problem}",
+                                  "extract folders must be relative paths inside the folder that holds "
+                                  "the config file")
+            found[name] = Requirement(name, check_selector(version), Path(extract) if extract is not None else None)
         except UsageError as exc:
-            raise ConfigError(f"packages.{name} in {path}: {exc}", exc.hint) from None
+            raise ConfigError(f"{entry} in {where}: {exc}", exc.hint) from None
     return found
 
 
 def _section(raw: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
     value = raw.get(name, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"section {name!r} of {path} must be a JSON object")
+        raise ConfigError(f"section {shown(name)} of {clip(path)} must be a JSON object")
     return dict(value)
 
 
 def _is_env_ref(value: Any) -> bool:
     return isinstance(value, dict) and "env" in value and set(value) <= {"env", "default"}
-
-
-def _resolve(value: Any, where: str, path: Path) -> Any:
-    """Replace ``{"env": NAME, "default": VALUE}`` by the variable's value, recursively."""
-    if _is_env_ref(value):
-        name = value["env"]
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where} in {path}: 'env' must name an environment variable")
-        if name in os.environ:
-            return os.environ[name]
-        if "default" in value:
-            return value["default"]
-        raise ConfigError(f"environment variable {name} is not set (needed by {where} in {path})",
-                          f"set {name}, or give a default in the config file")
-    if isinstance(value, dict):
-        return {k: _resolve(v, f"{where}.{k}", path) for k, v in value.items()}
-    return value
 
 
 def _secret_values(options: Mapping[str, Any]) -> list[str]:
@@ -266,37 +516,63 @@ def _secret_values(options: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _exposed_secrets(raw: Mapping[str, Any], path: Path) -> tuple[str, ...]:
-    """Warn when the file holds literal secrets (not ``{"env": ...}``) and others can read it."""
-    literal = [f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
-               for key, value in values.items()
-               if isinstance(value, str) and any(w in key.lower() for w in ("secret", "token", "password"))]
+def _readable_by_others(path: Path) -> bool:
     try:
-        mode = path.stat().st_mode
+        return bool(path.stat().st_mode & 0o044)
     except OSError:
-        return ()
-    if literal and mode & 0o044:
-        return (f"{path} holds {', '.join(literal)} and other users can read it: "
-                f"run 'chmod 600 {path}', or use {{\"env\": NAME}} values instead",)
+        return False
+
+
+def _exposed_secrets(raw: Mapping[str, Any], path: Path) -> tuple[str, ...]:
+    """Warn when the file holds literal secrets and others can read it: plain values, and the
+    defaults of ``{"env": ..., "default": ...}`` (a default is written in the file too)."""
+    literal = []
+    for section, values in raw.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if not any(w in key.lower() for w in ("secret", "token", "password")):
+                continue
+            if isinstance(value, str) and value:
+                literal.append(f"{section}.{key}")
+            elif _is_env_ref(value) and isinstance(value.get("default"), str) and value["default"]:
+                literal.append(f"{section}.{key} (its default)")
+    if literal and _readable_by_others(path):
+        return (f"{clip(path)} holds {', '.join(clip(name, 80) for name in literal[:6])} and other users can "
+                f"read it: run 'chmod 600 {clip(path)}', or use {{\"env\": NAME}} values without a default",)
     return ()
 
 
+def _exposed_dotenv(file: Path | None, env: _Environment, path: Path) -> tuple[str, ...]:
+    """Warn when the dotenv file holds secrets (variables named as secrets, or feeding a credential
+    key) and other users can read it."""
+    if file is None or not _readable_by_others(file):
+        return ()
+    used = {name for where, name, _ in env.taken if where in ("s3.aws_secret_access_key", "s3.aws_session_token")}
+    held = sorted(n for n in env.dotenv if n in used or secret_marks(n) - {"KEY"})
+    if not held:
+        return ()
+    return (f"{clip(file)} (the dotenv file of {clip(path)}) holds {', '.join(clip(n, 60) for n in held[:6])} "
+            f"and other users can read it: run 'chmod 600 {clip(file)}'",)
+
+
 def _check_s3(options: dict[str, Any], path: Path) -> None:
+    where = clip(path)
     bucket = options.get("bucket")
     if not isinstance(bucket, str) or not bucket:
-        raise ConfigError(f"the s3 backend needs s3.bucket in {path}",
+        raise ConfigError(f"the s3 backend needs s3.bucket in {where}",
                           'add "s3": {"bucket": "my-registry"}')
     if not _BUCKET.match(bucket):
-        raise ConfigError(f"s3.bucket {bucket!r} in {path} is not a valid bucket name",
+        raise ConfigError(f"s3.bucket {shown(bucket)} in {where} is not a valid bucket name",
                           "use the bucket's name only (letters, digits, . - _), not a URL or path")
     for key, value in options.items():
         if key in _S3_STRINGS or key.startswith("aws_"):
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"s3.{key} in {path} must be a string")
+                raise ConfigError(f"s3.{clip(key, 60)} in {where} must be a string")
     prefix = options.get("prefix", "")
     if not isinstance(prefix, str):
-        raise ConfigError(f"s3.prefix in {path} must be a string")
+        raise ConfigError(f"s3.prefix in {where} must be a string")
     parts = [p for p in prefix.split("/") if p]
     if any(p in (".", "..") for p in parts):
-        raise ConfigError(f"s3.prefix {prefix!r} in {path} may not contain '.' or '..' segments")
+        raise ConfigError(f"s3.prefix {shown(prefix)} in {where} may not contain '.' or '..' segments")
     options["prefix"] = "/".join(parts)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import Requirement
-from .errors import OperationError
+from .config import Requirement, extract_problem, parse_document, read_document
+from .errors import ConfigError, OperationError
 from .models import Resolved
-from .names import is_valid_segment
+from .names import clip, is_valid_segment, shown
 
 FORMAT = 1
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,21 @@ class Locked:
 
 
 def read(path: Path) -> dict[str, Locked] | None:
-    """The lock's entries, or None when there is no lock file."""
+    """The lock's entries, or None when there is no lock file.
+
+    A lock arrives with a cloned repository, so every field is checked before use: names and
+    versions are names, the digest is 64 hex digits (upper case is accepted and lowered), and an
+    ``extract`` folder stays inside the project (exit 2 otherwise, like a bad config). Anything
+    else malformed, also JSON nested absurdly deep, is a damaged lock (exit 1).
+    """
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = parse_document(read_document(path))
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _damaged(path, str(exc)) from None
+    except OSError as exc:
+        raise _damaged(path, exc.strerror or str(exc)) from None
+    except ValueError as exc:  # also UnicodeDecodeError and json.JSONDecodeError
+        raise _damaged(path, clip(exc, 160)) from None
     packages = data.get("packages") if isinstance(data, dict) else None
     if not isinstance(packages, dict):
         raise _damaged(path, "no 'packages' object")
@@ -74,11 +84,21 @@ def read(path: Path) -> dict[str, Locked] | None:
             locked = Locked(name, entry["version"], sha, entry["size"], entry["localname"],
                             entry.get("requested", "latest"), extract)
         except (AttributeError, KeyError, TypeError):
-            raise _damaged(path, f"entry {name!r} lacks version, size or localname") from None
+            raise _damaged(path, f"entry {shown(name)} lacks version, size or localname") from None
+        if isinstance(sha, str) and _SHA256.match(sha):
+            locked = replace(locked, sha256=sha.lower())
+        elif sha is not None:
+            raise _damaged(path, f"entry {shown(name)} has a sha256 that is not 64 hexadecimal digits")
         if not (is_valid_segment(name) and is_valid_segment(locked.version) and is_valid_segment(locked.localname)
-                and isinstance(locked.size, int) and (sha is None or isinstance(sha, str) and len(sha) == 64)
+                and isinstance(locked.size, int) and not isinstance(locked.size, bool)
+                and 0 <= locked.size < 2 ** 63
                 and isinstance(locked.requested, str) and (extract is None or isinstance(extract, str))):
-            raise _damaged(path, f"entry {name!r} has an invalid field")
+            raise _damaged(path, f"entry {shown(name)} has an invalid field")
+        problem = extract_problem(extract) if extract is not None else None
+        if problem:
+            raise ConfigError(f"{clip(path)}: package {name} would be extracted to {shown(extract, 200)}: {problem}",
+                              f"extract folders must be relative paths inside {clip(os.path.abspath(path.parent))}; "
+                              f"fix the entry or delete {path.name} and run: tychoreg lock")
         found[name] = locked
     return found
 
@@ -104,12 +124,12 @@ def mismatches(entries: dict[str, Locked], declared: dict[str, Requirement]) -> 
     for name in sorted(set(declared) & set(entries)):
         if not entries[name].answers(declared[name]):
             was, now = entries[name].describe(), declared[name].describe()
-            problems.append(f"{name} was locked for {was} but is now declared as {now}")
+            problems.append(f"{name} was locked for {clip(was)} but is now declared as {clip(now)}")
     return problems
 
 
 def _damaged(path: Path, why: str) -> OperationError:
-    return OperationError(f"{path} is damaged: {why}",
+    return OperationError(f"{clip(path)} is damaged: {why}",
                           "restore it from version control, or delete it and run: tychoreg lock")
 
 
@@ -119,13 +139,20 @@ def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
     from .errors import UsageError
     from .names import check_package
 
+    def unreadable(exc: Exception) -> UsageError:
+        return UsageError(f"cannot read {clip(path)}: {getattr(exc, 'strerror', None) or clip(exc, 160)}",
+                          "give a tycho.lock or a text file with one package name per line")
+
     try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
-                         "give a tycho.lock or a text file with one package name per line") from None
-    if text.lstrip().startswith("{"):
+        head = read_document(path, head=4096)
+    except (OSError, ValueError) as exc:
+        raise unreadable(exc) from None
+    if head.lstrip().startswith(("{", "[")):  # JSON: a lock (no package name starts with either)
         return [], read(path)
+    try:
+        text = read_document(path)
+    except (OSError, ValueError) as exc:  # also UnicodeDecodeError
+        raise unreadable(exc) from None
     names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     names = [n for n in names if n]
     for name in names:

@@ -17,6 +17,27 @@ RESERVED_VERSIONS = frozenset({"latest"})
 _ALLOWED = "letters, digits and . _ + - (not starting with . or -, at most 128 characters)"
 
 
+def clip(value: object, limit: int = 200) -> str:
+    """``value`` as text, cut to ``limit`` characters keeping both ends (a path's file name).
+
+    Messages echo what the user typed or what storage holds, and either can be megabytes long;
+    an error must stay one readable line.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return f"{text[:head]}...{text[len(text) - (limit - head - 3):]}"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` quoted for a message (``repr``), cut to about ``limit`` characters."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[:limit - 3] + "...")
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def is_valid_segment(value: object) -> bool:
     """True when ``value`` may be used as a package name, version or file name."""
     return isinstance(value, str) and 0 < len(value) <= MAX_LENGTH and bool(_SEGMENT.match(value))
@@ -25,8 +46,7 @@ def is_valid_segment(value: object) -> bool:
 def check_segment(value: str, what: str) -> str:
     """Return ``value`` or raise a :class:`UsageError` saying what is wrong with it."""
     if not is_valid_segment(value):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        raise UsageError(f"invalid {what} {shown!r}: use only {_ALLOWED}")
+        raise UsageError(f"invalid {what} {shown(value)}: use only {_ALLOWED}")
     return value
 
 
@@ -42,7 +62,7 @@ def check_version(version: str, *, for_push: bool = False) -> str:
     """Validate a version; ``latest`` is a selector, never a version that can be pushed."""
     check_segment(version, "version")
     if for_push and version in RESERVED_VERSIONS:
-        raise UsageError(f"{version!r} is reserved and cannot be pushed as a version",
+        raise UsageError(f"{shown(version)} is reserved and cannot be pushed as a version",
                          "choose a concrete version such as 1.0.0; use --promote-latest to make it latest")
     return version
 
@@ -64,8 +84,7 @@ def check_selector(text: str) -> str:
     try:
         parse_constraint(text)
     except ValueError as exc:
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        raise UsageError(f"invalid version or range {shown!r}: {exc}",
+        raise UsageError(f"invalid version or range {shown(text)}: {clip(exc, 160)}",
                          "give a version (1.2.0), a tag (latest, stable) or a range (^1.2, >=1.2,<2, 1.x)") from None
     return text
 
@@ -74,5 +93,5 @@ def check_tag(tag: str) -> str:
     """Tags follow the name rules and must not read as a range, so selectors stay unambiguous."""
     check_segment(tag, "tag")
     if is_constraint(tag):
-        raise UsageError(f"invalid tag {tag!r}: it reads as a version range", "choose a word such as stable or beta")
+        raise UsageError(f"invalid tag {shown(tag)}: it reads as a version range", "choose a word such as stable or beta")
     return tag

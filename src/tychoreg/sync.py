@@ -14,12 +14,13 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from . import layout, lockfile
-from .config import Requirement, Settings
+from .config import Requirement, Settings, extract_problem
 from .errors import ConfigError, IntegrityError, OperationError, TychoError
 from .fetch import Expected, expected_for
 from .deliver import NotCached
 from .lockfile import Locked
 from .models import PullResult
+from .names import clip, shown
 from .registry import Registry, each_package
 from .store.base import ProgressFactory
 
@@ -47,8 +48,9 @@ def lock(reg: Registry, settings: Settings, *, upgrade: Collection[str] | bool =
     if isinstance(upgrade, Collection) and not isinstance(upgrade, bool):
         unknown = sorted(set(upgrade) - set(wanted))
         if unknown:
-            raise ConfigError(f"--upgrade names packages that are not declared: {', '.join(unknown)}",
-                              f"declared in {settings.source}: {', '.join(sorted(wanted))}")
+            raise ConfigError(f"--upgrade names packages that are not declared: "
+                              f"{clip(', '.join(shown(n) for n in unknown))}",
+                              f"declared in {settings.source}: {clip(', '.join(sorted(wanted)))}")
     existing = lockfile.read(path) or {}
 
     def fresh(name: str) -> bool:
@@ -97,10 +99,31 @@ def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: b
             progress: ProgressFactory | None = None, done: Callable[[str, PullResult | TychoError], None] | None = None,
             ) -> list[Outcome]:
     """Put every locked package in place, in parallel; failures are returned, not raised.
-    Extract folders are relative to ``base`` (the lock's folder)."""
+    Extract folders are relative to ``base`` (the lock's folder) and must stay inside it."""
+    for name in sorted(entries):
+        _confine_extract(entries[name], base)
     _refuse_shared_destinations(reg, [entries[n] for n in entries], base)
     return each_package(sorted(entries), lambda name: _install_one(reg, entries[name], base, offline=offline,
                                                                    force=force, progress=progress), done)
+
+
+def _confine_extract(entry: Locked, base: Path) -> None:
+    """Refuse (exit 2, before anything is installed) an extract folder that leaves the project.
+
+    The lock and the config are checked for ``..`` and absolute paths when read; what is left is
+    the file system: a folder on the way that is a symbolic link to elsewhere (a repository can
+    commit ``tools -> /home/me``), so the real path decides.
+    """
+    if entry.extract is None:
+        return
+    problem = extract_problem(entry.extract)
+    root = os.path.realpath(base)
+    target = os.path.realpath(os.path.join(root, entry.extract))
+    if problem is None and not (target != root and os.path.commonpath([target, root]) == root):
+        problem = f"through a symbolic link it leads to {clip(target)}, outside the project folder"
+    if problem:
+        raise ConfigError(f"package {entry.package} would be extracted to {shown(entry.extract, 200)}: {problem}",
+                          f"extract folders must be real folders inside {clip(root)}")
 
 
 def _destination(reg: Registry, entry: Locked, base: Path) -> Path:
@@ -113,7 +136,7 @@ def _refuse_shared_destinations(reg: Registry, items: list[Locked], base: Path) 
     for entry in items:
         where = Path(os.path.abspath(_destination(reg, entry, base)))
         if where in seen:
-            raise ConfigError(f"packages {seen[where]} and {entry.package} would both be installed to {where}",
+            raise ConfigError(f"packages {seen[where]} and {entry.package} would both be installed to {clip(where)}",
                               'give one of them an "extract" folder, or pull it with --outfile instead')
         seen[where] = entry.package
 

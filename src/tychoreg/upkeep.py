@@ -24,11 +24,17 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}
 
 
 def parse_age(text: str) -> timedelta:
-    """``30m``, ``24h``, ``7d``, ``90s`` (a bare number is hours)."""
+    """``30m``, ``24h``, ``7d``, ``90s`` (a bare number is hours). Ages beyond what a date can
+    hold (``99999999999d``) are usage errors, not arithmetic overflows."""
+    from .names import shown
+
     match = _DURATION.match(text.strip().lower())
     if not match:
-        raise UsageError(f"invalid age {text!r}", "use a number with s, m, h or d, e.g. 24h or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        raise UsageError(f"invalid age {shown(text)}", "use a number with s, m, h or d, e.g. 24h or 7d")
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise UsageError(f"age {shown(text)} is too large", "use at most 999999999 days, e.g. 3650d") from None
 
 
 @dataclass(frozen=True)
