@@ -134,3 +134,21 @@ def test_an_oversized_package_document_hides_no_other_package(ws: Workspace) -> 
     assert listed.code == 0
     assert listed.json() == [{"name": "narf", "latest": None}, {"name": "other", "latest": "2.0"}]
     assert "too large" in listed.err
+
+
+def test_a_removed_record_is_refused_by_the_cli_unless_allowed(ws: Workspace) -> None:
+    """The command line's side of the rule in docs/FORMAT.md, "Reading a version": exit 1 naming
+    package and version, nothing written; --allow-unverified takes it with a warning."""
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("a", DATA)), "--promote-latest")
+    if ws.backend == "file":
+        (registry(ws) / "narf" / ".tycho" / "versions" / "1.0.json").unlink()
+    else:
+        ws.seaweed.client().delete_object(Bucket=ws.bucket, Key=f"{ws.config['s3']['prefix']}/narf/.tycho/versions/1.0.json")
+    refused = ws.run("pull", "narf")
+    assert refused.code == 1
+    assert refused.err.startswith("error: narf 1.0 has no record") and "--allow-unverified" in refused.err
+    assert not (ws.root / "tycho_packages").exists()
+    taken = ws.ok("pull", "narf", "--allow-unverified")
+    assert "unverified" in taken.err
+    assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == DATA

@@ -271,15 +271,19 @@ def _report_pull(result: PullResult) -> None:
 @click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
 @click.option("--extract", "extract", metavar="DIR", type=click.Path(path_type=Path),
               help="Unpack the archive (tar, tar.gz/bz2/xz/zst, zip) into DIR instead of saving the file.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Take a version whose record is missing although it had one, by size and ETag.")
 @no_cache_option
 @common
-def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool, extract: Path | None) -> None:
+def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool, extract: Path | None,
+         allow_unverified: bool) -> None:
     """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
     if extract is not None and outfile is not None:
         raise UsageError("--extract and --outfile do not go together", "give one of them")
     reg = _STATE.registry()
     with _bars() as bars:
-        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars, extract=extract)
+        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars, extract=extract,
+                          allow_unverified=allow_unverified)
     _report_pull(result)
 
 
