@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -309,3 +310,197 @@ def test_size_checks_are_spaced_out(tmp_path: Path) -> None:
     os.utime(cache.root / ".evicted", (1, 1))  # the spacing has passed
     add(cache, b"t" * 40)
     assert cache.info().entries == 1 and cache.has(sha(b"t" * 40), 40)  # the newest stays, the rest went
+
+
+# -- a cache other accounts can write ------------------------------------------------------------
+
+def test_adopted_file_is_copied_never_linked(cache: Cache, tmp_path: Path) -> None:
+    """An entry is never the inode of a user's file: editing that file in place must not
+    change the entry."""
+    data = os.urandom(200_000)
+    pulled = tmp_path / "project" / "model.bin"
+    pulled.parent.mkdir()
+    pulled.write_bytes(data)
+    assert cache.adopt(sha(data), len(data), pulled)
+    entry = cache.path(sha(data))
+    assert entry.stat().st_ino != pulled.stat().st_ino and entry.stat().st_nlink == 1
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o444
+    with open(pulled, "r+b") as fh:
+        fh.write(b"edited in place")
+    assert entry.read_bytes() == data
+    assert [p.name for p in pulled.parent.iterdir()] == ["model.bin"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("how", ["writable by others", "second name", "another account's"])
+def test_open_verified_reads_a_private_copy_of_an_entry_others_can_change(cache: Cache, tmp_path: Path,
+                                                                          how: str) -> None:
+    """What was hashed is what is read, even if the entry's bytes change right after."""
+    data = os.urandom(300_000)
+    entry = add(cache, data)
+    if how == "writable by others":
+        entry.chmod(0o666)
+    elif how == "second name":
+        os.link(entry, tmp_path / "elsewhere")
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another account needs root")
+        os.chown(entry, 23451, 23451)
+    fh = cache.open_verified(sha(data), len(data))
+    assert fh is not None
+    with fh:
+        assert os.fstat(fh.fileno()).st_ino != entry.stat().st_ino
+        entry.chmod(0o644)
+        with open(entry, "r+b") as evil:  # changed in place after the check
+            evil.write(b"evil" * 100)
+        assert fh.read() == data
+    assert cache.open_verified(sha(data), len(data)) is None  # and now it is damaged: dropped
+    assert not entry.exists()
+
+
+def test_open_verified_hands_out_the_entry_it_hashed(cache: Cache) -> None:
+    """A private entry is read in place, by the descriptor that was hashed: a file renamed over
+    its name afterwards is not what gets read."""
+    data = os.urandom(100_000)
+    entry = add(cache, data)
+    fh = cache.open_verified(sha(data), len(data))
+    assert fh is not None
+    with fh:
+        assert os.fstat(fh.fileno()).st_ino == entry.stat().st_ino
+        swapped = entry.with_name("swap")
+        swapped.write_bytes(b"x" * len(data))
+        os.replace(swapped, entry)
+        assert fh.read() == data
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink", "folder"])
+def test_non_files_at_an_entry_are_misses_that_never_hang(cache: Cache, tmp_path: Path, plant: str) -> None:
+    data = b"the real bytes"
+    entry = cache.path(sha(data))
+    entry.parent.mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(data)  # even the right bytes, through a link, are not used
+    {"fifo": lambda: os.mkfifo(entry), "symlink": lambda: os.symlink(target, entry),
+     "folder": lambda: entry.mkdir()}[plant]()
+    assert not cache.has(sha(data), len(data))
+    assert without_hanging(lambda: cache.open_verified(sha(data), len(data)), [entry]) is None
+    assert not without_hanging(lambda: cache.place(sha(data), len(data), tmp_path / "dest"), [entry])
+    assert not (tmp_path / "dest").exists()
+    if plant != "folder":
+        assert add(cache, data) == entry  # a download replaces what was planted
+        assert stat.S_ISREG(entry.lstat().st_mode) and entry.read_bytes() == data
+    assert target.read_bytes() == data
+
+
+def test_commit_refuses_a_part_with_another_name(cache: Cache, tmp_path: Path) -> None:
+    """A part hard-linked to some other file would make that file read-only and an entry."""
+    data = b"payload"
+    precious = tmp_path / "precious"
+    precious.write_bytes(data)
+    precious.chmod(0o644)
+    part = cache.part_path(sha(data))
+    os.link(precious, part)
+    with pytest.raises(OperationError, match="not a file of yours alone"):
+        cache.commit(sha(data), len(data), part)
+    assert stat.S_IMODE(precious.stat().st_mode) == 0o644 and not cache.has(sha(data), len(data))
+
+
+def test_part_files_live_in_a_private_folder(cache: Cache) -> None:
+    part = cache.part_path(sha(b"x"))
+    folder = cache.root / "tmp" / f"uid-{os.geteuid()}"
+    st = folder.lstat()
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.geteuid()
+    part.write_bytes(b"x")
+    assert (folder / f"{sha(b'x')}.part").read_bytes() == b"x"
+
+
+def test_private_folder_that_is_a_link_or_not_ours_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir(mode=0o700)
+    cache = Cache(tmp_path / "cache")
+    (cache.root / "tmp").mkdir(parents=True)
+    os.symlink(elsewhere, cache.root / "tmp" / f"uid-{os.geteuid()}")
+    with pytest.raises(OperationError, match="not a private folder of yours"):
+        cache.part_path(sha(b"x"))
+    data = b"adopt me"
+    src = tmp_path / "pulled"
+    src.write_bytes(data)
+    assert not cache.adopt(sha(data), len(data), src)  # no cache this time, and nothing written there
+    assert list(elsewhere.iterdir()) == []
+    if os.geteuid() == 0:
+        os.unlink(cache.root / "tmp" / f"uid-{os.geteuid()}")
+        theirs = cache.root / "tmp" / f"uid-{os.geteuid()}"
+        theirs.mkdir(mode=0o777)
+        os.chown(theirs, 23451, 23451)
+        with pytest.raises(OperationError, match="belongs to uid 23451"):
+            Cache(cache.root).part_path(sha(b"x"))
+        assert list(theirs.iterdir()) == []
+
+
+def settled_memo(cache: Cache, path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    time.sleep(RACY + 0.2)
+    cache.note_digest(path, sha(data))
+    assert cache.known_digest(path) == sha(data)
+    return cache._digest_record(path)
+
+
+def test_memo_others_can_write_is_not_believed(cache: Cache, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    memo = settled_memo(cache, path, b"a" * 100)
+    memo.chmod(0o664)  # as in a setgid folder with umask 002
+    assert cache.known_digest(path) is None
+    memo.chmod(0o600)
+    assert cache.known_digest(path) == sha(b"a" * 100)
+    for folder in (memo.parent, memo.parent.parent):
+        folder.chmod(0o777)
+        assert cache.known_digest(path) is None
+        folder.chmod(0o700)
+    assert cache.known_digest(path) == sha(b"a" * 100)
+
+
+def test_memo_of_another_account_or_about_its_file_is_not_believed(cache: Cache, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another account needs root")
+    path = tmp_path / "f"
+    memo = settled_memo(cache, path, b"b" * 100)
+    os.chown(memo, 23451, 23451)
+    assert cache.known_digest(path) is None
+    os.chown(memo, 0, 0)
+    os.chown(memo.parent, 23451, 23451)
+    assert cache.known_digest(path) is None
+    os.chown(memo.parent, 0, 0)
+    assert cache.known_digest(path) == sha(b"b" * 100)
+    os.chown(path, 23451, 23451)  # the file itself may have been swapped for someone else's
+    assert cache.known_digest(path) is None
+
+
+def test_memo_that_is_a_fifo_or_a_link_is_ignored(cache: Cache, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    memo = settled_memo(cache, path, b"c" * 100)
+    genuine = memo.read_bytes()
+    memo.unlink()
+    os.mkfifo(memo)
+    assert without_hanging(lambda: cache.known_digest(path), [memo]) is None
+    memo.unlink()
+    (tmp_path / "forged").write_bytes(genuine)
+    os.symlink(tmp_path / "forged", memo)
+    assert cache.known_digest(path) is None
+
+
+def without_hanging(call, fifos, seconds: float = 10.0):  # type: ignore[no-untyped-def]
+    """``call()``'s result, failing (instead of hanging the suite) if it blocks on one of
+    ``fifos``: after ``seconds`` their write ends are opened, which releases a blocked reader."""
+    import threading
+
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(seconds)
+        pytest.fail(f"blocked on a FIFO for {seconds} s")
+    assert outcome, "the call raised"
+    return outcome[0]

@@ -525,3 +525,216 @@ def test_corrupt_stamp_counts_as_none(work: Path, content: bytes) -> None:
 
 def test_read_stamp_of_missing_folder(work: Path) -> None:
     assert read_stamp(work / "nope") is None
+
+
+# -- a shared parent folder: the staging folder, modes, header memory -------------------------
+
+def test_staging_folder_is_private_and_links_in_it_are_never_followed(work: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after the staging folder is made, a racing writer plants ``a -> ~/.ssh`` in it; the
+    archive then writes ``a/authorized_keys``. Nothing may land in the link's target."""
+    ssh = work.parent / "home" / ".ssh"
+    ssh.mkdir(parents=True, mode=0o700)
+    key = b"ssh-ed25519 AAAA attacker\n"
+    archive = write_tar(work.parent / "in" / "a.tgz", [d("a"), member("a/authorized_keys", key)], "gz")
+    real_mkdir, seen = os.mkdir, {}
+
+    def mkdir(path, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
+        real_mkdir(path, mode, dir_fd=dir_fd)
+        full = Path(os.readlink(f"/proc/self/fd/{dir_fd}"), path) if dir_fd is not None else Path(path)
+        if full.name.endswith(".extract") and not seen:
+            seen["mode"] = stat.S_IMODE(full.lstat().st_mode)
+            os.symlink(ssh, full / "a")  # the attacker wins the race
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(OperationError) as info:
+        extract(archive, work / "out", V1)
+    monkeypatch.undo()
+    assert list(ssh.iterdir()) == []
+    assert seen["mode"] == 0o700  # others could not have planted it: only a racing process of ours
+    assert "changed it while extracting" in str(info.value) and info.value.hint
+    assert sorted(p.name for p in work.iterdir()) == ["sibling"]  # nothing left behind
+
+
+def test_a_link_swapped_in_for_a_made_folder_is_not_followed(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, later: a folder the extraction made is replaced by a link before its files."""
+    ssh = work.parent / "home" / ".ssh"
+    ssh.mkdir(parents=True, mode=0o700)
+    archive = write_tar(work.parent / "in" / "a.tar",
+                        [d("a"), member("b", b"b"), member("a/authorized_keys", b"key\n")])
+    real_open = os.open
+
+    def open_(path, flags, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
+        if path == "b" and dir_fd is not None:  # between making a/ and writing into it
+            staging = Path(os.readlink(f"/proc/self/fd/{dir_fd}"))
+            os.rename(staging / "a", staging / "a.moved")
+            os.symlink(ssh, staging / "a")
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_)
+    with pytest.raises(OperationError):
+        extract(archive, work / "out", V1)
+    monkeypatch.undo()
+    assert list(ssh.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == ["sibling"]
+
+
+@pytest.fixture
+def umask_of():
+    """Run with a given umask, restored afterwards."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+@pytest.mark.parametrize("fmt", ["tar", "zip"])
+def test_modes_from_the_archive_get_the_umask(work: Path, umask_of, mask: int, fmt: str) -> None:
+    """0666 and 0777 in an archive, and a ``./`` entry of 0777, make nothing writable by others
+    beyond what the umask allows (tar does the same for users)."""
+    if fmt == "tar":
+        archive = write_tar(work.parent / "in" / "a.tar", [
+            d("./", 0o777), member("open.txt", b"x", mode=0o666), member("tool", b"#!", mode=0o777),
+            d("shared", 0o777), member("shared/f", b"f", mode=0o646), member("implicit/f", b"i"),
+            d("sticky", 0o1777)])
+    else:
+        archive = write_zip(work.parent / "in" / "a.zip", [
+            ("./", stat.S_IFDIR | 0o777, b""), ("open.txt", stat.S_IFREG | 0o666, b"x"),
+            ("tool", stat.S_IFREG | 0o777, b"#!"), ("shared/", stat.S_IFDIR | 0o777, b""),
+            ("shared/f", stat.S_IFREG | 0o646, b"f"), ("implicit/f", stat.S_IFREG | 0o644, b"i"),
+            ("sticky/", stat.S_IFDIR | 0o1777, b"")])
+    umask_of(mask)
+    assert extract(archive, work / "out", V1) is True
+    out = work / "out"
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.lstat().st_mode)
+
+    assert mode(out) == 0o777 & ~mask | 0o700
+    assert mode(out / "open.txt") == 0o666 & ~mask
+    assert mode(out / "tool") == 0o777 & ~mask
+    assert mode(out / "shared") == 0o777 & ~mask | 0o700
+    assert mode(out / "shared" / "f") == 0o646 & ~mask
+    assert mode(out / "implicit") == 0o777 & ~mask | 0o700
+    assert mode(out / "sticky") == 0o777 & ~mask | 0o700
+    assert mode(out / "implicit" / "f") == 0o644 & ~mask
+    assert mode(out / STAMP_NAME) == 0o644 & ~mask
+    assert read_stamp(out) == V1
+
+
+def pax_bomb(path: Path, members: int, header: int) -> Path:
+    out = []
+    for i in range(members):
+        info, data = member(f"f{i}", b"x")
+        info.pax_headers = {"comment": "c" * header}
+        out.append((info, data))
+    return write_tar(path, out, "gz")
+
+
+def test_pax_headers_do_not_pile_up_in_memory(work: Path) -> None:
+    """12 members with 8 MiB pax comments: one member's headers in memory at a time, not all."""
+    archive = pax_bomb(work.parent / "in" / "pax.tgz", 12, 8 * MiB)
+    assert archive.stat().st_size < 256 * 1024
+    tracemalloc.start()
+    try:
+        assert extract(archive, work / "out", V1) is True
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (work / "out" / "f11").read_bytes() == b"x"
+    assert peak < 48 * MiB, peak
+
+
+def test_pax_headers_count_against_the_limit(work: Path) -> None:
+    archive = pax_bomb(work.parent / "in" / "pax.tgz", 8, MiB)
+    assert_refused(work, archive, "limit of 4194304 bytes (at member 'f3')", max_bytes=4 * MiB)
+    assert extract(archive, work / "out", V1, max_bytes=16 * MiB) is True
+
+
+def raw_tar(*blocks: bytes) -> bytes:
+    return b"".join(blocks) + bytes(2 * tarfile.BLOCKSIZE)
+
+
+def pax_header(headers: dict[str, str], kind: bytes) -> bytes:
+    return tarfile.TarInfo._create_pax_generic_header(headers, kind, "utf-8")  # type: ignore[attr-defined]
+
+
+def test_global_pax_headers_are_capped(work: Path) -> None:
+    """Global headers stay in memory to the end: three of 512 KiB with distinct keys is over."""
+    small = tarfile.TarInfo("f")
+    small.size = 0
+    blocks = []
+    for i in range(3):
+        blocks += [pax_header({f"k{i}": "v" * (512 * 1024)}, tarfile.XGLTYPE),
+                   small.tobuf(tarfile.USTAR_FORMAT)]
+        small = tarfile.TarInfo(f"f{i}")
+        small.size = 0
+    path = work.parent / "in" / "g.tar"
+    path.write_bytes(raw_tar(*blocks))
+    assert_refused(work, path, "global pax headers")
+
+
+def test_chained_extended_headers_for_one_member_are_capped(work: Path) -> None:
+    """Several pax headers in a row all stay in memory until their member is read."""
+    info = tarfile.TarInfo("f")
+    info.size = 0
+    blocks = [pax_header({f"k{i}": "v" * (6 * MiB)}, tarfile.XHDTYPE) for i in range(3)]
+    path = work.parent / "in" / "x.tar"
+    path.write_bytes(raw_tar(*blocks, info.tobuf(tarfile.USTAR_FORMAT)))
+    assert_refused(work, path, "header of")
+
+
+def test_fifo_as_archive_or_stamp_does_not_hang(work: Path) -> None:
+    fifo = work.parent / "in" / "fifo"
+    os.mkfifo(fifo)
+
+    def refused() -> str:
+        try:
+            extract(fifo, work / "out", V1)
+        except OperationError as exc:
+            return str(exc)
+        return "extracted"
+
+    assert without_hanging(refused, [fifo]).startswith(f"cannot read {fifo}")
+    assert sorted(p.name for p in work.iterdir()) == ["sibling"]
+    old_tree(work)
+    (work / "out" / STAMP_NAME).unlink()
+    os.mkfifo(work / "out" / STAMP_NAME)
+    assert without_hanging(lambda: read_stamp(work / "out"), [work / "out" / STAMP_NAME]) is None
+
+
+def test_stamp_that_others_can_write_is_not_believed(work: Path) -> None:
+    archive = old_tree(work)
+    assert extract(archive, work / "out", V1) is False
+    (work / "out" / STAMP_NAME).chmod(0o666)
+    assert read_stamp(work / "out") is None
+    assert extract(archive, work / "out", V1) is True  # extracted again, with a stamp of ours
+    assert read_stamp(work / "out") == V1
+
+
+def test_extracting_from_an_open_file(work: Path) -> None:
+    """The caller's verified file is read, whatever its name holds by then."""
+    good = write_tar(work.parent / "in" / "good.tar", [member("genuine", b"yes")])
+    with open(good, "rb") as fh:
+        write_tar(work.parent / "in" / "good.tar.new", [member("evil", b"no")]).replace(good)
+        assert extract(good, work / "out", V1, source=fh) is True
+    assert (work / "out" / "genuine").read_bytes() == b"yes" and not (work / "out" / "evil").exists()
+
+
+def without_hanging(call, fifos, seconds: float = 10.0):  # type: ignore[no-untyped-def]
+    """``call()``'s result, failing (instead of hanging the suite) if it blocks on one of
+    ``fifos``: after ``seconds`` their write ends are opened, which releases a blocked reader."""
+    import threading
+
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(seconds)
+        pytest.fail(f"blocked on a FIFO for {seconds} s")
+    assert outcome, "the call raised"
+    return outcome[0]

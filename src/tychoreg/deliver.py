@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from . import fetch
+from . import fetch, localfs
 from .cache import Cache
-from .errors import NotFound, OperationError
+from .errors import NotFound, OperationError, TychoError
 from .fetch import Expected
 from .localfs import check_destination
 from .store import Store
@@ -59,7 +60,7 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
     _online(src)
     resumes = fetch.download(src.store, src.package, src.version, exp, dest, progress)
     if src.cache and exp.sha256:
-        src.cache.adopt(exp.sha256, exp.size, dest)  # a link, not a copy; best effort
+        src.cache.adopt(exp.sha256, exp.size, dest)  # a clone or copy, never a link; best effort
         src.cache.note_digest(dest, exp.sha256)
     return Delivered(downloaded=True, resumes=resumes)
 
@@ -73,40 +74,60 @@ def to_folder(src: Source, dest: Path, *, limit: int, force: bool = False,
     unpack.check_target(dest)
     if not force and unpack.read_stamp(dest) == stamp:
         return Delivered(downloaded=False)
-    with _archive(src, dest, progress) as (archive, delivered):
-        unpack.extract(archive, dest, stamp, max_bytes=limit, force=force)
+    with _archive(src, dest, progress) as (archive, name, delivered):
+        unpack.extract(name, dest, stamp, max_bytes=limit, force=force, source=archive)
     return delivered
 
 
 @contextmanager
-def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tuple[Path, Delivered]]:
-    """A verified copy of the archive to read: the cache entry itself, or a temporary file."""
+def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tuple[BinaryIO, Path, Delivered]]:
+    """The verified archive, open for reading, with a name for messages.
+
+    An open file, never a path to open again: between a check and a second open, anyone who can
+    write where the file lies (a shared cache, a group's folder) could rename other bytes over
+    it, which would then be extracted and stamped with the genuine SHA-256. From the cache it is
+    the verified entry or a private copy of it (see :meth:`Cache.open_verified`); otherwise it is
+    downloaded into a private folder of ours beside ``dest`` and opened there."""
     exp = src.expected
     if src.cache and exp.sha256:
-        entry = src.cache.verified(exp.sha256, exp.size)
-        if entry is not None:
-            yield entry, Delivered(downloaded=False, from_cache=True)
+        found = src.cache.open_verified(exp.sha256, exp.size)
+        if found is not None:
+            with found:
+                yield found, src.cache.path(exp.sha256), Delivered(downloaded=False, from_cache=True)
             return
         _online(src)
         try:
             resumes = _into_cache(src, progress)
-            entry = src.cache.verified(exp.sha256, exp.size)
+            found = src.cache.open_verified(exp.sha256, exp.size)
         except OperationError:
-            entry = None
-        if entry is not None:
-            yield entry, Delivered(downloaded=True, resumes=resumes)
+            found = None
+        if found is not None:
+            with found:
+                yield found, src.cache.path(exp.sha256), Delivered(downloaded=True, resumes=resumes)
             return
     _online(src)
-    tmp = dest.parent / f".{dest.name}.{os.urandom(6).hex()}.archive"
-    try:
-        resumes = fetch.download(src.store, src.package, src.version, exp, tmp, progress)
-        yield tmp, Delivered(downloaded=True, resumes=resumes)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with ExitStack() as stack:
+        try:
+            folder = stack.enter_context(localfs.private_dir(dest.parent, f".{dest.name}.", ".archive"))
+        except OSError as exc:
+            raise localfs.describe_write_error(exc, dest) from None
+        try:
+            resumes = fetch.download(src.store, src.package, src.version, exp, folder.path / "archive", progress)
+        except TychoError as exc:  # name the folder as the user sees it, not by our handle on it
+            raise type(exc)(str(exc).replace(str(folder.path), str(folder.real)),
+                            exc.hint and exc.hint.replace(str(folder.path), str(folder.real))) from None
+        try:
+            fd, _ = localfs.open_regular("archive", dir_fd=folder.fd)
+        except OSError as exc:
+            raise OperationError(f"cannot read the downloaded archive {folder.real / 'archive'}: "
+                                 f"{exc.strerror or exc}") from None
+        with os.fdopen(fd, "rb") as fh:
+            yield fh, folder.real / "archive", Delivered(downloaded=True, resumes=resumes)
 
 
 def _into_cache(src: Source, progress: Progress | None) -> int:
-    """Download into the cache's part file (resumable, verified) and commit it; returns resumes."""
+    """Download into the cache's part file (resumable, verified, in our private folder there)
+    and commit it; returns resumes."""
     assert src.cache and src.expected.sha256
     exp = src.expected
     target = src.cache.part_path(exp.sha256)

@@ -12,7 +12,17 @@ never call their ``extract*``; we read members one by one and decide ourselves:
 * symlinks are created last, after all of them were resolved together (chains included) and found
   to stay inside DIR, so no file is ever written while a link exists;
 * everything lands in a hidden folder beside DIR that is swapped in by rename only when complete:
-  DIR holds its old tree or the whole new one, and a failure leaves nothing behind.
+  DIR holds its old tree or the whole new one, and a failure leaves nothing behind;
+* that folder is made 0700 (others must not put anything in it while we work: DIR's parent is
+  often a group's folder), and every member is created relative to an open descriptor of its
+  folder, each folder on the way opened with ``O_NOFOLLOW | O_DIRECTORY``: a link that appears
+  in the tree anyway (put there between two of our steps) is never followed, the extraction
+  fails instead. Final modes are set at the end, with the umask applied as tar does for users
+  (an archive saying 0777 or 0666 does not make a world-writable tree, nor DIR itself);
+* tarfile keeps every member it has read, pax headers included, so an archive of many members
+  with megabytes of pax headers each would grow memory without bound: members are dropped as
+  they are read, extended headers are capped per member and in total for global ones, and their
+  bytes count against ``max_bytes`` like the members' data.
 
 Also refused: device files, FIFOs, sparse members (tarfile reads their maps into memory), more
 than ``MAX_MEMBERS`` members, and members at the stamp's reserved name. Folders keep ``u+rwx`` so a
@@ -37,19 +47,23 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Generator
-from contextlib import closing
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple
 
 from .errors import OperationError
+from .localfs import DIR_FLAGS, is_private, open_regular, umask
 
 DEFAULT_MAX_BYTES = 4 << 30
 MAX_MEMBERS = 1_000_000  # each member costs an inode and memory for the checks
 STAMP_NAME = ".tycho-extract.json"
 _CHUNK = 1 << 20
-_HEADER_CAP = 16 << 20  # tarfile reads pax headers and long names whole into memory
+_HEADER_CAP = 16 << 20  # tarfile reads pax headers and long names whole into memory: per member
+_GLOBAL_CAP = 1 << 20  # global pax headers stay in memory for the rest of the archive
+_STAMP_MAX = 64 << 10
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAGIC = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
           (b"\x28\xb5\x2f\xfd", "zst"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"))
 _UNSAFE_HINT = "nothing was extracted; do not trust this archive, or ask its publisher to repack it"
@@ -80,6 +94,13 @@ class _Refused(Exception):
         self.hint = hint
 
 
+class _Tampered(Exception):
+    """Something in the staging folder is not what we made there: someone else wrote to it."""
+
+    def __init__(self, parts: tuple[str, ...]) -> None:
+        super().__init__("/".join(parts))
+
+
 class _Entry(NamedTuple):
     name: str
     kind: str  # file, dir, symlink, hardlink, or a refused kind (device, FIFO, ...)
@@ -88,12 +109,22 @@ class _Entry(NamedTuple):
     link: str  # symlink target, or the archive path a hard link repeats
     size: int  # as declared by the header
     open: Callable[[], IO[bytes] | None]
+    overhead: int = 0  # bytes of extended headers read for it, counted against the limit
 
 
 def read_stamp(dest: Path) -> Stamp | None:
-    """The stamp in ``dest``, or None when it has none or it is unreadable."""
+    """The stamp in ``dest``, or None when it has none, it is unreadable, or it may not be ours.
+
+    A stamp says "already extracted" without looking at the tree, so only a regular file of ours
+    that nobody else can write is believed: in a folder others can write they could plant one
+    naming a version that was never extracted. A FIFO planted there does not hang us."""
     try:
-        data = json.loads((dest / STAMP_NAME).read_text("utf-8"))
+        fd, st = open_regular(dest / STAMP_NAME)
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(_STAMP_MAX + 1)
+        if not is_private(st) or len(raw) > _STAMP_MAX:
+            return None
+        data = json.loads(raw.decode("utf-8"))
         found = Stamp(data["package"], data["version"], data["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -106,35 +137,51 @@ def check_target(dest: Path) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise OperationError(f"cannot extract into {dest}: it exists and is not a folder",
                              "choose another folder for --extract, or remove that one")
-    if dest.is_dir() and not (dest / STAMP_NAME).exists() and any(dest.iterdir()):
+    if dest.is_dir() and not os.path.lexists(dest / STAMP_NAME) and any(dest.iterdir()):
         raise OperationError(f"cannot extract into {dest}: it holds files that tychoreg did not put there",
                              "choose a new or empty folder; tychoreg replaces the whole folder on each change")
 
 
 def extract(archive: Path, dest: Path, stamp: Stamp, *, max_bytes: int = DEFAULT_MAX_BYTES,
-            force: bool = False) -> bool:
+            force: bool = False, source: BinaryIO | None = None) -> bool:
     """Unpack ``archive`` into ``dest`` atomically; False if ``dest`` already holds ``stamp``
     (unless ``force``). A folder that holds files but no stamp was not made by us and is
-    refused: replacing it would delete someone's work (think ``--extract ~``)."""
+    refused: replacing it would delete someone's work (think ``--extract ~``).
+
+    ``source``, when given, is the archive already open (and verified: the caller hands over the
+    very file it checked, see :mod:`tychoreg.deliver`); ``archive`` then only names it."""
     dest = Path(os.path.abspath(dest))
     check_target(dest)
     if not force and read_stamp(dest) == stamp:
         return False
-    entries = _open(archive)  # a format error is raised before anything is created
+    with ExitStack() as stack:
+        if source is None:
+            source = stack.enter_context(_open_file(archive))
+        entries = _open(archive, source)  # a format error is raised before anything is created
+        _extract(entries, archive, dest, stamp, max_bytes)
+    return True
+
+
+def _extract(entries: Generator[_Entry, None, None], archive: Path, dest: Path, stamp: Stamp,
+             max_bytes: int) -> None:
     missing = []
     for parent in dest.parents:
         if parent.exists():
             break
         missing.append(parent)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.extract")
+    name = f".{dest.name}.{secrets.token_hex(6)}.extract"
+    tmp = dest.with_name(name)
+    parent_fd = -1
     try:
         for folder in reversed(missing):
             folder.mkdir()
-        tmp.mkdir()
-        with closing(entries):
-            _unpack(entries, tmp, max_bytes)
-        (tmp / STAMP_NAME).write_text(json.dumps(asdict(stamp)), "utf-8")
-        _swap(tmp, dest)
+        parent_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        with closing(entries), _Tree(parent_fd, name) as tree:
+            _unpack(entries, tree, max_bytes)
+            tree.write_stamp(stamp)
+            tree.finish()
+        _swap(parent_fd, name, dest)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in missing:
@@ -146,7 +193,19 @@ def extract(archive: Path, dest: Path, stamp: Stamp, *, max_bytes: int = DEFAULT
         if error is exc:
             raise
         raise error from None
-    return True
+    finally:
+        if parent_fd >= 0:
+            os.close(parent_fd)
+
+
+@contextmanager
+def _open_file(archive: Path) -> Generator[BinaryIO, None, None]:
+    try:
+        fd, _ = open_regular(archive)
+    except OSError as exc:
+        raise OperationError(f"cannot read {archive}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
 
 
 def _describe(exc: BaseException, archive: Path, dest: Path) -> BaseException:
@@ -154,6 +213,10 @@ def _describe(exc: BaseException, archive: Path, dest: Path) -> BaseException:
     errno_ = exc.errno if isinstance(exc, OSError) else None
     if isinstance(exc, _Refused):
         return UnsafeArchive(f"refusing to extract {archive}: {exc}", exc.hint)
+    if isinstance(exc, _Tampered):
+        return OperationError(f"cannot extract into {dest}: {exc} in its staging folder is not what "
+                              "tychoreg made there; something else changed it while extracting",
+                              "nothing was extracted; extract into a folder only you can write, then try again")
     if errno_ in (errno.ENOSPC, errno.EDQUOT):
         return OperationError(f"no space left on the device while extracting into {dest}",
                               "free some disk space and pull again")
@@ -166,26 +229,30 @@ def _describe(exc: BaseException, archive: Path, dest: Path) -> BaseException:
     return exc
 
 
-def _swap(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` to ``dest``; an old ``dest`` is moved aside first and removed after."""
-    if not os.path.lexists(dest):
-        os.rename(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.old")
-    os.rename(dest, old)
+def _swap(parent: int, tmp: str, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest`` (both in the open folder ``parent``); an old ``dest`` is moved
+    aside first and removed after."""
     try:
-        os.rename(tmp, dest)
+        os.stat(dest.name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(tmp, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
+        return
+    old = f".{dest.name}.{secrets.token_hex(6)}.old"
+    os.rename(dest.name, old, src_dir_fd=parent, dst_dir_fd=parent)
+    try:
+        os.rename(tmp, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
     except BaseException:
-        os.rename(old, dest)
+        os.rename(old, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(dest.with_name(old), ignore_errors=True)
 
 
-def _open(archive: Path) -> Generator[_Entry, None, None]:
+def _open(archive: Path, source: BinaryIO) -> Generator[_Entry, None, None]:
     """Sniff the format from the first bytes (names lie) and return a lazy member reader."""
     try:
-        with open(archive, "rb") as fh:
-            head = fh.read(tarfile.BLOCKSIZE)
+        source.seek(0)
+        head = source.read(tarfile.BLOCKSIZE)
+        source.seek(0)
     except OSError as exc:
         raise OperationError(f"cannot read {archive}: {exc.strerror or exc}") from None
     kind = next((k for magic, k in _MAGIC if head.startswith(magic)), "")
@@ -200,7 +267,7 @@ def _open(archive: Path) -> Generator[_Entry, None, None]:
         except ImportError:
             raise OperationError(f"{archive} is zstd-compressed and the zstandard package is "
                                  "missing", "pip install 'zstandard>=0.22'") from None
-    return _zip_entries(archive) if kind == "zip" else _tar_entries(archive, kind)
+    return _zip_entries(source, archive) if kind == "zip" else _tar_entries(source, kind)
 
 
 def _is_tar(head: bytes) -> bool:
@@ -216,12 +283,21 @@ def _is_tar(head: bytes) -> bool:
 
 class _TarInfo(tarfile.TarInfo):
     """Refuses sparse members while headers are parsed: tarfile would read their maps into
-    memory without bound, and artifacts have no use for them."""
+    memory without bound, and artifacts have no use for them. Reports every extended header
+    (pax, GNU long names) to the :class:`_Guard` before it is read, which caps them."""
 
     def _refuse_sparse(self, *args: Any) -> Any:
         raise _Refused(f"member {self.name!r} is a sparse file")
 
     _proc_sparse = _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+    def _proc_pax(self, tarfile: Any) -> Any:
+        tarfile.fileobj.extended(self)
+        return super()._proc_pax(tarfile)  # type: ignore[misc]
+
+    def _proc_gnulong(self, tarfile: Any) -> Any:
+        tarfile.fileobj.extended(self)
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
 
 
 class _Guard:
@@ -231,6 +307,25 @@ class _Guard:
 
     def __init__(self, stream: Any) -> None:
         self._f, self.last = stream, b""
+        self.pending = 0  # extended header bytes read since the last member
+        self.global_bytes = 0
+
+    def extended(self, info: tarfile.TarInfo) -> None:
+        """Count an extended header about to be read: tarfile holds all of one member's in
+        memory at once, and global ones for the rest of the archive."""
+        self.pending += info.size
+        if info.type == tarfile.XGLTYPE:
+            self.global_bytes += info.size
+            if self.global_bytes > _GLOBAL_CAP:
+                raise _Refused(f"its global pax headers pass {_GLOBAL_CAP} bytes")
+        if self.pending > _HEADER_CAP:
+            raise _Refused(f"it has a header of {self.pending} bytes for one member (at most "
+                           f"{_HEADER_CAP} are read)")
+
+    def take(self) -> int:
+        """Extended header bytes read for the member just read."""
+        taken, self.pending = self.pending, 0
+        return taken
 
     def read(self, n: int = -1) -> bytes:
         if n < 0 or n > _HEADER_CAP:
@@ -253,30 +348,36 @@ def _decompress(kind: str, raw: IO[bytes]) -> Any:
     """A streaming reader of the tar inside ``raw``; zstandard is imported only when needed."""
     if kind == "zst":
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
     openers: dict[str, Callable[[IO[bytes]], Any]] = {"gz": gzip.open, "bz2": bz2.open,
                                                       "xz": lzma.open}
     return openers[kind](raw) if kind in openers else raw
 
 
-def _tar_entries(archive: Path, kind: str) -> Generator[_Entry, None, None]:
-    with open(archive, "rb") as raw, _decompress(kind, raw) as stream:
+def _tar_entries(raw: BinaryIO, kind: str) -> Generator[_Entry, None, None]:
+    stream = _decompress(kind, raw)  # closing it leaves ``raw`` open: it is the caller's
+    try:
         guard = _Guard(stream)
         tf: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]
             fileobj=guard, mode="r:", tarinfo=_TarInfo)
         with tf:
             for m in tf:
+                tf.members.clear()  # tarfile would keep every member read, pax headers and all
                 what = ("file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym()
                         else "hardlink" if m.islnk() else "device file" if m.ischr() or m.isblk()
                         else "FIFO" if m.isfifo() else f"tar entry of type {m.type!r}")
                 yield _Entry(m.name, what, m.mode, m.mtime, m.linkname, m.size,
-                             partial(tf.extractfile, m))
+                             partial(tf.extractfile, m), guard.take())
+                m.pax_headers = {}
         if guard.last != bytes(tarfile.BLOCKSIZE):
             raise tarfile.ReadError("unexpected end of data (truncated archive)")
+    finally:
+        if stream is not raw:
+            stream.close()
 
 
-def _zip_entries(archive: Path) -> Generator[_Entry, None, None]:
-    with zipfile.ZipFile(archive) as zf:
+def _zip_entries(raw: BinaryIO, archive: Path) -> Generator[_Entry, None, None]:
+    with zipfile.ZipFile(raw) as zf:
         for info in zf.infolist():
             if info.flag_bits & 0x1:
                 raise OperationError(f"cannot extract {archive}: member {info.filename!r} is "
@@ -313,16 +414,125 @@ def _norm(name: str) -> tuple[str, ...] | None:
     return tuple(parts)
 
 
-def _unpack(entries: Generator[_Entry, None, None], root: Path, max_bytes: int) -> None:
+class _Tree:
+    """The staging folder, written only through descriptors.
+
+    Every member is created relative to an open descriptor of its folder, and every folder on the
+    way is opened with ``O_NOFOLLOW | O_DIRECTORY``: a path is never resolved again from DIR's
+    parent, so a link that appears in the tree (it can only have been put there by someone else:
+    the model in :func:`_unpack` creates links last) is never followed; meeting one, or a file
+    where a folder was made, raises :class:`_Tampered`. Folders are made 0700 and files 0600, and
+    get their final modes (the archive's, less the umask) once everything is written. The
+    descriptors of the current folder's chain are kept, so members of one folder cost one
+    ``openat`` each."""
+
+    def __init__(self, parent: int, name: str) -> None:
+        self.fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+        st = os.fstat(self.fd)
+        if not is_private(st) or st.st_mode & 0o077:
+            os.close(self.fd)
+            raise _Tampered((name,))
+        self.mask = umask()
+        self.made: set[tuple[str, ...]] = set()
+        self.dirs: dict[tuple[str, ...], tuple[int, float | None]] = {}
+        self._chain: list[tuple[str, int]] = []  # (name, fd) of the current folder's components
+
+    def __enter__(self) -> _Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, fd in self._chain:
+            os.close(fd)
+        self._chain.clear()
+        os.close(self.fd)
+
+    def folder(self, parts: tuple[str, ...]) -> int:
+        """The open folder ``parts``, made where missing; the descriptor stays the tree's."""
+        keep = 0
+        while keep < min(len(self._chain), len(parts)) and self._chain[keep][0] == parts[keep]:
+            keep += 1
+        for _, fd in self._chain[keep:]:
+            os.close(fd)
+        del self._chain[keep:]
+        fd = self._chain[-1][1] if self._chain else self.fd
+        for i in range(keep, len(parts)):
+            try:
+                os.mkdir(parts[i], 0o700, dir_fd=fd)
+                self.made.add(parts[:i + 1])
+            except FileExistsError:
+                pass
+            fd = self._open(parts[:i + 1], fd, DIR_FLAGS)
+            self._chain.append((parts[i], fd))
+        return fd
+
+    def _open(self, parts: tuple[str, ...], folder: int, flags: int, mode: int = 0o600) -> int:
+        try:
+            return os.open(parts[-1], flags, mode, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST):
+                raise _Tampered(parts) from None
+            raise
+
+    def file(self, parts: tuple[str, ...]) -> int:
+        """A new, empty file at ``parts``, open for writing (mode 0600 until it is complete)."""
+        return self._open(parts, self.folder(parts[:-1]), _NEW_FILE)
+
+    def hardlink(self, parts: tuple[str, ...], source: tuple[str, ...]) -> None:
+        src = os.dup(self.folder(source[:-1]))
+        try:
+            os.link(source[-1], parts[-1], src_dir_fd=src, dst_dir_fd=self.folder(parts[:-1]),
+                    follow_symlinks=False)
+        except (FileExistsError, FileNotFoundError):
+            raise _Tampered(parts) from None
+        finally:
+            os.close(src)
+
+    def symlink(self, parts: tuple[str, ...], target: str) -> None:
+        try:
+            os.symlink(target, parts[-1], dir_fd=self.folder(parts[:-1]))
+        except FileExistsError:
+            raise _Tampered(parts) from None
+
+    def mode(self, archived: int) -> int:
+        """A member's final mode: the archive's permission bits (never set-id or sticky) less
+        the umask, as tar applies it for users: 0666 in an archive does not make a file others
+        can write."""
+        return archived & 0o777 & ~self.mask
+
+    def write_stamp(self, stamp: Stamp) -> None:
+        """The stamp, 0644 at most whatever the umask (it is believed only while nobody else
+        can write it, see :func:`read_stamp`)."""
+        fd = self._open((STAMP_NAME,), self.fd, _NEW_FILE, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(stamp)))
+
+    def finish(self) -> None:
+        """Give every folder its final mode and time, deepest first; DIR itself last (an entry
+        ``./`` gives its mode, else what ``mkdir`` would). Folders keep ``u+rwx``: a later pull
+        must be able to replace the tree."""
+        for parts in sorted(self.made | set(self.dirs), key=lambda p: (-len(p), p)):
+            if parts:
+                self._settle(self.folder(parts), parts)
+        self._settle(self.fd, ())
+
+    def _settle(self, fd: int, parts: tuple[str, ...]) -> None:
+        mode, mtime = self.dirs.get(parts, (0o777, None))
+        os.fchmod(fd, self.mode(mode) | 0o700)
+        _set_mtime(fd, mtime)
+
+
+def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int) -> None:
     """Check each member against the tree so far, then write it; symlinks and folder modes last."""
     kinds: dict[tuple[str, ...], str] = {(): "dir"}
     links: dict[tuple[str, ...], str] = {}
-    dirs: dict[tuple[str, ...], tuple[int, float | None]] = {}
     written = 0
     for count, e in enumerate(entries, 1):
         member = f"member {e.name!r}"
         if count > MAX_MEMBERS:
             raise _Refused(f"it has more than {MAX_MEMBERS} members")
+        written += e.overhead
+        if written > max_bytes:
+            raise _too_big(member, max_bytes)
         if e.kind not in ("file", "dir", "symlink", "hardlink"):
             raise _Refused(f"{member} is a {e.kind}; only files, folders and links are extracted")
         parts = _norm(e.name)
@@ -340,22 +550,20 @@ def _unpack(entries: Generator[_Entry, None, None], root: Path, max_bytes: int) 
                                f"{'/'.join(parts[:i])!r}")
         if parts in kinds and not (kinds[parts] == e.kind == "dir"):
             raise _Refused(f"{member} clashes with an earlier member at the same path")
-        path = root.joinpath(*parts)
         if e.kind == "hardlink":
             source = _norm(e.link)
             if source is None or kinds.get(source) != "file":
                 raise _Refused(f"hard link {e.name!r} points at {e.link!r}, which is not an "
                                "earlier file in the archive")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.link(root.joinpath(*source), path, follow_symlinks=False)
+            tree.hardlink(parts, source)
         elif e.kind == "file":
             if written + e.size > max_bytes:
                 raise _too_big(member, max_bytes)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written = _write(e, path, written, max_bytes)
+            written = _write(e, tree, parts, written, max_bytes)
         elif e.kind == "dir":
-            path.mkdir(parents=True, exist_ok=True)
-            dirs[parts] = (e.mode, e.mtime)
+            if parts:
+                tree.folder(parts)
+            tree.dirs[parts] = (e.mode, e.mtime)
         else:
             links[parts] = e.link
         kinds[parts] = "file" if e.kind == "hardlink" else e.kind
@@ -364,11 +572,7 @@ def _unpack(entries: Generator[_Entry, None, None], root: Path, max_bytes: int) 
         if _resolve(links, done, parts[:-1], target, 0) is None:
             raise _Refused(f"symlink {'/'.join(parts)!r} points outside the folder ({target!r})")
     for parts, target in links.items():
-        root.joinpath(*parts).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, root.joinpath(*parts))
-    for parts, (mode, mtime) in sorted(dirs.items(), key=lambda d: -len(d[0])):
-        os.chmod(root.joinpath(*parts), mode & 0o777 | 0o700)  # we must be able to replace it
-        _set_mtime(root.joinpath(*parts), mtime)
+        tree.symlink(parts, target)
 
 
 def _resolve(links: dict[tuple[str, ...], str], done: dict[tuple[str, ...], Any],
@@ -398,9 +602,9 @@ def _resolve(links: dict[tuple[str, ...], str], done: dict[tuple[str, ...], Any]
     return tuple(parts)
 
 
-def _write(e: _Entry, path: Path, written: int, max_bytes: int) -> int:
+def _write(e: _Entry, tree: _Tree, parts: tuple[str, ...], written: int, max_bytes: int) -> int:
     """Stream one member to a new file, counting bytes as written; the new running total."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = tree.file(parts)
     with os.fdopen(fd, "wb") as out, (e.open() or io.BytesIO()) as src:
         while chunk := src.read(_CHUNK):
             written += len(chunk)
@@ -408,7 +612,7 @@ def _write(e: _Entry, path: Path, written: int, max_bytes: int) -> int:
                 raise _too_big(f"member {e.name!r}", max_bytes)
             out.write(chunk)
         out.flush()
-        os.fchmod(fd, e.mode & 0o777)  # no setuid, setgid or sticky bit
+        os.fchmod(fd, tree.mode(e.mode))
         _set_mtime(fd, e.mtime)
     return written
 
