@@ -531,7 +531,8 @@ def accounts() -> Accounts:
 
 
 def victim_home(accounts: Accounts) -> dict[str, tuple]:
-    return {k: v for k, v in tree(accounts.home).items() if not k.startswith(".cache")}
+    """The victim's home, but for what the victim's own pulls keep there (cache, state)."""
+    return {k: v for k, v in tree(accounts.home).items() if not k.startswith((".cache", ".local"))}
 
 
 PLANT_LINKS = """

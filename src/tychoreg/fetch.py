@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import layout
 from .errors import IntegrityError, NotFound
-from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_file, etag_plan
-from .localfs import resumable_write, written_prefix
+from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_stream, etag_plan
+from .localfs import open_regular, resumable_write, written_prefix
 from .models import PUSH_ID, VersionRecord
 from .store import ObjectNotFound, PreconditionFailed, Store
 from .store.base import ObjectInfo, Progress, TransferInterrupted
@@ -153,14 +153,19 @@ class DigestMemo(Protocol):
 def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None = None) -> bool:
     """True when ``dest`` already has exactly the version's bytes (the content decides; ``memo``
     only saves hashing a file that has not changed since it was last hashed)."""
-    try:
-        if not dest.is_file() or dest.stat().st_size != expected.size:
+    try:  # never follow a link, never block on a FIFO planted at the destination
+        fd, st = open_regular(dest)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_size != expected.size:
             return False
         if memo and expected.sha256 and memo.known_digest(dest) == expected.sha256:
             return True
-        local = digest_file(dest, expected.etag)
-    except OSError:
-        return False
+        try:
+            local = digest_stream(fh, expected.etag)
+        except OSError:
+            return False
     if memo:
         memo.note_digest(dest, local.sha256)
     if expected.checked_by != "size":

@@ -158,8 +158,13 @@ class Discard:
 
 def digest_file(path: Path, etag: EtagPlan | None = None) -> Digests:
     """Hash a local file (used to decide whether a pull can be skipped)."""
-    digests = Digests(etag)
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digests.update(chunk)
+        return digest_stream(fh, etag)
+
+
+def digest_stream(fh: BinaryIO, etag: EtagPlan | None = None) -> Digests:
+    """Hash what an open file holds from where it stands to its end."""
+    digests = Digests(etag)
+    while chunk := fh.read(CHUNK):
+        digests.update(chunk)
     return digests

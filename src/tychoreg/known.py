@@ -6,8 +6,9 @@ a version this machine once verified into an unverified one that pulls by size. 
 ``known_hosts`` or a ``go.sum``, this remembers what was seen first; it is consulted only when a
 version has no record, so a planted or stale entry can at worst refuse a pull, never admit bytes.
 
-One small JSON file per registry and package, under the user's cache folder. Best effort: a
-failure to read or write it never fails a pull.
+One small JSON file per registry and package, in the user's own state folder (Linux:
+``~/.local/state/tychoreg/known``), never in a download cache that other accounts may share.
+Best effort: a failure to read or write it never fails a pull.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ _SHA = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def default_root() -> Path:
-    from platformdirs import user_cache_dir
+    from platformdirs import user_state_dir
 
-    return Path(os.environ.get("TYCHOREG_CACHE_DIR") or user_cache_dir("tychoreg", appauthor=False)
-                ).expanduser() / "known"
+    return Path(user_state_dir("tychoreg", appauthor=False)) / "known"
 
 
 class KnownDigests:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .config import Requirement, extract_problem, parse_document, read_document
 from .errors import ConfigError, OperationError
+from .localfs import default_mode, fresh_temp
 from .models import Resolved
 from .names import clip, is_valid_segment, shown
 
@@ -107,12 +108,16 @@ def write(path: Path, entries: dict[str, Locked], registry: str) -> None:
     """Replace the lock atomically (a reader sees the old lock or the new one)."""
     body = {"format": FORMAT, "registry": registry,
             "packages": {name: entries[name].to_object() for name in sorted(entries)}}
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    tmp: Path | None = None
     try:
-        tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", "utf-8")
+        fh, tmp = fresh_temp(path)  # never written through anything planted at its name
+        with fh:
+            fh.write((json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+            os.fchmod(fh.fileno(), default_mode())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise OperationError(f"cannot write {path}: {exc.strerror or exc}",
                              "check the project folder's permissions") from None
 

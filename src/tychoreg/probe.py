@@ -10,6 +10,7 @@ answer is remembered in the user's cache directory so the check costs a few requ
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +64,15 @@ def enforces_conditional_writes(store: Store) -> bool:
         except StorageError:
             pass
     known[where] = enforced
-    try:
+    try:  # a fresh file renamed into place: never written through a link planted at its name
+        from .localfs import fresh_temp
+
         path = _cache_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(known, indent=2, sort_keys=True))
+        fh, tmp = fresh_temp(path)
+        with fh:
+            fh.write(json.dumps(known, indent=2, sort_keys=True).encode())
+        os.replace(tmp, path)
     except OSError:
         pass
     return enforced
