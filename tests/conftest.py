@@ -218,3 +218,25 @@ def s3_backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
 def file_backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """As ``backend``, for cases that exist only in a folder."""
     return _backend("file", request, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def narf(backend):
+    """Package narf on each backend (see ``backend``)."""
+    from interleave import with_narf
+
+    return with_narf(backend)
+
+
+@pytest.fixture
+def s3_narf(s3_backend):
+    from interleave import with_narf
+
+    return with_narf(s3_backend)
+
+
+@pytest.fixture
+def file_narf(file_backend):
+    from interleave import with_narf
+
+    return with_narf(file_backend)

@@ -8,6 +8,7 @@ runs none of its cleanup, exactly what the store sees of a process killed with S
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -181,3 +182,21 @@ def write(tmp: Path, name: str, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pulled(backend: Backend, version: str = "1.0", **kwargs: Any) -> tuple[bytes, str]:
+    """Pull narf as a fresh machine would: the bytes written and how they were checked."""
+    reg, _ = backend.registry()
+    dest = backend.tmp / "pulled" / os.urandom(4).hex()
+    result = reg.pull("narf", version, outfile=dest, **kwargs)
+    return dest.read_bytes(), result.checked_by
+
+
+def with_narf(backend: Backend) -> Backend:
+    """The backend with package narf created."""
+    backend.registry()[0].init("narf", "narf.bin")
+    return backend

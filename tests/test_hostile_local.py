@@ -531,8 +531,7 @@ def accounts() -> Accounts:
 
 
 def victim_home(accounts: Accounts) -> dict[str, tuple]:
-    """The victim's home, but for what the victim's own pulls keep there (cache, state)."""
-    return {k: v for k, v in tree(accounts.home).items() if not k.startswith((".cache", ".local"))}
+    return {k: v for k, v in tree(accounts.home).items() if not k.startswith(".cache")}
 
 
 PLANT_LINKS = """

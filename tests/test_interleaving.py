@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from interleave import Actor, Backend, Gate, Killed, write
+from interleave import Actor, Backend, Gate, Killed, pulled, sha, write
 from tychoreg import layout
 from tychoreg.errors import AlreadyExists, IntegrityError, NotFound, StorageError
 from tychoreg.models import VersionRecord
@@ -29,42 +29,9 @@ RECORD = layout.record("narf", "1.0")
 A_BYTES, B_BYTES = b"A" * 3000, b"B" * 5000
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def pulled(backend: Backend, version: str = "1.0", **kwargs) -> tuple[bytes, str]:
-    """Pull as a fresh machine would: the bytes written and how they were checked."""
-    reg, _ = backend.registry()
-    dest = backend.tmp / "pulled" / os.urandom(4).hex()
-    result = reg.pull("narf", version, outfile=dest, **kwargs)
-    return dest.read_bytes(), result.checked_by
-
-
 def record_of(backend: Backend, version: str = "1.0") -> VersionRecord:
     raw, _ = backend.raw().get(layout.record("narf", version))
     return VersionRecord.parse("narf", version, raw)
-
-
-def with_narf(backend: Backend) -> Backend:
-    backend.registry()[0].init("narf", "narf.bin")
-    return backend
-
-
-@pytest.fixture
-def narf(backend: Backend) -> Backend:
-    """Package narf on each backend."""
-    return with_narf(backend)
-
-
-@pytest.fixture
-def s3_narf(s3_backend: Backend) -> Backend:
-    return with_narf(s3_backend)
-
-
-@pytest.fixture
-def file_narf(file_backend: Backend) -> Backend:
-    return with_narf(file_backend)
 
 
 # -- 1. a stale claim taken over while its push is still alive ---------------------------------
@@ -250,11 +217,13 @@ class _CutAfter:
         return self._inner.write(data)
 
 
-def test_an_unidentifiable_download_is_never_resumed_by_another_version(file_narf: Backend) -> None:
-    """Versions without a record on a store without ETags (a folder copied from a 0.4.0 bucket)
-    have nothing to name their bytes by. Before: their part file was named by size only, so a
-    pull of 2.0 resumed what a killed pull of 1.0 left (2 MiB of 1.0, then 1 MiB of 2.0), exit 0.
-    (S3 objects always have an ETag to name and pin them by: next test.)"""
+def test_a_record_less_download_is_never_resumed_by_another_version(file_narf: Backend) -> None:
+    """Versions without a record on a folder (copied from a 0.4.0 bucket) have no ETag to name
+    their bytes by. Before: their part file was named by size only, so a pull of 2.0 resumed what
+    a killed pull of 1.0 left (2 MiB of 1.0, then 1 MiB of 2.0), exit 0. Now a part file is named
+    after the exact file it was read from (device, inode, size, mtime), and every read of it is
+    conditional on that: 2.0 is downloaded whole, and 1.0 resumes only from its own bytes.
+    (S3 objects are named and pinned by their ETag: next test.)"""
     narf = file_narf
     narf.put_raw(layout.data("narf", "1.0"), b"1" * 3 * MiB)
     narf.put_raw(layout.data("narf", "2.0"), b"2" * 3 * MiB)
@@ -268,7 +237,9 @@ def test_an_unidentifiable_download_is_never_resumed_by_another_version(file_nar
     result = reg.pull("narf", "2.0", outfile=dest)
     assert dest.read_bytes() == b"2" * 3 * MiB
     assert result.checked_by == "size"
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["narf.bin"]  # no part file left over
+    assert reg.pull("narf", "1.0", outfile=dest).resumes == 0
+    assert dest.read_bytes() == b"1" * 3 * MiB
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["narf.bin"]  # the part file was used up
 
 
 def test_a_resumed_read_is_pinned_to_the_object_it_started_on(s3_narf: Backend) -> None:

@@ -34,8 +34,8 @@ from typing import Any
 import pytest
 
 import tychoreg.catalog as catalog_module
+import tychoreg.concurrency as concurrency_module
 import tychoreg.fetch as fetch_module
-import tychoreg.registry as registry_module
 from interleave import Backend
 from tychoreg import layout
 from tychoreg.errors import IntegrityError, TychoError
@@ -319,7 +319,7 @@ class World:
 def inline_pools(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch_module, "ThreadPoolExecutor", _Inline)
     monkeypatch.setattr(catalog_module, "ThreadPoolExecutor", _Inline)
-    monkeypatch.setattr(registry_module, "_parallel", lambda func, items, workers=0: [func(i) for i in items])
+    monkeypatch.setattr(concurrency_module, "ThreadPoolExecutor", _Inline)
     monkeypatch.setenv("TYCHOREG_CLAIM_TIMEOUT", "0")
 
 

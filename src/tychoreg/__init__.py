@@ -4,31 +4,52 @@
 >>> reg = Registry.from_config()          # same resolution as the CLI
 >>> reg.pull("narf")                      # doctest: +SKIP
 
-Names are loaded on first use, so ``tychoreg --help`` stays fast.
+Everything a Python caller needs is importable from here: :class:`Registry` (the API), the
+results it returns and the errors it raises. Names are loaded on first use, so
+``tychoreg --help`` stays fast.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.5.0"
 
-__all__ = ["Registry", "TychoError", "NotFound", "AlreadyExists", "IntegrityError", "StorageError",
-           "ConfigError", "UsageError", "OperationError", "__version__"]
+#: Where each public name lives.
+_HOMES = {
+    "Registry": "registry", "Pin": "registry",
+    "Settings": "config", "Project": "config", "Requirement": "config", "load_settings": "config",
+    "Selector": "selector",
+    "PackageInfo": "models", "PackageDetails": "models", "VersionInfo": "models", "PullResult": "models",
+    "PushResult": "models", "Resolved": "models",
+    "Locked": "lockfile", "Cache": "cache", "CacheInfo": "cache", "Verified": "upkeep", "Debris": "upkeep",
+    "NotCached": "deliver", "UnsafeArchive": "extract",
+    **{name: "errors" for name in (
+        "TychoError", "UsageError", "ConfigError", "OperationError", "NotFound", "AlreadyExists", "IntegrityError",
+        "StorageError", "ConfirmationNeeded", "PackageNotFound", "VersionNotFound", "NoLatest", "NoMatch",
+        "TagNotFound", "PackageExists", "VersionExists", "BeingPushed", "RecordMissing")},
+}
+
+__all__ = sorted(_HOMES) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .errors import (AlreadyExists, ConfigError, IntegrityError, NotFound, OperationError,
-                         StorageError, TychoError, UsageError)
-    from .registry import Registry
+    from .cache import Cache, CacheInfo
+    from .config import Project, Requirement, Settings, load_settings
+    from .deliver import NotCached
+    from .errors import (AlreadyExists, BeingPushed, ConfigError, ConfirmationNeeded, IntegrityError, NoLatest,
+                         NoMatch, NotFound, OperationError, PackageExists, PackageNotFound, RecordMissing,
+                         StorageError, TagNotFound, TychoError, UsageError, VersionExists, VersionNotFound)
+    from .extract import UnsafeArchive
+    from .lockfile import Locked
+    from .models import PackageDetails, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
+    from .registry import Pin, Registry
+    from .selector import Selector
+    from .upkeep import Debris, Verified
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Registry":
-        from .registry import Registry
-
-        return Registry
-    if name in __all__:
-        from . import errors
-
-        return getattr(errors, name)
-    raise AttributeError(f"module 'tychoreg' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tychoreg' has no attribute {name!r}")
+    return getattr(import_module(f".{home}", __name__), name)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import layout
+from .concurrency import parallel_map
 from .errors import IntegrityError, StorageError
-from .models import PUSH_ID, VersionRecord
+from .models import PUSH_ID, PackageDoc, VersionInfo, VersionRecord, record_for_data
 from .names import is_valid_segment
 from .store import ObjectNotFound, Store
-from .store.base import ObjectInfo
+from .store.base import ObjectInfo, same_etag
 
 #: Records fetched one by one before a reader writes the catalog back.
 REWRITE_AFTER = 16
@@ -41,7 +41,7 @@ def _md5_etag(raw: bytes, etag: str | None) -> bool:
     return bool(etag) and etag.strip('"').lower() == hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
-def scan(store: Store, package: str, parallel: Callable[..., list[Any]]) -> tuple[dict[str, int], dict[str, Known]]:
+def scan(store: Store, package: str) -> tuple[dict[str, int], dict[str, Known]]:
     """Visible versions with their stored sizes, and what each one's record says."""
     with ThreadPoolExecutor(3) as pool:
         data = pool.submit(lambda: list(store.list(layout.data_prefix(package))))
@@ -76,34 +76,42 @@ def scan(store: Store, package: str, parallel: Callable[..., list[Any]]) -> tupl
         except IntegrityError as exc:
             return version, str(exc), None
 
-    for version, record, raw in parallel(fetch, missing):
+    for version, record, raw in parallel_map(fetch, missing):
         known[version] = record
         if raw is not None and _md5_etag(raw, listed[version].etag):
             raws[version] = raw
-    _settle_takeovers(store, package, known, parallel)
+    data_etags = {v: i.etag for i in data.result() if (v := layout.version_of_data(package, i.key))}
+    _settle(store, package, known, data_etags)
     if len(missing) >= REWRITE_AFTER and any(i.etag for i in listed.values()):
         _write_catalog(store, package, raws, catalog_etag)
     return sizes, known
 
 
-def _settle_takeovers(store: Store, package: str, known: dict[str, Known], parallel: Callable[..., list[Any]]) -> None:
-    """A record that took over stale claims may not describe the data (the old push committed
-    after all): for those few, the data's push id says which record does."""
-    from .fetch import describing
+def _settle(store: Store, package: str, known: dict[str, Known], data_etags: dict[str, str | None]) -> None:
+    """Records that may not describe their data are checked against it (a head each): those
+    that took over stale claims (the old push may have committed after all), and those whose
+    expected ETag is not the one the data listing shows (another client wrote the data, or a
+    push committed after its claim was removed). The data's push id says which record does."""
 
     def settle(version: str) -> tuple[str, Known]:
         record = known[version]
         assert isinstance(record, VersionRecord)
         try:
             info = store.head(layout.data(package, version))
-            if info is None or PUSH_ID not in info.meta:
+            if info is None:
                 return version, record
-            return version, describing(package, version, record, info)
+            return version, record_for_data(package, version, record, info.meta.get(PUSH_ID), info.etag,
+                                            keeps_metadata=store.keeps_metadata)
         except (IntegrityError, StorageError) as exc:
             return version, str(exc)
 
-    pending = [v for v, r in known.items() if isinstance(r, VersionRecord) and r.replaced]
-    known.update(parallel(settle, pending))
+    def doubtful(version: str, record: Known) -> bool:
+        if not isinstance(record, VersionRecord):
+            return False
+        listed = data_etags.get(version)
+        return bool(record.replaced) or bool(record.etag and listed and not same_etag(record.etag, listed))
+
+    known.update(parallel_map(settle, [v for v, r in known.items() if doubtful(v, r)]))
 
 
 def known_digest(store: Store, package: str, version: str) -> str | None:
@@ -153,3 +161,30 @@ def _write_catalog(store: Store, package: str, raws: dict[str, bytes], etag: str
             store.put_if_match(layout.catalog(package), body, etag)
     except Exception:  # noqa: BLE001 - best effort by design (read-only access, a lost race)
         pass
+
+
+def versions(store: Store, package: str, doc: PackageDoc) -> list[VersionInfo]:
+    """Every visible version of ``package`` as listings show it, ascending by precedence."""
+    from .versions import version_sort_key
+
+    sizes, known = scan(store, package)
+    key = version_sort_key(sizes)
+    return sorted((describe(doc, v, sizes[v], known[v]) for v in sizes), key=lambda v: key(v.version))
+
+
+def describe(doc: PackageDoc, version: str, size: int, record: Known) -> VersionInfo:
+    """A version as listings show it: its record (or why it has none usable), the tags that
+    point to it, its yank state."""
+    tags = tuple(t for t, v in doc.tags.items() if v == version)
+    yank = doc.yanked.get(version)
+    marks: dict[str, Any] = {"tags": tags, "yanked": yank is not None,
+                             "yank_reason": yank.get("reason") if yank else None}
+    if record is None:
+        return VersionInfo(version, size, **marks)
+    if isinstance(record, str):
+        return VersionInfo(version, size, problem=record, **marks)
+    if record.size != size:
+        return VersionInfo(version, size, problem=f"{doc.package} {version} is damaged: stored size {size} "
+                           f"bytes, recorded {record.size}", **marks)
+    return VersionInfo(version, record.size, record.sha256, record.pushed_at or None, record.pushed_by,
+                       record.note, **marks)

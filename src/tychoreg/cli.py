@@ -16,7 +16,7 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from . import __version__
-from .errors import TychoError, UsageError
+from .errors import ConfirmationNeeded, TychoError, UsageError
 from .progress import Bars
 from .progress import wanted as progress_wanted
 
@@ -305,27 +305,9 @@ def _done(name: str, outcome: PullResult | TychoError) -> None:
 @common
 def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offline: bool) -> None:
     """Pull the latest version of each PKG (or what --from FILE names); report every failure."""
-    from .lockfile import read_pull_list
-
-    names, entries = list(packages), None
-    if source is not None:
-        more, entries = read_pull_list(source)
-        names += more
-    if not names and not entries:
-        raise UsageError("name at least one PKG, or a file with --from", "e.g. tychoreg pull-list narf toolchain")
-    if offline and (names or entries is None):
-        raise UsageError("--offline needs a lock file given with --from (it pins exact versions)",
-                         "e.g. tychoreg pull-list --from tycho.lock --offline")
     reg = _STATE.registry()
-    results = []
     with _bars() as bars:
-        if entries:
-            from .sync import install
-
-            assert source is not None
-            results += install(reg, entries, source.parent, offline=offline, force=force, progress=bars, done=_done)
-        if names:
-            results += reg.pull_many(names, force=force, progress=bars, done=_done)
+        results = reg.pull_list(packages, from_file=source, force=force, offline=offline, progress=bars, done=_done)
     failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
     if failed:
         raise TychoError(f"{failed} of {len(results)} packages failed to pull", "see the errors above")
@@ -429,8 +411,6 @@ def _confirm(question: str, yes: bool) -> bool:
 @common
 def yank(package: str, version: str, reason: str | None, yes: bool) -> None:
     """Stop handing out VERSION: no range or latest picks it; exact pulls still work, with a warning."""
-    from .registry import ConfirmationNeeded
-
     reg = _STATE.registry()
     try:
         latest = reg.yank(package, version, reason, move_latest=yes)
@@ -477,7 +457,8 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
     """Show PKG (localname, tags, newest versions) or one VERSION (size, sha256, who, when, note)."""
     from .models import PackageDetails
 
-    details = _STATE.registry().info(package, version, pre=pre)
+    reg = _STATE.registry()
+    details = reg.info(package) if version is None else reg.version_info(package, version, pre=pre)
     if as_json:
         _json(details.to_json())
         return
@@ -529,7 +510,7 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
 @common
 def gc(older_than: str, yes: bool) -> None:
     """Find debris of interrupted pushes (unfinished uploads, orphaned claims); --yes deletes it."""
-    from .upkeep import parse_age
+    from .units import parse_age
 
     found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
     for d in found:
@@ -554,12 +535,9 @@ def sync(locked: bool, offline: bool, force: bool) -> None:
     \b
     e.g. "packages": {"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}
     """
-    from .sync import sync as run
-
     reg = _STATE.registry()
-    assert _STATE.settings is not None
     with _bars() as bars:
-        results = run(reg, _STATE.settings, locked=locked, offline=offline, force=force, progress=bars, done=_done)
+        results = reg.sync(locked=locked, offline=offline, force=force, progress=bars, done=_done)
     failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
     if failed:
         raise TychoError(f"{failed} of {len(results)} packages failed to install", "see the errors above")
@@ -572,19 +550,14 @@ def sync(locked: bool, offline: bool, force: bool) -> None:
 def lock(packages: tuple[str, ...], upgrade: bool) -> None:
     """Pin each declared package to an exact version and SHA-256 in tycho.lock. Entries already
     locked stay as they are unless --upgrade (for PKG..., or for all)."""
-    from .sync import declared
-    from .sync import lock as run
-
     if packages and not upgrade:
         raise UsageError("naming packages needs --upgrade", f"e.g. tychoreg lock --upgrade {packages[0][:60]}")
     reg = _STATE.registry()
-    assert _STATE.settings is not None
-    declared(_STATE.settings)  # a config without packages is a config error (exit 2)
-    assert _STATE.settings.lockfile is not None
-    entries, changed = run(reg, _STATE.settings, upgrade=set(packages) if packages else upgrade)
+    entries, changed = reg.lock(upgrade=list(packages) if packages else upgrade)
+    assert reg.project is not None
     for name in sorted(entries):
         _info(f"{name:20} {entries[name].version}")
-    _info(f"{'Wrote' if changed else 'Unchanged:'} {_shown(_STATE.settings.lockfile)}")
+    _info(f"{'Wrote' if changed else 'Unchanged:'} {_shown(reg.project.lockfile)}")
 
 
 @cli.group(short_help="Inspect or prune the shared download cache.")
@@ -593,11 +566,10 @@ def cache() -> None:
 
 
 def _cache() -> Any:
-    from .cache import Cache, default_root
     from .config import load_settings
+    from .registry import Registry
 
-    settings = load_settings(_STATE.config)
-    return Cache(default_root(), settings.cache_limit)
+    return Registry.download_cache(load_settings(_STATE.config))
 
 
 @cache.command("info")
@@ -621,7 +593,7 @@ def cache_info(as_json: bool) -> None:
 @common
 def cache_prune(older_than: str | None) -> None:
     """Remove cached files (all, or those unused for AGE). Pulled files stay where they are."""
-    from .upkeep import parse_age
+    from .units import parse_age
 
     age = parse_age(older_than).total_seconds() if older_than is not None else None
     removed, freed = _cache().prune(age)
@@ -630,8 +602,74 @@ def cache_prune(older_than: str | None) -> None:
 
 def _print_error(exc: TychoError, prefix: str = "") -> None:
     click.echo(_message(f"error: {prefix}{exc}"), err=True)
-    if exc.hint:
-        click.echo(_message(f"hint: {exc.hint}"), err=True)
+    hint = hint_for(exc)
+    if hint:
+        click.echo(_message(f"hint: {hint}"), err=True)
+
+
+def _fields(exc: TychoError) -> tuple[str, str]:
+    return exc.package or "PKG", exc.version or "VERSION"
+
+
+def _versions_hint(exc: TychoError) -> str:
+    return f"see the versions with: tychoreg list-versions {_fields(exc)[0]}"
+
+
+#: What to do next, said with this command line's commands and flags: one place for all of them.
+_HINTS: dict[str, Callable[[TychoError], str]] = {
+    "no-package": lambda e: f"create it with: tychoreg init {_fields(e)[0]} FILENAME",
+    "no-version": _versions_hint,
+    "no-latest": lambda e: f"pull one with --version, or set it: tychoreg promote {_fields(e)[0]} VERSION",
+    "no-match": lambda e: _versions_hint(e) + ("" if e.details.get("pre") else "; --pre admits pre-releases"),
+    "no-tag": lambda e: f"see its tags with: tychoreg info {_fields(e)[0]}",
+    "not-yanked": lambda e: f"see the yanked versions with: tychoreg info {_fields(e)[0]}",
+    "package-exists": lambda e: f"see it with: tychoreg list-versions {_fields(e)[0]}",
+    "version-exists": lambda e: ("versions are immutable: push a new version number" if e.details.get("other_bytes")
+                                 else "push a new version number"),
+    "being-pushed": lambda e: f"wait, then check with: tychoreg list-versions {_fields(e)[0]}",
+    "confirm": lambda e: "pass --yes to go ahead",
+    "tagged": lambda e: "move the tags first, or pass --force to delete it and its tags",
+    "package-tagged": lambda e: "pass --force to delete it with all its versions and tags",
+    "yanked-latest": lambda e: "unyank it first: tychoreg unyank {} {}".format(*_fields(e)),
+    "reserved-version": lambda e: "choose a concrete version such as 1.0.0; use --promote-latest to make it latest",
+    "range-not-allowed": lambda e: f"see the versions with: tychoreg list-versions {_fields(e)[0]}",
+    "not-promoted": lambda e: "run: tychoreg promote {} {}".format(*_fields(e)),
+    "deleted-while-pushing": lambda e: f"create it again with: tychoreg init {_fields(e)[0]} FILENAME",
+    "record-missing": lambda e: ("someone removed the record; if you trust the stored bytes anyway, pull with "
+                                 "--allow-unverified, else delete the version and push it again"),
+    "foreign-record": lambda e: ("check it with: tychoreg verify {} {}; then re-push it as a new version"
+                                 .format(*_fields(e))),
+    "record-unsettled": lambda e: "check it with: tychoreg verify {} {}".format(*_fields(e)),
+    "replaced-or-damaged": lambda e: "check it with: tychoreg verify",
+    "upload-removed": lambda e: "push it again",
+    "deleted-during-download": lambda e: "pull again; if it is gone, " + _versions_hint(e),
+    "bad-localname": lambda e: f"pull with --outfile PATH, and repair localname in {_fields(e)[0]}/tycho.json",
+    "bad-latest": lambda e: f"repair it with: tychoreg promote {_fields(e)[0]} VERSION",
+    "dest-is-folder": lambda e: "name a file path with --outfile, or remove the folder",
+    "dest-permission": lambda e: "choose another --outfile or fix the folder's permissions",
+    "extract-target": lambda e: "choose another folder for --extract, or remove that one",
+    "not-an-archive": lambda e: ("--extract unpacks tar (plain, gzip, bzip2, xz, zstd) and zip; "
+                                 "pull without --extract to keep the file as it is"),
+    "offline-miss": lambda e: "run once without --offline to fill the cache",
+    "offline-no-digest": lambda e: "run without --offline",
+    "repushed": lambda e: f"if you trust the new bytes: tychoreg lock --upgrade {_fields(e)[0]}",
+    "no-lock": lambda e: "create it with: tychoreg lock" + (" (needs the registry)" if e.details.get("offline") else ""),
+    "stale-lock": lambda e: "run: tychoreg lock, then commit the updated lock file",
+    "lock-damaged": lambda e: "restore it from version control, or delete it and run: tychoreg lock",
+    "lock-extract": lambda e: (f"{e.hint}; fix the entry or delete "
+                               f"{getattr(e.details.get('lockfile'), 'name', 'the lock file')} and run: tychoreg lock"),
+    "shared-destination": lambda e: 'give one of them an "extract" folder, or pull it with --outfile instead',
+    "explicit-config-missing": lambda e: "check the path, or drop --config to use the default resolution",
+    "nothing-to-pull": lambda e: "e.g. tychoreg pull-list narf toolchain",
+    "offline-needs-lock": lambda e: "e.g. tychoreg pull-list --from tycho.lock --offline",
+}
+
+
+def hint_for(exc: TychoError) -> str | None:
+    """What to tell a command-line user to do about ``exc``: this CLI's own advice for its
+    ``reason``, else the error's own hint."""
+    render = _HINTS.get(exc.reason or "")
+    return render(exc) if render else exc.hint
 
 
 def _debug_traceback() -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 from .errors import ConfigError, TychoError
 from .names import clip, shown
+from .selector import Selector
+from .units import parse_size
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
@@ -35,9 +37,6 @@ DEFAULT_OUTDIR = "tycho_packages"
 LOCK_NAME = "tycho.lock"
 DEFAULT_CACHE_LIMIT = 10 * 1024 ** 3
 DEFAULT_EXTRACT_LIMIT = 4 * 1024 ** 3
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?\Z", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
-          "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
 _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}\Z")
 _S3_STRINGS = ("region_name", "endpoint_url", "api_version", "prefix")
 # Keys whose values must never be shown, whatever the section.
@@ -94,14 +93,40 @@ class Settings:
     def lockfile(self) -> Path | None:
         return self.project / LOCK_NAME if self.project else None
 
+    @property
+    def declared(self) -> Project | None:
+        """The project's declared packages and lock file (None for the embedded default)."""
+        if self.project is None:
+            return None
+        return Project(self.project, self.packages, self.source)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project: the folder of its config file (its lock file and extract folders live there),
+    and the packages it declares."""
+
+    folder: Path
+    packages: dict[str, Requirement]
+    source: str
+
+    @property
+    def lockfile(self) -> Path:
+        return self.folder / LOCK_NAME
+
 
 @dataclass(frozen=True)
 class Requirement:
-    """One entry of ``packages``: what to fetch and where it goes."""
+    """One entry of ``packages``: what to fetch and where it goes. ``version`` is the text as
+    declared (the lock file compares it); ``selector`` is that text parsed, once."""
 
     name: str
     version: str = "latest"
     extract: Path | None = None
+    selector: Selector | None = field(default=None, compare=False, repr=False)
+
+    def wanted(self) -> Selector:
+        return self.selector or Selector.parse(self.version)
 
     def describe(self) -> dict[str, str]:
         """How the lock file remembers the declaration, to notice when it changes."""
@@ -109,21 +134,6 @@ class Requirement:
         if self.extract is not None:
             out["extract"] = str(self.extract)
         return out
-
-
-def parse_size(value: Any, where: str) -> int:
-    """``"10GiB"``, ``"512MB"``, ``"1048576"`` or a number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
-    if not match:
-        raise ConfigError(f"{where} must be a size such as \"10GiB\", \"500MB\" or a number of bytes, "
-                          f"not {shown(value)}")
-    number, unit = float(match.group(1)), (match.group(2) or "B").lower()
-    try:
-        return int(number * _UNITS[unit])
-    except OverflowError:  # digits enough to make the float infinite
-        raise ConfigError(f"{where} is too large: {shown(value)}") from None
 
 
 def default_registry_path() -> Path:
@@ -138,8 +148,8 @@ def find_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> Path | No
     if explicit is not None and str(explicit) != "":
         path = cwd / Path(explicit).expanduser()
         if not _is_file(path):
-            raise ConfigError(f"config file {clip(explicit)} (given with --config) does not exist",
-                              "check the path, or drop --config to use the default resolution")
+            raise ConfigError(f"config file {clip(explicit)} does not exist", "check the path",
+                              reason="explicit-config-missing")
         return path
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
@@ -464,7 +474,7 @@ def extract_problem(text: str) -> str | None:
 def _packages(section: Any, path: Path) -> dict[str, Requirement]:
     """The ``packages`` section: ``{"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}``."""
     from .errors import UsageError
-    from .names import check_package, check_selector
+    from .names import check_package
 
     where = clip(path)
     if not isinstance(section, dict):
@@ -475,7 +485,7 @@ def _packages(section: Any, path: Path) -> dict[str, Requirement]:
         try:
             check_package(name)
             if isinstance(spec, str):
-                found[name] = Requirement(name, check_selector(spec))
+                found[name] = Requirement(name, spec, None, Selector.parse(spec))
                 continue
             if not isinstance(spec, dict) or set(spec) - {"version", "extract"}:
                 raise ConfigError(f"{entry} in {where} must be a version string or "
@@ -489,7 +499,8 @@ def _packages(section: Any, path: Path) -> dict[str, Requirement]:
                 raise ConfigError(f"{entry}.extract in {where} is {shown(extract, 200)}: {problem}",
                                   "extract folders must be relative paths inside the folder that holds "
                                   "the config file")
-            found[name] = Requirement(name, check_selector(version), Path(extract) if extract is not None else None)
+            found[name] = Requirement(name, version, Path(extract) if extract is not None else None,
+                                      Selector.parse(version))
         except UsageError as exc:
             raise ConfigError(f"{entry} in {where}: {exc}", exc.hint) from None
     return found

@@ -142,5 +142,5 @@ def _into_cache(src: Source, progress: Progress | None) -> int:
 
 def _online(src: Source) -> None:
     if src.offline:
-        raise NotCached(f"{src.package} {src.version} is not in the cache and --offline forbids downloading it",
-                       "run once without --offline to fill the cache")
+        raise NotCached(f"{src.package} {src.version} is not in the cache, and this install may not download",
+                        reason="offline-miss", package=src.package, version=src.version)

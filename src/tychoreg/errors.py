@@ -1,21 +1,35 @@
 """Typed errors that users see.
 
-Every failure a user can cause or meet is one of these; the CLI maps ``exit_code`` to the process
-status and prints ``str(error)`` (what happened) plus ``hint`` (what to do). Anything else that
-escapes is a bug and is reported as such.
+Every failure a user can cause or meet is one of these. An error says what happened in plain
+words that make sense to a Python caller as much as to a shell user; it carries what it is about
+as fields (``package``, ``version``, ``reason`` and the ``details`` its kind needs), so a caller
+can act on it without parsing the message. ``hint`` is advice that holds anywhere; the command
+line renders its own hints, naming commands and flags, from ``reason`` and the fields (see
+``cli.hint_for``). Anything else that escapes is a bug and is reported as such.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TychoError(Exception):
-    """Base of user-facing errors: a message, an optional hint, an exit status."""
+    """Base of user-facing errors: a message, an optional hint, an exit status, and fields."""
 
     exit_code = 1
+    #: What kind of failure this is (``"no-version"``, ``"being-pushed"``, ...), for callers and
+    #: for the command line's hints; None when the message is all there is to say.
+    reason: str | None = None
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, reason: str | None = None,
+                 package: str | None = None, version: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.hint = hint
+        if reason is not None:
+            self.reason = reason
+        self.package = package
+        self.version = version
+        self.details = details
 
 
 class UsageError(TychoError):
@@ -48,3 +62,85 @@ class IntegrityError(OperationError):
 
 class StorageError(OperationError):
     """The store failed: network, permissions, a damaged object."""
+
+
+class ConfirmationNeeded(OperationError):
+    """The operation would do more than asked (e.g. move ``latest``); repeat it with consent."""
+
+    reason = "confirm"
+
+
+# -- the failures met most often, each with its one message ---------------------------------------
+class PackageNotFound(NotFound):
+    reason = "no-package"
+
+    def __init__(self, package: str, location: str) -> None:
+        super().__init__(f"no package {package} in {location}", package=package)
+
+
+class VersionNotFound(NotFound):
+    reason = "no-version"
+
+    def __init__(self, package: str, version: str) -> None:
+        super().__init__(f"no version {version} of package {package}", package=package, version=version)
+
+
+class NoLatest(NotFound):
+    reason = "no-latest"
+
+    def __init__(self, package: str) -> None:
+        super().__init__(f"package {package} has no latest version yet", package=package)
+
+
+class NoMatch(NotFound):
+    """No version answers a range (``pre``: whether pre-releases were considered)."""
+
+    reason = "no-match"
+
+    def __init__(self, package: str, selector: str, pre: bool) -> None:
+        super().__init__(f"no version of package {package} matches {selector!r}"
+                         + ("" if pre else " (pre-releases and yanked versions are not considered)"),
+                         package=package, selector=selector, pre=pre)
+
+
+class TagNotFound(NotFound):
+    reason = "no-tag"
+
+    def __init__(self, package: str, tag: str) -> None:
+        super().__init__(f"package {package} has no tag {tag}", package=package, tag=tag)
+
+
+class PackageExists(AlreadyExists):
+    reason = "package-exists"
+
+    def __init__(self, package: str) -> None:
+        super().__init__(f"package {package} already exists", package=package)
+
+
+class VersionExists(AlreadyExists):
+    """The version exists (``other_bytes``: and holds other bytes than those pushed again)."""
+
+    reason = "version-exists"
+
+    def __init__(self, package: str, version: str, *, other_bytes: bool = False) -> None:
+        what = "already exists with other bytes" if other_bytes else "already exists; versions are immutable"
+        super().__init__(f"version {version} of package {package} {what}", "push a new version number",
+                         package=package, version=version, other_bytes=other_bytes)
+
+
+class BeingPushed(AlreadyExists):
+    reason = "being-pushed"
+
+    def __init__(self, package: str, version: str) -> None:
+        super().__init__(f"version {version} of package {package} is being pushed by someone else",
+                         "wait, then look again", package=package, version=version)
+
+
+class RecordMissing(IntegrityError):
+    """A version has no record although something says it had one (``why``)."""
+
+    reason = "record-missing"
+
+    def __init__(self, package: str, version: str, why: str) -> None:
+        super().__init__(f"{package} {version} has no record although {why}: its bytes cannot be verified",
+                         "someone removed the record", package=package, version=version, why=why)

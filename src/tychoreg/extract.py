@@ -1,4 +1,4 @@
-"""Safe, atomic unpacking of untrusted archives for ``tychoreg pull --extract DIR``.
+"""Safe, atomic unpacking of untrusted archives into a folder (``pull --extract DIR``).
 
 ``tarfile``/``zipfile`` extraction trusts the archive: names with ``..`` or a leading ``/``, links
 that point anywhere, device files, members written through a link planted earlier, bombs. So we
@@ -53,13 +53,13 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NamedTuple
 
+from .config import DEFAULT_EXTRACT_LIMIT
 from .errors import OperationError
+from .integrity import CHUNK
 from .localfs import DIR_FLAGS, is_private, open_regular, umask
 
-DEFAULT_MAX_BYTES = 4 << 30
 MAX_MEMBERS = 1_000_000  # each member costs an inode and memory for the checks
 STAMP_NAME = ".tycho-extract.json"
-_CHUNK = 1 << 20
 _HEADER_CAP = 16 << 20  # tarfile reads pax headers and long names whole into memory: per member
 _GLOBAL_CAP = 1 << 20  # global pax headers stay in memory for the rest of the archive
 _STAMP_MAX = 64 << 10
@@ -136,13 +136,13 @@ def check_target(dest: Path) -> None:
     """Refuse a ``dest`` that is not a folder, or a non-empty folder tychoreg did not extract."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise OperationError(f"cannot extract into {dest}: it exists and is not a folder",
-                             "choose another folder for --extract, or remove that one")
+                             "choose another folder, or remove that one", reason="extract-target")
     if dest.is_dir() and not os.path.lexists(dest / STAMP_NAME) and any(dest.iterdir()):
         raise OperationError(f"cannot extract into {dest}: it holds files that tychoreg did not put there",
                              "choose a new or empty folder; tychoreg replaces the whole folder on each change")
 
 
-def extract(archive: Path, dest: Path, stamp: Stamp, *, max_bytes: int = DEFAULT_MAX_BYTES,
+def extract(archive: Path, dest: Path, stamp: Stamp, *, max_bytes: int = DEFAULT_EXTRACT_LIMIT,
             force: bool = False, source: BinaryIO | None = None) -> bool:
     """Unpack ``archive`` into ``dest`` atomically; False if ``dest`` already holds ``stamp``
     (unless ``force``). A folder that holds files but no stamp was not made by us and is
@@ -259,8 +259,8 @@ def _open(archive: Path, source: BinaryIO) -> Generator[_Entry, None, None]:
     kind = kind or ("tar" if _is_tar(head) else "")
     if not kind:
         raise OperationError(f"{archive} is not a tar or zip archive",
-                             "--extract unpacks tar (plain, gzip, bzip2, xz, zstd) and zip; "
-                             "pull without --extract to keep the file as it is")
+                             "only tar (plain, gzip, bzip2, xz, zstd) and zip archives are unpacked",
+                             reason="not-an-archive")
     if kind == "zst":
         try:
             import zstandard  # noqa: F401
@@ -606,7 +606,7 @@ def _write(e: _Entry, tree: _Tree, parts: tuple[str, ...], written: int, max_byt
     """Stream one member to a new file, counting bytes as written; the new running total."""
     fd = tree.file(parts)
     with os.fdopen(fd, "wb") as out, (e.open() or io.BytesIO()) as src:
-        while chunk := src.read(_CHUNK):
+        while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > max_bytes:
                 raise _too_big(f"member {e.name!r}", max_bytes)

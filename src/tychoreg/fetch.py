@@ -15,26 +15,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from . import layout
-from .errors import IntegrityError, NotFound
+from .concurrency import backoff
+from .errors import IntegrityError, NotFound, RecordMissing, VersionNotFound
 from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_stream, etag_plan
 from .localfs import open_regular, resumable_write, written_prefix
-from .models import PUSH_ID, VersionRecord
+from .models import PUSH_ID, VersionRecord, record_for_data
 from .store import ObjectNotFound, PreconditionFailed, Store
-from .store.base import ObjectInfo, Progress, TransferInterrupted
+from .store.base import MultipartStore, ObjectInfo, Progress, TransferInterrupted
 
 if TYPE_CHECKING:
     from .known import KnownDigests
 
 #: How many times one pull resumes an interrupted transfer before giving up (the part file stays).
 RESUME_ATTEMPTS = 6
+#: How a version's bytes are checked: its recorded SHA-256, its S3 ETag recomputed, or only its size.
+CheckedBy = Literal["sha256", "etag", "size"]
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,13 @@ class Expected:
     pin: str | None = None
 
     @property
-    def checked_by(self) -> str:
+    def checked_by(self) -> CheckedBy:
         return "sha256" if self.sha256 else "etag" if self.etag else "size"
+
+    @classmethod
+    def pinned(cls, package: str, version: str, sha256: str, size: int) -> Expected:
+        """What a lock file pins: enough to find the bytes locally without asking the store."""
+        return cls(layout.data(package, version), size, sha256, None)
 
     def matches(self, digests: Digests) -> bool:
         if digests.size != self.size:
@@ -82,17 +88,18 @@ def expected_for(store: Store, package: str, version: str, *, allow_unverified: 
         # them (or a delete removed both). Look once more before calling the record lost.
         rec, info = _read_both(store, package, version)
     if info is None:
-        raise NotFound(f"no version {version} of package {package}",
-                       f"see the versions with: tychoreg list-versions {package}")
+        raise VersionNotFound(package, version)
     if rec is not None:
-        rec = describing(package, version, rec, info)
+        rec = record_for_data(package, version, rec, info.meta.get(PUSH_ID), info.etag,
+                              keeps_metadata=store.keeps_metadata)
         if rec.size != info.size:
             raise IntegrityError(f"{package} {version} is damaged: stored size {info.size} bytes, "
-                                 f"recorded {rec.size}", "re-push it as a new version")
-        return Expected(info.key, rec.size, rec.sha256, None, info.etag)
+                                 f"recorded {rec.size}", "re-push it as a new version", reason="damaged",
+                                 package=package, version=version)
+        return Expected(info.key, rec.size, rec.sha256, None, info.stamp)
     if not allow_unverified:
         _refuse_lost_record(store, package, version, info, known)
-    return Expected(info.key, info.size, None, _etag_plan(store, info), info.etag)
+    return Expected(info.key, info.size, None, _etag_plan(store, info), info.stamp)
 
 
 def _read_both(store: Store, package: str, version: str) -> tuple[VersionRecord | None, ObjectInfo | None]:
@@ -100,17 +107,6 @@ def _read_both(store: Store, package: str, version: str) -> tuple[VersionRecord 
         record = pool.submit(read_record, store, package, version)
         info = store.head(layout.data(package, version))
         return record.result(), info
-
-
-def describing(package: str, version: str, record: VersionRecord, info: ObjectInfo) -> VersionRecord:
-    """The record that describes the stored data ``info``: ``record`` itself, or the claim it
-    took over whose push wrote the data; else the data is described by no record."""
-    found = record.describing(info.meta.get(PUSH_ID))
-    if found is None:
-        raise IntegrityError(f"{package} {version} is damaged: its record belongs to another push than its "
-                             "data", f"check it with: tychoreg verify {package} {version}; then re-push it "
-                             "as a new version")
-    return found
 
 
 def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectInfo,
@@ -130,14 +126,12 @@ def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectIn
         if known_digest(store, package, version):
             why = "the package's catalog knew its SHA-256"
     if why:
-        raise IntegrityError(f"{package} {version} has no record although {why}: its bytes cannot be verified",
-                             "someone removed the record; if you trust the stored bytes anyway, pull with "
-                             "--allow-unverified, else delete the version and push it again")
+        raise RecordMissing(package, version, why)
 
 
 def _etag_plan(store: Store, info: ObjectInfo) -> EtagPlan | None:
     plan = etag_plan(info.etag, info.size)
-    if plan is None and info.etag and "-" in info.etag:
+    if plan is None and info.etag and "-" in info.etag and isinstance(store, MultipartStore):
         plan = etag_plan(info.etag, info.size, store.first_part_size(info.key))
     return plan
 
@@ -202,7 +196,8 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
                 f"{package} {version} failed verification: got {digests.size} bytes"
                 + (f" with {expected.checked_by} {got}" if got and expected.checked_by != "size" else "")
                 + f", expected {expected.size} bytes"
-                + (f" with sha256 {expected.sha256}" if expected.sha256 else ""), hint)
+                + (f" with sha256 {expected.sha256}" if expected.sha256 else ""), hint, reason="failed-verification",
+                package=package, version=version)
     return resumes
 
 
@@ -230,17 +225,17 @@ def _transfer(store: Store, expected: Expected, fd: int, digests: Digests, progr
             return attempt
         except ObjectNotFound:
             os.ftruncate(fd, digests.size)
-            raise NotFound(f"{expected.key} was deleted while it was being downloaded",
-                           "pull again; if it is gone, see the versions with: tychoreg list-versions") from None
+            raise NotFound(f"{expected.key} was deleted while it was being downloaded", "pull again",
+                           reason="deleted-during-download") from None
         except PreconditionFailed:
             os.ftruncate(fd, digests.size)
             raise NotFound(f"{expected.key} was replaced while it was being downloaded (deleted and pushed "
-                           "again)", "pull again") from None
+                           "again)", "pull again", reason="replaced-during-download") from None
         except TransferInterrupted:
             os.ftruncate(fd, digests.size)  # ranges written beyond the hashed prefix go
             if attempt == attempts - 1:
                 raise
-            time.sleep(random.uniform(0, min(0.2 * 2 ** attempt, 2.0)))
+            backoff(attempt, 0.2, 2.0)
         except BaseException:
             os.ftruncate(fd, digests.size)
             raise

@@ -6,9 +6,10 @@ a version this machine once verified into an unverified one that pulls by size. 
 ``known_hosts`` or a ``go.sum``, this remembers what was seen first; it is consulted only when a
 version has no record, so a planted or stale entry can at worst refuse a pull, never admit bytes.
 
-One small JSON file per registry and package, in the user's own state folder (Linux:
-``~/.local/state/tychoreg/known``), never in a download cache that other accounts may share.
-Best effort: a failure to read or write it never fails a pull.
+One small JSON file per registry and package, in the user's own cache folder (Linux:
+``~/.cache/tychoreg/known``), never in a download cache other accounts may share
+(``$TYCHOREG_CACHE_DIR``). Losing it loses only this extra check. Best effort: a failure to read
+or write it never fails a pull.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ _SHA = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def default_root() -> Path:
-    from platformdirs import user_state_dir
+    from platformdirs import user_cache_dir
 
-    return Path(user_state_dir("tychoreg", appauthor=False)) / "known"
+    return Path(user_cache_dir("tychoreg", appauthor=False)) / "known"
 
 
 class KnownDigests:

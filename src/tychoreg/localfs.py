@@ -44,15 +44,15 @@ def describe_write_error(exc: OSError, path: Path) -> OperationError:
                               "free some disk space and pull again")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OperationError(f"cannot write {path}: permission denied",
-                              "choose another --outfile or fix the folder's permissions")
+                              "choose another destination or fix the folder's permissions", reason="dest-permission")
     return OperationError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def check_destination(path: Path) -> None:
     """Refuse destinations that cannot be replaced by a file."""
     if path.is_dir():
-        raise OperationError(f"destination {path} is a folder",
-                             "name a file path with --outfile, or remove the folder")
+        raise OperationError(f"destination {path} is a folder", "name a file path, or remove the folder",
+                             reason="dest-is-folder")
 
 
 def umask() -> int:

@@ -98,8 +98,8 @@ def read(path: Path) -> dict[str, Locked] | None:
         problem = extract_problem(extract) if extract is not None else None
         if problem:
             raise ConfigError(f"{clip(path)}: package {name} would be extracted to {shown(extract, 200)}: {problem}",
-                              f"extract folders must be relative paths inside {clip(os.path.abspath(path.parent))}; "
-                              f"fix the entry or delete {path.name} and run: tychoreg lock")
+                              f"extract folders must be relative paths inside {clip(os.path.abspath(path.parent))}",
+                              reason="lock-extract", package=name, lockfile=path)
         found[name] = locked
     return found
 
@@ -134,13 +134,13 @@ def mismatches(entries: dict[str, Locked], declared: dict[str, Requirement]) -> 
 
 
 def _damaged(path: Path, why: str) -> OperationError:
-    return OperationError(f"{clip(path)} is damaged: {why}",
-                          "restore it from version control, or delete it and run: tychoreg lock")
+    return OperationError(f"{clip(path)} is damaged: {why}", "restore it from version control",
+                          reason="lock-damaged", lockfile=path)
 
 
 def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
-    """``pull-list --from FILE``: a lock file (exact versions) or a list of package names, one
-    per line (``#`` starts a comment). Returns (names, lock entries or None)."""
+    """What a pull list names: a lock file (exact versions) or a list of package names, one per
+    line (``#`` starts a comment). Returns (names, lock entries or None)."""
     from .errors import UsageError
     from .names import check_package
 

@@ -42,7 +42,7 @@ class PackageDoc:
     """``PKG/tycho.json``: 0.4.0's two fields, plus any other keys, kept as they are.
 
     Fields are checked when used, not when read: a damaged ``localname`` must not stop a pull
-    with ``--outfile`` or a ``promote`` that repairs ``latest``.
+    to another destination or a ``promote`` that repairs ``latest``.
     """
 
     package: str
@@ -59,13 +59,13 @@ class PackageDoc:
         if not is_valid_segment(self.localname):
             raise IntegrityError(
                 f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
-                f"pull with --outfile PATH, and repair localname in {self.package}/tycho.json")
+                f"repair localname in {self.package}/tycho.json", reason="bad-localname", package=self.package)
         return self.localname
 
     def checked_latest(self) -> str | None:
         if self.latest is not None and not is_valid_segment(self.latest):
             raise IntegrityError(f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
-                                 f"repair it with: tychoreg promote {self.package} VERSION")
+                                 "promote a version to repair it", reason="bad-latest", package=self.package)
         return self.latest
 
     # -- tychoreg's additions, under the "tychoreg" key (see docs/FORMAT.md) ----------------
@@ -130,6 +130,9 @@ class VersionRecord:
 
     ``push_id`` names the push that wrote it; the same id is in the data object's metadata
     (:data:`PUSH_ID`), so a reader can tell whether this record describes the stored bytes.
+    ``etag`` is the ETag the data object was to have (S3 makes it from the bytes): a listing of
+    the data then tells, without a request per version, which records may not describe it, and
+    on a store that keeps no metadata it still tells whose the data is.
     ``replaced`` keeps the claims this record took over (stale ones, see docs/FORMAT.md): if
     the push that made one of them was alive after all and committed its data, that claim is
     the record that describes the data, and nothing is lost.
@@ -143,6 +146,7 @@ class VersionRecord:
     note: str | None = None
     push_id: str | None = None
     replaced: tuple[VersionRecord, ...] = ()
+    etag: str | None = None
 
     @classmethod
     def parse(cls, package: str, version: str, raw: bytes) -> VersionRecord:
@@ -157,7 +161,7 @@ class VersionRecord:
             raise IntegrityError(f"{what} is damaged (wrong version, size or sha256)",
                                  f"repair or remove {package}/.tycho/versions/{version}.json")
         pushed_at = data.get("pushed_at")
-        by, note, push_id = data.get("pushed_by"), data.get("note"), data.get("push_id")
+        by, note, push_id, etag = data.get("pushed_by"), data.get("note"), data.get("push_id"), data.get("etag")
         replaced: tuple[VersionRecord, ...] = ()
         earlier = data.get("replaced")
         if not nested and isinstance(earlier, list):
@@ -165,20 +169,36 @@ class VersionRecord:
                              if isinstance(e, dict) and _well_formed(e, version))
         return cls(version, size, sha, pushed_at if isinstance(pushed_at, str) else "",
                    by if isinstance(by, str) else None, note if isinstance(note, str) else None,
-                   push_id if isinstance(push_id, str) and push_id else None, replaced)
+                   push_id if isinstance(push_id, str) and push_id else None, replaced,
+                   etag if isinstance(etag, str) and etag else None)
 
     def replacing(self, old: VersionRecord) -> VersionRecord:
         """This claim, taking over ``old``: it remembers ``old`` and what ``old`` remembered."""
         earlier = (replace(old, replaced=()), *old.replaced)
         return replace(self, replaced=tuple(r for r in earlier if r.push_id)[:MAX_REPLACED])
 
-    def describing(self, data_push_id: str | None) -> VersionRecord | None:
-        """The record (this one, or one it replaced) that describes data written by the push
-        ``data_push_id``; None when none does. Data or records from before push ids (or from
-        a store that keeps no metadata) are taken to be described by this record."""
-        if data_push_id is None or self.push_id is None or self.push_id == data_push_id:
+    def describing(self, data_push_id: str | None, data_etag: str | None = None, *,
+                   keeps_metadata: bool = False) -> VersionRecord | None:
+        """The record (this one, or one it replaced) that describes the data, which the push
+        ``data_push_id`` wrote and whose ETag is ``data_etag``; None when none does.
+
+        The push id decides when the data has one. Data without one was written by a client
+        that does not claim (0.4.0), or kept by a store that drops metadata. Then an expected
+        ETag decides where both are known; else, on a store that ``keeps_metadata``, a record
+        with a push id does not describe it (the data is not a tychoreg push's), and on one
+        that does not, the record whose size fits is taken. Records from before push ids
+        describe whatever is there, as they always did."""
+        if data_push_id is not None:
+            if self.push_id is None or self.push_id == data_push_id:
+                return self
+            return next((r for r in self.replaced if r.push_id == data_push_id), None)
+        if self.push_id is None:
             return self
-        return next((r for r in self.replaced if r.push_id == data_push_id), None)
+        if self.etag and data_etag:
+            if _same_etag(self.etag, data_etag):
+                return self
+            return next((r for r in self.replaced if r.etag and _same_etag(r.etag, data_etag)), None)
+        return None if keeps_metadata else self
 
     def to_object(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": FORMAT, "version": self.version, "size": self.size,
@@ -186,12 +206,29 @@ class VersionRecord:
                                "note": self.note}
         if self.push_id:
             out["push_id"] = self.push_id
+        if self.etag:
+            out["etag"] = self.etag
         if self.replaced:
             out["replaced"] = [r.to_object() for r in self.replaced]
         return out
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_object(), indent=2).encode()
+
+
+def record_for_data(package: str, version: str, record: VersionRecord, push_id: str | None,
+                    etag: str | None = None, *, keeps_metadata: bool = False) -> VersionRecord:
+    """The record that describes the stored data (its push id and ETag): ``record`` itself, or a
+    claim it took over; an integrity error when none does."""
+    found = record.describing(push_id, etag, keeps_metadata=keeps_metadata)
+    if found is None:
+        raise IntegrityError(f"{package} {version} is damaged: its record belongs to another push than its data",
+                             "re-push it as a new version", reason="foreign-record", package=package, version=version)
+    return found
+
+
+def _same_etag(a: str, b: str) -> bool:
+    return a.strip('"').lower() == b.strip('"').lower()
 
 
 def _well_formed(data: dict[str, Any], version: str) -> bool:

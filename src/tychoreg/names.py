@@ -46,7 +46,7 @@ def is_valid_segment(value: object) -> bool:
 def check_segment(value: str, what: str) -> str:
     """Return ``value`` or raise a :class:`UsageError` saying what is wrong with it."""
     if not is_valid_segment(value):
-        raise UsageError(f"invalid {what} {shown(value)}: use only {_ALLOWED}")
+        raise UsageError(f"invalid {what} {shown(value)}: use only {_ALLOWED}", reason="bad-name")
     return value
 
 
@@ -63,7 +63,7 @@ def check_version(version: str, *, for_push: bool = False) -> str:
     check_segment(version, "version")
     if for_push and version in RESERVED_VERSIONS:
         raise UsageError(f"{shown(version)} is reserved and cannot be pushed as a version",
-                         "choose a concrete version such as 1.0.0; use --promote-latest to make it latest")
+                         "choose a concrete version such as 1.0.0", reason="reserved-version")
     return version
 
 
@@ -73,20 +73,6 @@ _X_COMPONENT = re.compile(r"^[vV]?(?:\d+\.)*[xX](?:\.[0-9A-Za-z*]+)*$")
 def is_constraint(text: str) -> bool:
     """Whether ``text`` is a range expression rather than an exact version or a tag."""
     return any(ch in text for ch in "^~><=,*| \t") or bool(_X_COMPONENT.match(text))
-
-
-def check_selector(text: str) -> str:
-    """A version selector: an exact version, ``latest``, a tag, or a range such as ``^1.2``."""
-    if is_valid_segment(text) and not is_constraint(text):
-        return text
-    from .ranges import parse_constraint
-
-    try:
-        parse_constraint(text)
-    except ValueError as exc:
-        raise UsageError(f"invalid version or range {shown(text)}: {clip(exc, 160)}",
-                         "give a version (1.2.0), a tag (latest, stable) or a range (^1.2, >=1.2,<2, 1.x)") from None
-    return text
 
 
 def check_tag(tag: str) -> str:

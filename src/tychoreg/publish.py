@@ -21,19 +21,27 @@ for a claim, our push id on the data) before concluding that someone else won.
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
+import socket
 import stat
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from . import layout
-from .errors import AlreadyExists, IntegrityError, StorageError, UsageError
+from . import fetch, layout, refs
+from .concurrency import backoff
+from .errors import (AlreadyExists, BeingPushed, IntegrityError, NotFound, OperationError, StorageError, TychoError,
+                     UsageError, VersionExists)
 from .integrity import Digests, HashingReader
-from .models import PUSH_ID, VersionRecord
+from .models import PUSH_ID, PushResult, VersionInfo, VersionRecord
 from .store import GuardChanged, ObjectNotFound, PreconditionFailed, StagedUpload, Store
-from .store.base import ObjectInfo, Progress, same_etag
+from .store.base import ObjectInfo, Progress, ProgressFactory, same_etag
+
+if TYPE_CHECKING:
+    from .known import KnownDigests
 
 #: A claim (record without data) older than this belongs to a push that died; it may be taken
 #: over. The window between claim and commit is one request, so an hour is generous.
@@ -54,14 +62,68 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def already_exists(package: str, version: str) -> AlreadyExists:
-    return AlreadyExists(f"version {version} of package {package} already exists; versions are immutable",
-                         "push a new version number")
+def default_identity() -> str:
+    """``user@host``, the default for who pushed a version."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
-def being_pushed(package: str, version: str) -> AlreadyExists:
-    return AlreadyExists(f"version {version} of package {package} is being pushed by someone else",
-                         f"wait, then check with: tychoreg list-versions {package}")
+def push(store: Store, package: str, version: str, path: Path, *, identity: str | None = None,
+         note: str | None = None, promote_latest: bool = False, skip_existing: bool = False,
+         progress: ProgressFactory | None = None, known: KnownDigests | None = None,
+         warn: Callable[[str], None] | None = None) -> PushResult:
+    """Upload the file at ``path`` as ``version`` of ``package`` (see :meth:`Registry.push`)."""
+    skipped = False
+    with open_source(path) as source:
+        doc, _ = refs.read(store, package)
+        if warn:
+            from .probe import WEAKER, enforces_conditional_writes
+
+            if not enforces_conditional_writes(store):
+                warn(WEAKER.format(location=store.location))
+        if version in doc.tags:
+            raise UsageError(f"{version} is a tag of package {package}; a version cannot share its name",
+                             "push under another version number", reason="version-is-tag", package=package,
+                             version=version)
+        try:
+            size = os.fstat(source.fileno()).st_size
+            record = publish(store, package, version, source, identity=identity or default_identity(), note=note,
+                             progress=progress(f"{package} {version}", size) if progress else None)
+            info = VersionInfo(version, record.size, record.sha256, record.pushed_at, record.pushed_by, record.note)
+            if known:
+                known.remember(package, version, record.sha256)
+        except AlreadyExists:
+            if not skip_existing:
+                raise
+            info = _same_bytes(store, package, version, path)
+            skipped = True
+    if not skipped and store.head(layout.package_doc(package)) is None:
+        # The package was deleted while we pushed: do not leave a version behind without it.
+        withdraw(store, package, record)
+        raise NotFound(f"package {package} was deleted while {version} was being pushed; nothing was kept",
+                       reason="deleted-while-pushing", package=package, version=version)
+    if promote_latest:
+        try:
+            refs.point(store, package, "latest", version)
+        except TychoError as exc:
+            raise OperationError(f"pushed {package} {version}, but could not make it latest: {exc}",
+                                 reason="not-promoted", package=package, version=version) from None
+    return PushResult(info, skipped=skipped, promoted=promote_latest)
+
+
+def _same_bytes(store: Store, package: str, version: str, path: Path) -> VersionInfo:
+    """The existing version if it holds exactly ``path``'s bytes (an idempotent push), else
+    :class:`AlreadyExists`."""
+    try:
+        expected = fetch.expected_for(store, package, version)
+    except NotFound:
+        raise BeingPushed(package, version) from None
+    if not fetch.holds(store, path, expected):
+        raise VersionExists(package, version, other_bytes=True)
+    return VersionInfo(version, expected.size, expected.sha256)
 
 
 def open_source(path: Path) -> BinaryIO:
@@ -82,12 +144,13 @@ def publish(store: Store, package: str, version: str, source: BinaryIO, *, ident
     """Upload ``source`` as ``version``; raises AlreadyExists when another push has it."""
     data_key = layout.data(package, version)
     if store.head(data_key) is not None:
-        raise already_exists(package, version)
+        raise VersionExists(package, version)
     push_id = secrets.token_hex(16)
     digests = Digests()
     staged = store.stage(data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress,
                          meta={PUSH_ID: push_id})
-    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note, push_id)
+    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note, push_id,
+                           etag=staged.etag)
     try:
         if staged.size != digests.size:
             raise StorageError(f"upload of {source.name} was incomplete ({staged.size} of {digests.size} bytes)")
@@ -119,16 +182,16 @@ def _claim(store: Store, package: str, record: VersionRecord) -> tuple[VersionRe
         if raw in written:
             return _own(record, raw, package), etag  # our own write, answered 412 on a retried request
         if store.head(layout.data(package, record.version)) is not None:
-            raise already_exists(package, record.version)
+            raise VersionExists(package, record.version)
         if not _is_stale(store, key, raw, package, record.version):
-            raise being_pushed(package, record.version)
+            raise BeingPushed(package, record.version)
         taker = _taking_over(record, raw, package)
         written.add(taker.to_bytes())
         try:
             return taker, store.put_if_match(key, taker.to_bytes(), etag)
         except PreconditionFailed:
             continue  # changed meanwhile (or our own retried write landed): look again
-    raise being_pushed(package, record.version)
+    raise BeingPushed(package, record.version)
 
 
 def _own(record: VersionRecord, raw: bytes, package: str) -> VersionRecord:
@@ -148,7 +211,7 @@ def _is_stale(store: Store, key: str, raw: bytes, package: str, version: str) ->
     both the claim's time and its own (so a client whose clock is off cannot mistake a fresh
     claim for a dead one), else by the record's own time."""
     info = store.head(key)
-    age = info.age_seconds() if info is not None else None
+    age = info.age_seconds(None if info.answered else store.now()) if info is not None else None
     if age is None:
         try:
             started = datetime.fromisoformat(VersionRecord.parse(package, version, raw).pushed_at.replace("Z", "+00:00"))
@@ -161,7 +224,11 @@ def _is_stale(store: Store, key: str, raw: bytes, package: str, version: str) ->
 
 
 class _Push:
-    """The steps after claiming: commit the data, then confirm that the record describes it."""
+    """The steps after claiming: commit the data, then confirm that the record describes it.
+
+    Nothing destructive is ever done on a guess: when a look at the data fails (the store did
+    not answer), the claim is kept (gc checks the data before it removes a claim) and the error
+    is raised."""
 
     def __init__(self, store: Store, package: str, record: VersionRecord, staged: StagedUpload) -> None:
         self.store, self.package, self.record, self.staged = store, package, record, staged
@@ -178,35 +245,34 @@ class _Push:
                 # holds the version now, they win.
                 try:
                     if attempt == 2:
-                        raise being_pushed(self.package, self.version) from None
+                        raise BeingPushed(self.package, self.version) from None
                     self.record, claim = _claim(self.store, self.package, self.record)
                 except BaseException:
                     self.staged.abort()
                     raise
                 continue
             except PreconditionFailed:
-                info = self._data()
+                info = self._data()  # raises if the store does not answer: the claim stays
                 if info is None or not self._ours(info):
                     self._lost(info, claim)
-                    raise already_exists(self.package, self.version) from None
+                    raise VersionExists(self.package, self.version) from None
             except BaseException as exc:
-                info = self._data(quiet=True)
+                try:
+                    info = self._data()
+                except StorageError:
+                    raise exc from None  # whether it landed is unknown: keep the claim
                 if info is None or not self._ours(info):
                     self._lost(info, claim)
                     if isinstance(exc, ObjectNotFound):  # the staged data went (gc of a stalled push)
                         raise StorageError(f"the upload of {self.package} {self.version} was removed before it "
-                                           "could be committed (by tychoreg gc?)", "push it again") from None
+                                           "could be committed (by gc?)", "push it again", reason="upload-removed",
+                                           package=self.package, version=self.version) from None
                     raise
             break  # committed (or our commit landed and only its answer was lost)
         self._confirm()
 
-    def _data(self, quiet: bool = False) -> ObjectInfo | None:
-        try:
-            return self.store.head(layout.data(self.package, self.version))
-        except StorageError:
-            if quiet:
-                return None
-            raise
+    def _data(self) -> ObjectInfo | None:
+        return self.store.head(layout.data(self.package, self.version))
 
     def _ours(self, info: ObjectInfo) -> bool:
         """Is the stored data our own write? By our push id where the store keeps metadata,
@@ -215,27 +281,41 @@ class _Push:
             return info.meta[PUSH_ID] == self.record.push_id
         return info.size == self.staged.size and same_etag(info.etag, self.staged.etag)
 
+    def _owner(self, info: ObjectInfo) -> VersionRecord | None:
+        """Which claim we took over describes data that is not ours: by its push id, or where
+        the store keeps no metadata by its ETag (else its size)."""
+        push_id = info.meta.get(PUSH_ID)
+        if push_id is not None:
+            return next((r for r in self.record.replaced if r.push_id == push_id), None)
+        for replaced in self.record.replaced:
+            if replaced.etag and info.etag:
+                if same_etag(replaced.etag, info.etag):
+                    return replaced
+            elif replaced.size == info.size:
+                return replaced
+        return None
+
     def _lost(self, info: ObjectInfo | None, claim: str) -> None:
-        """We did not commit. Release our claim if no data is there, or if the data was made by a
-        client that does not claim (0.4.0); if it was made by a push whose claim we took over,
-        put that push's record back. Never delete a record that describes data."""
-        if info is not None and self._ours(info):
-            return
-        push_id = info.meta.get(PUSH_ID) if info is not None else None
+        """We did not commit. With no data there, release our claim. If the data is that of a
+        push whose claim we took over (alive after all), put its record back. If it came from
+        a client that does not claim (0.4.0: no push id), release ours. Never delete a record
+        that may describe the data."""
         try:
-            if push_id is None:
+            if info is None:
                 self.store.delete_if_match(self.key, claim)
                 return
-            owner = self.record.describing(push_id)
-            if owner is not None and owner is not self.record:
+            owner = self._owner(info)
+            if owner is not None:
                 self.store.put_if_match(self.key, owner.to_bytes(), claim)
+            elif PUSH_ID not in info.meta:
+                self.store.delete_if_match(self.key, claim)
         except StorageError:
             pass  # best effort: no longer ours (someone confirmed or took it), or unreachable
 
     def _confirm(self) -> None:
         """Make the record ours again if a taker replaced (or gc removed) it while we committed;
         unless the data is no longer ours (deleted, and maybe pushed again by someone else)."""
-        for _ in range(CONFIRM_ATTEMPTS):
+        for attempt in range(CONFIRM_ATTEMPTS):
             try:
                 raw, etag = self.store.get(self.key)
             except ObjectNotFound:
@@ -246,7 +326,11 @@ class _Push:
                 current = None
             if current is not None and current.push_id == self.record.push_id:
                 return
-            info = self._data(quiet=True)
+            try:
+                info = self._data()
+            except StorageError:
+                backoff(attempt, 0.1, 2.0)
+                continue  # not known whether the data is still ours: look again
             if info is None or not self._ours(info):
                 return  # deleted meanwhile: nothing of ours to describe
             try:
@@ -257,8 +341,8 @@ class _Push:
                 return
             except PreconditionFailed:
                 continue
-        raise StorageError(f"{self.package} {self.version} was committed, but its record kept changing under us",
-                           f"check it with: tychoreg verify {self.package} {self.version}")
+        raise StorageError(f"{self.package} {self.version} was committed, but its record could not be confirmed",
+                           reason="record-unsettled", package=self.package, version=self.version)
 
 
 def withdraw(store: Store, package: str, record: VersionRecord) -> None:

@@ -205,12 +205,20 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text, tuple(alternatives))
 
 
-def resolve(constraint_text: str, versions: Iterable[str], *,
+def resolve(constraint: Constraint | str, versions: Iterable[str], *,
             yanked: Collection[str] = (), pre: bool = False) -> str | None:
-    """The highest version satisfying the constraint, not yanked; ``None`` if there is none."""
+    """The highest version satisfying ``constraint`` (parsed, or text), not yanked; ``None`` if
+    there is none."""
+    if isinstance(constraint, str):
+        constraint = parse_constraint(constraint)
     items = list(versions)
-    constraint, scheme = parse_constraint(constraint_text), scheme_of(items)
+    scheme = scheme_of(items)
     skip = set(yanked)
     matching = [v for v in items
                 if v not in skip and constraint.matches(v, pre=pre, scheme=scheme)]
     return max(matching, key=version_sort_key(items), default=None)
+
+
+def everything() -> Constraint:
+    """``*``: any release (the highest one is what ``latest`` falls back to after a yank)."""
+    return parse_constraint("*")

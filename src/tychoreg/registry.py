@@ -1,96 +1,69 @@
-"""The registry: packages, versions, ``latest``. The public Python API.
+"""The registry: packages, versions, tags, pulls. The public Python API, and only a façade.
 
-``Registry`` knows the rules of the game (versions are immutable, a version is visible only once
-its data is complete, ``tycho.json`` changes by compare-and-swap) and nothing of boto3 or of
-files: it talks to a :class:`~tychoreg.store.Store`. The two long procedures live beside it:
-:mod:`tychoreg.publish` (push) and :mod:`tychoreg.fetch` (pull).
+:class:`Registry` checks what callers give it (names, selectors: parsed once, here, at the edge)
+and hands each operation to the module that owns its protocol; it holds what they share (the
+store, the download cache, the digests this machine verified, where pulls go). Nothing here knows
+of boto3 or of files, and no protocol step lives here:
+
+=====================  ==================================================================
+``refs``               ``tycho.json``: read, compare-and-swap, promote, tag, yank, selection
+``publish``            push: stage, claim, commit, confirm
+``delete``             deleting a version or a package
+``fetch``, ``deliver``  what a version's bytes must be; getting them onto the disk
+``catalog``            every version of a package with its record
+``sync``               declared packages, ``tycho.lock``
+``upkeep``             verify, gc
+=====================  ==================================================================
 """
 
 from __future__ import annotations
 
 import fnmatch
-import getpass
 import os
-import random
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
-from . import deliver, fetch, layout
+from . import catalog, deliver, fetch, layout, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
-from .config import DEFAULT_EXTRACT_LIMIT, Settings, load_settings
-from .errors import AlreadyExists, IntegrityError, NotFound, OperationError, StorageError, TychoError, UsageError
+from .concurrency import each_package, parallel_map
+from .config import DEFAULT_EXTRACT_LIMIT, Project, Settings, load_settings
+from .errors import IntegrityError, NotFound, PackageExists, TychoError, UsageError, VersionNotFound
 from .known import KnownDigests
 from .known import default_root as default_known_root
-from .models import PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
-from .names import (check_filename, check_package, check_selector, check_tag, check_version, is_constraint,
-                    is_valid_segment)
-from .store import ObjectNotFound, PreconditionFailed, Store, open_store
+from .models import PUSH_ID, PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
+from .models import record_for_data
+from .names import check_filename, check_package, check_tag, check_version, is_valid_segment
+from .selector import Selector
+from .store import PreconditionFailed, Store, open_store
 from .store.base import ProgressFactory
 
 if TYPE_CHECKING:
-    from . import catalog, upkeep
+    from .lockfile import Locked
+    from .upkeep import Debris, Verified
 
-CAS_ATTEMPTS = 12
+#: How many of a package's newest versions ``info`` shows.
 NEWEST_SHOWN = 10
-PARALLEL_REQUESTS = 32
-PARALLEL_PULLS = 16
-_T = TypeVar("_T")
-_R = TypeVar("_R")
+Done = Callable[[str, "PullResult | TychoError"], None]
 
 
-def default_identity() -> str:
-    """``user@host``, the default for who pushed a version."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+class Pin(Protocol):
+    """An exact version and the digest it must have: what a lock file entry or
+    :meth:`Registry.resolve` gives."""
 
+    @property
+    def package(self) -> str: ...
 
-def _parallel(func: Callable[[_T], _R], items: Iterable[_T], workers: int = PARALLEL_REQUESTS) -> list[_R]:
-    """Map over items with bounded concurrency, keeping their order."""
-    items = list(items)
-    if len(items) <= 1:
-        return [func(i) for i in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(func, items))
+    @property
+    def version(self) -> str: ...
 
+    @property
+    def sha256(self) -> str | None: ...
 
-def _now_iso() -> str:
-    from .publish import now_iso
-
-    return now_iso()
-
-
-def each_package(names: Sequence[str], work: Callable[[str], _R],
-                 done: Callable[[str, _R | TychoError], None] | None = None) -> list[tuple[str, _R | TychoError]]:
-    """``work`` for each package, in parallel, in order; a failure is that package's outcome,
-    not an exception. ``done`` hears of each as it finishes (one at a time, from a worker)."""
-    lock = threading.Lock()
-
-    def one(name: str) -> tuple[str, _R | TychoError]:
-        outcome: _R | TychoError
-        try:
-            outcome = work(name)
-        except TychoError as exc:
-            outcome = exc
-        if done:
-            with lock:
-                done(name, outcome)
-        return name, outcome
-
-    return _parallel(one, names, workers=PARALLEL_PULLS)
-
-
-class ConfirmationNeeded(OperationError):
-    """The operation would do more than asked (e.g. move ``latest``); repeat it with consent."""
+    @property
+    def size(self) -> int: ...
 
 
 class Registry:
@@ -99,32 +72,42 @@ class Registry:
     def __init__(self, store: Store, *, outdir: str | os.PathLike[str] = "tycho_packages",
                  identity: str | None = None, warn: Callable[[str], None] | None = None,
                  cache: Cache | None = None, extract_limit: int = DEFAULT_EXTRACT_LIMIT,
-                 known: KnownDigests | None = None) -> None:
+                 known: KnownDigests | None = None, project: Project | None = None) -> None:
         self.store = store
         self.outdir = Path(outdir)
         self.identity = identity
         self._warn = warn
-        #: The shared download cache (None: download straight to the destination).
+        #: The shared download cache pulls use (None: download straight to the destination).
         self.cache = cache
         self.extract_limit = extract_limit
         #: The digests this machine verified before (None: remember nothing).
         self.known = known
+        #: The declared packages and lock file of the project, for :meth:`lock` and :meth:`sync`.
+        self.project = project
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | None = None, *,
                     cwd: Path | None = None) -> Registry:
-        """Open the registry the CLI would use (``--config``, ``$TYCHOREG_CONFIG``, ...)."""
+        """Open the registry the command line would use (an explicit file, ``$TYCHOREG_CONFIG``,
+        ``.tychoreg.json``, else the embedded default).
+
+        Raises :class:`ConfigError` for a missing or malformed configuration."""
         return cls.from_settings(load_settings(config, cwd=cwd))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, warn: Callable[[str], None] | None = None) -> Registry:
         tuning = {k: v for k, v in (("part_size", settings.part_size), ("concurrency", settings.concurrency))
                   if v is not None}
-        cache = Cache(default_cache_root(), settings.cache_limit) if settings.cache else None
         store = open_store(settings.backend, settings.options, **tuning)
-        known = KnownDigests(default_known_root(), getattr(store, "identity", store.location))
-        return cls(store, outdir=settings.outdir, identity=settings.identity, warn=warn, cache=cache,
-                   extract_limit=settings.extract_limit, known=known)
+        return cls(store, outdir=settings.outdir, identity=settings.identity, warn=warn,
+                   cache=cls.download_cache(settings) if settings.cache else None,
+                   extract_limit=settings.extract_limit, known=KnownDigests(default_known_root(), store.identity),
+                   project=settings.declared)
+
+    @staticmethod
+    def download_cache(settings: Settings | None = None) -> Cache:
+        """The shared download cache (whether or not pulls use it), to inspect or prune it."""
+        return Cache(default_cache_root(), settings.cache_limit if settings else None)
 
     @property
     def location(self) -> str:
@@ -132,140 +115,74 @@ class Registry:
 
     # -- packages ------------------------------------------------------------------------
     def init(self, package: str, filename: str) -> None:
-        """Create ``package``, whose pulls are saved as ``filename``."""
+        """Create ``package``, whose pulls are saved as ``filename``.
+
+        Raises :class:`UsageError` for an invalid name, :class:`PackageExists`."""
         check_package(package)
         check_filename(filename)
         try:
             self.store.put_if_absent(layout.package_doc(package), PackageDoc(package, filename).to_bytes())
         except PreconditionFailed:
-            raise AlreadyExists(f"package {package} already exists",
-                                f"see it with: tychoreg list-versions {package}") from None
+            raise PackageExists(package) from None
 
     def packages(self, pattern: str | None = None) -> list[PackageInfo]:
-        """Every package (a folder with a ``tycho.json``), sorted by name; ``pattern`` is a glob."""
+        """Every package (a folder with a ``tycho.json``), sorted by name; ``pattern`` is a glob.
+        A package whose document is damaged is listed with its ``problem``."""
         names = sorted(n for n in self.store.list_folders("") if is_valid_segment(n)
                        and (pattern is None or fnmatch.fnmatchcase(n, pattern)))
 
         def load(name: str) -> PackageInfo | None:
             try:
-                doc, _ = self._doc(name)
+                doc, _ = refs.read(self.store, name)
                 return PackageInfo(name, doc.checked_latest(), doc.localname)
             except NotFound:
                 return None
             except IntegrityError as exc:  # damaged or planted (too large, too deep, a link): this one only
                 return PackageInfo(name, None, None, problem=str(exc))
 
-        return [info for info in _parallel(load, names) if info is not None]
-
-    def _doc(self, package: str) -> tuple[PackageDoc, str]:
-        try:
-            raw, etag = self.store.get(layout.package_doc(package))
-        except ObjectNotFound:
-            raise NotFound(f"no package {package} in {self.location}",
-                           f"create it with: tychoreg init {package} FILENAME") from None
-        return PackageDoc.parse(package, raw), etag
-
-    def _update_doc(self, package: str, change: Callable[[PackageDoc], None]) -> PackageDoc:
-        """Read, change and write back ``tycho.json`` with compare-and-swap, retrying on conflict."""
-        for attempt in range(CAS_ATTEMPTS):
-            doc, etag = self._doc(package)
-            change(doc)
-            try:
-                self.store.put_if_match(layout.package_doc(package), doc.to_bytes(), etag)
-                return doc
-            except PreconditionFailed:
-                time.sleep(random.uniform(0, min(0.02 * 2 ** attempt, 1.0)))
-        raise StorageError(f"could not update package {package}: it kept changing under us",
-                           "try again; if it persists, another client is rewriting it in a loop")
-
-    # -- versions ------------------------------------------------------------------------
-    def _visible(self, package: str) -> dict[str, int]:
-        """Visible versions (data present) and their sizes, from one complete listing."""
-        sizes: dict[str, int] = {}
-        for info in self.store.list(layout.data_prefix(package)):
-            version = layout.version_of_data(package, info.key)
-            if version and is_valid_segment(version):
-                sizes[version] = info.size
-        return sizes
+        return [info for info in parallel_map(load, names) if info is not None]
 
     def versions(self, package: str) -> list[VersionInfo]:
-        """Every visible version of ``package``, ascending by version precedence."""
+        """Every visible version of ``package``, ascending by version precedence.
+
+        Raises :class:`PackageNotFound`."""
         check_package(package)
-        doc, _ = self._doc(package)
-        from . import catalog
-        from .versions import version_sort_key
+        doc, _ = refs.read(self.store, package)
+        return catalog.versions(self.store, package, doc)
 
-        sizes, known = catalog.scan(self.store, package, _parallel)
-        key = version_sort_key(sizes)
-        return sorted((self._describe(doc, v, sizes[v], known[v]) for v in sizes), key=lambda v: key(v.version))
-
-    def _describe(self, doc: PackageDoc, version: str, size: int, record: catalog.Known) -> VersionInfo:
-        """A version as listings show it: record, tags pointing to it, yank state."""
-        tags = tuple(t for t, v in doc.tags.items() if v == version)
-        yank = doc.yanked.get(version)
-        extra = {"tags": tags, "yanked": yank is not None,
-                 "yank_reason": yank.get("reason") if yank else None}
-        if record is None:
-            return VersionInfo(version, size, **extra)
-        if isinstance(record, str):
-            return VersionInfo(version, size, problem=record, **extra)
-        if record.size != size:
-            return VersionInfo(version, size, problem=f"{doc.package} {version} is damaged: stored size {size} "
-                               f"bytes, recorded {record.size}", **extra)
-        return VersionInfo(version, record.size, record.sha256, record.pushed_at or None, record.pushed_by,
-                           record.note, **extra)
-
-    def info(self, package: str, version: str | None = None, *, pre: bool = False) -> PackageDetails | VersionInfo:
-        """``info PKG``: the package and its newest versions; ``info PKG VERSION``: one version."""
-        check_package(package)
+    def info(self, package: str, version: str | Selector | None = None, *,
+             pre: bool = False) -> PackageDetails | VersionInfo:
+        """The package (its file name, tags, yanks and newest versions); with ``version``, that
+        version, as :meth:`version_info` gives it."""
         if version is not None:
-            check_selector(version)
-            doc, _ = self._doc(package)
-            exact = self._select(package, doc, version, pre=pre)
-            head = self.store.head(layout.data(package, exact))
-            if head is None:
-                raise NotFound(f"no version {exact} of package {package}",
-                               f"see the versions with: tychoreg list-versions {package}")
-            try:
-                record: catalog.Known = fetch.read_record(self.store, package, exact)
-                if record is not None:
-                    record = fetch.describing(package, exact, record, head)
-            except IntegrityError as exc:
-                record = str(exc)
-            return self._describe(doc, exact, head.size, record)
+            return self.version_info(package, version, pre=pre)
         listed = self.versions(package)
-        doc, _ = self._doc(package)
+        doc, _ = refs.read(self.store, package)
         localname = doc.localname if is_valid_segment(doc.localname) else None
-        return PackageDetails(package, localname, doc.tags,
-                              {v: e.get("reason") for v, e in doc.yanked.items()}, len(listed),
-                              list(reversed(listed[-NEWEST_SHOWN:])))
+        return PackageDetails(package, localname, doc.tags, {v: e.get("reason") for v, e in doc.yanked.items()},
+                              len(listed), list(reversed(listed[-NEWEST_SHOWN:])))
 
-    def _select(self, package: str, doc: PackageDoc, selector: str, *, pre: bool = False) -> str:
-        """Turn ``latest``, a tag, an exact version or a range into one version name."""
-        if selector == "latest":
-            latest = doc.checked_latest()
-            if not latest:
-                raise NotFound(f"package {package} has no latest version yet",
-                               f"pull one with --version, or set it: tychoreg promote {package} VERSION")
-            return latest
-        tags = doc.tags
-        if selector in tags:
-            return tags[selector]
-        if is_valid_segment(selector) and not is_constraint(selector):
-            return selector  # an exact version; whether it exists is checked by the caller
-        from .ranges import resolve
+    def version_info(self, package: str, selector: str | Selector, *, pre: bool = False) -> VersionInfo:
+        """One version (any selector): size, SHA-256, who pushed it when, note, tags, yank.
 
-        visible = self._visible(package)
-        if selector in visible:
-            return selector
-        match = resolve(selector, visible, yanked=doc.yanked, pre=pre)
-        if match is None:
-            raise NotFound(f"no version of package {package} matches {selector!r}"
-                           + ("" if pre else " (pre-releases and yanked versions are not considered)"),
-                           f"see the versions with: tychoreg list-versions {package}"
-                           + ("" if pre else "; --pre admits pre-releases"))
-        return match
+        Raises :class:`VersionNotFound`, :class:`NoLatest`, :class:`NoMatch`."""
+        check_package(package)
+        selector = Selector.parse(selector)
+        doc, _ = refs.read(self.store, package)
+        exact = refs.select(self.store, package, doc, selector, pre=pre)
+        head = self.store.head(layout.data(package, exact))
+        if head is None:
+            raise VersionNotFound(package, exact)
+        try:
+            record: catalog.Known = fetch.read_record(self.store, package, exact)
+            if record is not None:
+                record = record_for_data(package, exact, record, head.meta.get(PUSH_ID), head.etag,
+                                         keeps_metadata=self.store.keeps_metadata)
+        except IntegrityError as exc:
+            record = str(exc)
+        return catalog.describe(doc, exact, head.size, record)
 
+    # -- pushing and changing references --------------------------------------------------
     def push(self, package: str, version: str, file: str | os.PathLike[str], *,
              promote_latest: bool = False, note: str | None = None, skip_existing: bool = False,
              progress: ProgressFactory | None = None) -> PushResult:
@@ -273,274 +190,88 @@ class Registry:
 
         With ``skip_existing``, a version that already holds exactly these bytes is success
         (idempotent CI pushes); one that holds other bytes is still an error.
-        """
+
+        Raises :class:`UsageError` (a name, a file that cannot be read), :class:`PackageNotFound`,
+        :class:`VersionExists`, :class:`BeingPushed`, :class:`StorageError`."""
         check_package(package)
         check_version(version, for_push=True)
-        from .probe import WEAKER, enforces_conditional_writes
-        from .publish import open_source, publish
+        from .publish import push
 
-        path = Path(file)
-        skipped = False
-        with open_source(path) as source:
-            doc, _ = self._doc(package)
-            if self._warn and not enforces_conditional_writes(self.store):
-                self._warn(WEAKER.format(location=self.location))
-            if version in doc.tags:
-                raise UsageError(f"{version} is a tag of package {package}; a version cannot share its name",
-                                 "push under another version number")
-            try:
-                size = os.fstat(source.fileno()).st_size
-                rec = publish(self.store, package, version, source, identity=self.identity or default_identity(),
-                              note=note, progress=progress(f"{package} {version}", size) if progress else None)
-                info = VersionInfo(version, rec.size, rec.sha256, rec.pushed_at, rec.pushed_by, rec.note)
-                if self.known:
-                    self.known.remember(package, version, rec.sha256)
-            except AlreadyExists:
-                if not skip_existing:
-                    raise
-                info = self._same_bytes(package, version, path)
-                skipped = True
-        if not skipped and self.store.head(layout.package_doc(package)) is None:
-            # The package was deleted while we pushed: do not leave a version behind without it.
-            from .publish import withdraw
-
-            withdraw(self.store, package, rec)
-            raise NotFound(f"package {package} was deleted while {version} was being pushed; nothing was kept",
-                           f"create it again with: tychoreg init {package} FILENAME")
-        if promote_latest:
-            try:
-                self._point(package, "latest", version)
-            except TychoError as exc:
-                raise OperationError(f"pushed {package} {version}, but could not make it latest: {exc}",
-                                     f"run: tychoreg promote {package} {version}") from None
-        return PushResult(info, skipped=skipped, promoted=promote_latest)
-
-    def _same_bytes(self, package: str, version: str, path: Path) -> VersionInfo:
-        """The existing version if it holds exactly ``path``'s bytes, else AlreadyExists."""
-        try:
-            expected = fetch.expected_for(self.store, package, version)
-        except NotFound:
-            raise AlreadyExists(f"version {version} of package {package} is being pushed by someone else",
-                                "wait, then push again with --skip-existing") from None
-        if not fetch.holds(self.store, path, expected):
-            raise AlreadyExists(f"version {version} of package {package} already exists with other bytes",
-                                "versions are immutable: push a new version number")
-        return VersionInfo(version, expected.size, expected.sha256)
+        return push(self.store, package, version, Path(file), identity=self.identity, note=note,
+                    promote_latest=promote_latest, skip_existing=skip_existing, progress=progress,
+                    known=self.known, warn=self._warn)
 
     def promote(self, package: str, version: str) -> None:
-        """Make ``version`` the one that ``latest`` means."""
+        """Make ``version`` the one that ``latest`` means.
+
+        Raises :class:`VersionNotFound`, :class:`OperationError` (``reason="yanked-latest"``)."""
         check_package(package)
         check_version(version, for_push=True)
-        self._point(package, "latest", version)
+        refs.point(self.store, package, "latest", version)
 
-    def tag(self, package: str, version: str, tag: str, *, pre: bool = False) -> str:
+    def tag(self, package: str, selector: str | Selector, tag: str, *, pre: bool = False) -> str:
         """Point ``tag`` at a version (any selector); returns the exact version tagged."""
         check_package(package)
-        check_selector(version)
+        selector = Selector.parse(selector)
         check_tag(tag)
-        doc, _ = self._doc(package)
-        exact = self._select(package, doc, version, pre=pre)
-        if tag != "latest" and self.store.head(layout.data(package, tag)) is not None:
-            raise AlreadyExists(f"{tag} is a version of package {package}; a tag cannot share its name",
-                                "choose another tag name")
-        self._point(package, tag, exact)
-        return exact
+        return refs.tag(self.store, package, selector, tag, pre=pre)
 
     def untag(self, package: str, tag: str) -> str:
-        """Remove ``tag``; returns the version it pointed to."""
+        """Remove ``tag``; returns the version it pointed to. Raises :class:`TagNotFound`."""
         check_package(package)
         check_tag(tag)
-        old: list[str] = []
+        return refs.untag(self.store, package, tag)
 
-        def change(doc: PackageDoc) -> None:
-            old.clear()
-            if tag not in doc.tags:
-                raise NotFound(f"package {package} has no tag {tag}",
-                               f"see its tags with: tychoreg info {package}")
-            old.append(doc.tags[tag])
-            doc.set_tag(tag, None)
-
-        self._update_doc(package, change)
-        return old[0]
-
-    def _point(self, package: str, tag: str, version: str) -> None:
-        """Set ``tag`` to ``version`` safely against a concurrent delete of that version.
-
-        We check the data exists, write the tag, then check again: a delete removes the data and
-        then re-reads the tags, so one of the two always sees the other (and the tag is undone).
-        """
-        missing = NotFound(f"no version {version} of package {package}",
-                           f"see the versions with: tychoreg list-versions {package}")
-        self._doc(package)
-        if self.store.head(layout.data(package, version)) is None:
-            raise missing
-
-        def change(doc: PackageDoc) -> None:
-            if tag == "latest" and version in doc.yanked:
-                raise OperationError(f"{package} {version} is yanked; latest never means a yanked version",
-                                     f"unyank it first: tychoreg unyank {package} {version}")
-            doc.set_tag(tag, version)
-
-        self._update_doc(package, change)
-        if self.store.head(layout.data(package, version)) is None:
-            self._drop_refs(package, version)
-            raise missing
-
-    def _drop_refs(self, package: str, version: str, *, yank_too: bool = False,
-                   refuse_tagged: bool = False) -> list[str]:
-        """Remove every tag (and with ``yank_too`` the yank entry) naming ``version``."""
-        removed: list[str] = []
-
-        def change(doc: PackageDoc) -> None:
-            removed[:] = [t for t, v in doc.tags.items() if v == version]
-            if removed and refuse_tagged:
-                raise OperationError(f"{package} {version} is tagged {', '.join(removed)}; not deleted",
-                                     "move the tags first, or pass --force to delete it and its tags")
-            for t in removed:
-                doc.set_tag(t, None)
-            if yank_too:
-                doc.set_yanked(version, None)
-
-        self._update_doc(package, change)
-        return removed
-
-    def _exact(self, package: str, doc: PackageDoc, version: str) -> str:
-        """An exact version for commands that change one: a version, ``latest`` or a tag; no ranges."""
-        check_selector(version)
-        if version in doc.tags or version == "latest":
-            return self._select(package, doc, version)
-        if is_constraint(version) or not is_valid_segment(version):
-            raise UsageError(f"{version!r} is a range; this command needs one exact version",
-                             f"see the versions with: tychoreg list-versions {package}")
-        return version
-
-    # -- yank and delete -----------------------------------------------------------------
-    def yank(self, package: str, version: str, reason: str | None = None, *,
+    def yank(self, package: str, version: str | Selector, reason: str | None = None, *,
              move_latest: bool = False) -> str | None:
-        """Hide ``version`` from ``latest`` and range resolution; pulls by exact version still work.
+        """Hide a version from ``latest`` and range resolution; pulls by exact version still work.
+        Returns what ``latest`` is afterwards.
 
-        Yanking the version ``latest`` points to moves ``latest`` to the highest remaining
-        release; that needs ``move_latest`` (the CLI's ``--yes``). Returns the new ``latest``.
-        """
+        Raises :class:`ConfirmationNeeded` when the version is what ``latest`` means and
+        ``move_latest`` is not given (``latest`` would move to the highest remaining release)."""
         check_package(package)
-        doc, _ = self._doc(package)
-        version = self._exact(package, doc, version)
-        missing = NotFound(f"no version {version} of package {package}",
-                           f"see the versions with: tychoreg list-versions {package}")
-        from .ranges import resolve
+        from .publish import default_identity, now_iso
 
-        by = self.identity or default_identity()
-        moved: list[str | None] = []
+        _, latest = refs.yank(self.store, package, Selector.exact(version), reason,
+                              by=self.identity or default_identity(), when=now_iso(), move_latest=move_latest)
+        return latest
 
-        def change(doc: PackageDoc) -> None:
-            # Listed inside the compare-and-swap loop: a version deleted since an earlier attempt
-            # is never chosen (and the check after writing catches one deleted during it).
-            visible = self._visible(package)
-            if version not in visible:
-                raise missing
-            successor = resolve("*", visible, yanked={*doc.yanked, version})
-            if doc.latest == version or (moved and doc.latest == moved[-1] and doc.latest not in visible):
-                if not move_latest:
-                    raise ConfirmationNeeded(f"{package} {version} is what latest means; yanking it moves latest "
-                                             f"to {successor or 'nothing (unset)'}", "pass --yes to go ahead")
-                doc.latest = successor
-                moved.append(successor)
-            old_reason = doc.yanked.get(version, {}).get("reason")
-            doc.set_yanked(version, {"reason": reason if reason is not None else old_reason,
-                                     "at": _now_iso(), "by": by})
-
-        for _ in range(CAS_ATTEMPTS):
-            latest = self._update_doc(package, change).latest
-            # Like promote (see _point): check after writing. A delete removes the data and then
-            # the references, so one of the two sees the other.
-            if self.store.head(layout.data(package, version)) is None:
-                self._drop_refs(package, version, yank_too=True)
-                raise missing
-            if latest is None or latest != (moved[-1] if moved else None):
-                return latest
-            if self.store.head(layout.data(package, latest)) is not None:
-                return latest
-        raise StorageError(f"could not yank {package} {version}: versions kept disappearing under us",
-                           "try again")
-
-    def unyank(self, package: str, version: str) -> None:
+    def unyank(self, package: str, version: str | Selector) -> None:
         """Make a yanked version resolvable again (``latest`` is left as it is)."""
         check_package(package)
-        version = self._exact(package, self._doc(package)[0], version)
+        refs.unyank(self.store, package, Selector.exact(version))
 
-        def change(doc: PackageDoc) -> None:
-            if version not in doc.yanked:
-                raise NotFound(f"{package} {version} is not yanked")
-            doc.set_yanked(version, None)
+    def delete(self, package: str, version: str | Selector | None = None, *, force: bool = False) -> list[str]:
+        """Delete one version, or (``version`` None) the whole package; returns the tags removed.
 
-        self._update_doc(package, change)
-
-    def delete(self, package: str, version: str | None = None, *, force: bool = False) -> list[str]:
-        """Delete one version, or (``version`` None) the whole package; returns tags removed.
-
-        A version a tag points to is refused unless ``force``. Tags go first, then the data (the
-        version is invisible at once), then its record (only if unchanged), then the yank entry;
-        tags are re-checked afterwards (see :meth:`_point`).
-        """
+        Raises :class:`OperationError` (``reason="tagged"`` or ``"package-tagged"``) for a
+        version or package that tags point to, unless ``force``."""
         check_package(package)
-        if version is None:
-            return self._delete_package(package, force=force)
-        doc, _ = self._doc(package)
-        version = self._exact(package, doc, version)
-        if self.store.head(layout.data(package, version)) is None:
-            raise NotFound(f"no version {version} of package {package}",
-                           f"see the versions with: tychoreg list-versions {package}")
-        # The record's ETag is read before the data goes: once the version is invisible, a new
-        # push of it may take the old record over, and its claim must survive our delete.
-        try:
-            _, record_etag = self.store.get(layout.record(package, version))
-        except ObjectNotFound:
-            record_etag = None
-        except IntegrityError:
-            record_etag = None
-        removed = self._drop_refs(package, version, refuse_tagged=not force)
-        self.store.delete(layout.data(package, version))
-        if record_etag is not None:
-            try:
-                self.store.delete_if_match(layout.record(package, version), record_etag)
-            except (ObjectNotFound, PreconditionFailed):
-                pass  # a new push of this version has claimed it meanwhile: it stays
-        return sorted(set(removed) | set(self._drop_refs(package, version, yank_too=True)))
+        from . import delete
 
-    def _delete_package(self, package: str, *, force: bool) -> list[str]:
-        doc, _ = self._doc(package)
-        tags = sorted(doc.tags)
-        if tags and not force:
-            raise OperationError(f"package {package} has tags ({', '.join(tags)}); not deleted",
-                                 "pass --force to delete it with all its versions and tags")
-        # The document goes first: the package disappears and new pushes are refused at once.
-        self.store.delete(layout.package_doc(package))
-        keys = [info.key for info in self.store.list(f"{package}/") if info.key != layout.package_doc(package)]
-        data = [k for k in keys if layout.version_of_data(package, k)]
-        _parallel(self.store.delete, data)  # data first: versions vanish before their records
-        _parallel(self.store.delete, [k for k in keys if not layout.version_of_data(package, k)])
-        return tags
+        if version is None:
+            return delete.delete_package(self.store, package, force=force)
+        return delete.delete_version(self.store, package, Selector.exact(version), force=force)[1]
 
     # -- upkeep -------------------------------------------------------------------------
-    def verify(self, package: str | None = None, version: str | None = None, *, pre: bool = False,
-               ) -> list[upkeep.Verified]:
+    def verify(self, package: str | None = None, version: str | Selector | None = None, *, pre: bool = False,
+               ) -> list[Verified]:
         """Re-read stored versions (all, one package's, or one) and check them against their records."""
-        if package is None:
-            targets = [(p.name, v) for p in self.packages() for v in self._visible(p.name)]
-        else:
-            check_package(package)
-            doc, _ = self._doc(package)
-            if version is None:
-                targets = [(package, v) for v in self._visible(package)]
-            else:
-                check_selector(version)
-                targets = [(package, self._select(package, doc, version, pre=pre))]
         from . import upkeep
 
-        results = _parallel(lambda t: upkeep.verify_one(self.store, *t), targets, workers=4)
+        if package is None:
+            targets = [(p.name, v) for p in self.packages() for v in refs.visible(self.store, p.name)]
+        else:
+            check_package(package)
+            doc, _ = refs.read(self.store, package)
+            if version is None:
+                targets = [(package, v) for v in refs.visible(self.store, package)]
+            else:
+                targets = [(package, refs.select(self.store, package, doc, Selector.parse(version), pre=pre))]
+        results = parallel_map(lambda t: upkeep.verify_one(self.store, *t), targets, workers=4)
         return sorted(results, key=lambda r: r.package)
 
-    def gc(self, *, older_than: timedelta | None = None, remove: bool = False) -> list[upkeep.Debris]:
+    def gc(self, *, older_than: timedelta | None = None, remove: bool = False) -> list[Debris]:
         """Find (and with ``remove``, delete) what dead pushes left: invisible, older than
         ``older_than`` (default 24 hours)."""
         from . import upkeep
@@ -552,58 +283,45 @@ class Registry:
         return found
 
     # -- pulling -------------------------------------------------------------------------
-    def pull(self, package: str, version: str = "latest", *, outfile: str | os.PathLike[str] | None = None,
+    def resolve(self, package: str, selector: str | Selector = "latest", *, pre: bool = False) -> Resolved:
+        """What ``selector`` means for ``package`` right now: version, digest, size, file name."""
+        check_package(package)
+        doc, _ = refs.read(self.store, package)
+        exact = refs.select(self.store, package, doc, Selector.parse(selector), pre=pre)
+        expected = fetch.expected_for(self.store, package, exact, known=self.known)
+        return Resolved(package, exact, expected.sha256, expected.size, doc.checked_localname())
+
+    def pull(self, package: str, version: str | Selector = "latest", *, outfile: str | os.PathLike[str] | None = None,
              force: bool = False, pre: bool = False, progress: ProgressFactory | None = None,
              extract: str | os.PathLike[str] | None = None, allow_unverified: bool = False) -> PullResult:
         """Download a version (exact, ``latest``, a tag or a range) to ``outfile`` or
         ``OUTDIR/localname``, verified, atomically; with ``extract``, unpack it into that folder.
 
         ``allow_unverified`` takes a version whose record is missing although it once had one
-        (see :func:`tychoreg.fetch.expected_for`) by size and ETag, as a 0.4.0 version."""
+        (see docs/FORMAT.md, "Reading a version") by size and ETag, as a 0.4.0 version.
+
+        Raises :class:`PackageNotFound`, :class:`VersionNotFound`, :class:`NoLatest`,
+        :class:`NoMatch`, :class:`IntegrityError` (nothing is written then), :class:`StorageError`."""
         check_package(package)
-        check_selector(version)
+        selector = Selector.parse(version)
         if outfile is not None and Path(outfile).is_dir():
-            raise UsageError(f"--outfile {outfile} is a folder", "name a file path, e.g. DIR/FILENAME")
-        doc, _ = self._doc(package)
-        exact = self._select(package, doc, version, pre=pre)
+            raise UsageError(f"{outfile} is a folder", "name a file path, e.g. DIR/FILENAME", reason="dest-is-folder")
+        doc, _ = refs.read(self.store, package)
+        exact = refs.select(self.store, package, doc, selector, pre=pre)
         if extract is None:
             dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
         else:
             dest = Path(extract)
         expected = fetch.expected_for(self.store, package, exact, allow_unverified=allow_unverified, known=self.known)
         yank = doc.yanked.get(exact)
-        marks = {"yanked": yank is not None, "yank_reason": yank.get("reason") if yank else None}
-        return self.install(package, exact, expected, dest, extract=extract is not None, force=force,
-                            progress=progress, **marks)
-
-    def install(self, package: str, version: str, expected: fetch.Expected, dest: Path, *, extract: bool = False,
-                force: bool = False, offline: bool = False, progress: ProgressFactory | None = None,
-                **marks: Any) -> PullResult:
-        """Put a resolved version at ``dest`` (a file, or with ``extract`` a folder), from the
-        destination itself, the cache or the store; ``offline`` forbids the store."""
-        source = deliver.Source(self.store, package, version, expected, self.cache, offline)
-        watch = progress(f"{package} {version}", expected.size) if progress else None
-        if extract:
-            done = deliver.to_folder(source, dest, limit=self.extract_limit, force=force, progress=watch)
-        else:
-            done = deliver.to_file(source, dest, force=force, progress=watch)
-        if self.known and expected.sha256:
-            self.known.remember(package, version, expected.sha256)
-        return PullResult(package, version, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
-                          resumes=done.resumes, from_cache=done.from_cache, extracted=extract, **marks)
-
-    def resolve(self, package: str, selector: str = "latest", *, pre: bool = False) -> Resolved:
-        """What ``selector`` means for ``package`` right now: version, digest, size, file name."""
-        check_package(package)
-        check_selector(selector)
-        doc, _ = self._doc(package)
-        exact = self._select(package, doc, selector, pre=pre)
-        expected = fetch.expected_for(self.store, package, exact, known=self.known)
-        return Resolved(package, exact, expected.sha256, expected.size, doc.checked_localname())
+        done = self._deliver(package, exact, expected, dest, extract=extract is not None, force=force,
+                             progress=progress)
+        return PullResult(package, exact, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
+                          resumes=done.resumes, from_cache=done.from_cache, extracted=extract is not None,
+                          yanked=yank is not None, yank_reason=yank.get("reason") if yank else None)
 
     def pull_many(self, packages: Sequence[str], *, force: bool = False, progress: ProgressFactory | None = None,
-                  done: Callable[[str, PullResult | TychoError], None] | None = None,
-                  ) -> list[tuple[str, PullResult | TychoError]]:
+                  done: Done | None = None) -> list[tuple[str, PullResult | TychoError]]:
         """Pull the latest of each package, in parallel; failures are returned, not raised.
 
         ``done`` hears of each package as it finishes (from a worker thread, one at a time)."""
@@ -611,3 +329,107 @@ class Registry:
             check_package(name)
         return each_package(list(dict.fromkeys(packages)),
                             lambda name: self.pull(name, force=force, progress=progress), done)
+
+    def pull_list(self, packages: Sequence[str] = (), *, from_file: str | os.PathLike[str] | None = None,
+                  force: bool = False, offline: bool = False, progress: ProgressFactory | None = None,
+                  done: Done | None = None) -> list[tuple[str, PullResult | TychoError]]:
+        """Pull the latest of each package, and what ``from_file`` names: a lock file (exact
+        versions, verified against their pinned digests; extract folders inside its folder) or a
+        list of package names, one per line. Failures are returned per package, not raised.
+
+        Raises :class:`UsageError` when nothing is named, or when ``offline`` is asked without a
+        lock file (only a lock pins what may come from the cache)."""
+        from .lockfile import read_pull_list
+
+        names, entries = list(packages), None
+        if from_file is not None:
+            more, entries = read_pull_list(Path(from_file))
+            names += more
+        if not names and not entries:
+            raise UsageError("name at least one package, or a file to pull from", reason="nothing-to-pull")
+        if offline and (names or entries is None):
+            raise UsageError("pulling offline needs a lock file (it pins exact versions)", reason="offline-needs-lock")
+        results: list[tuple[str, PullResult | TychoError]] = []
+        if entries:
+            assert from_file is not None
+            results += self.install_locked(entries, Path(from_file).parent, offline=offline, force=force,
+                                           progress=progress, done=done)
+        if names:
+            results += self.pull_many(names, force=force, progress=progress, done=done)
+        return results
+
+    def install(self, pin: Pin, dest: str | os.PathLike[str], *, extract: bool = False, force: bool = False,
+                offline: bool = False, progress: ProgressFactory | None = None) -> PullResult:
+        """Put exactly the pinned version at ``dest`` (a file, or with ``extract`` a folder): from
+        the destination itself or the cache when they hold its digest (no request at all), else
+        from the store, whose copy must still be what the pin says.
+
+        Raises :class:`NotCached` when ``offline`` forbids the store, :class:`IntegrityError`
+        (``reason="repushed"``) when the version was deleted and pushed again with other bytes."""
+        dest = Path(dest)
+        if pin.sha256 and not force:
+            local = fetch.Expected.pinned(pin.package, pin.version, pin.sha256, pin.size)
+            try:
+                done = self._deliver(pin.package, pin.version, local, dest, extract=extract, offline=True)
+                return PullResult(pin.package, pin.version, dest, downloaded=False, checked_by="sha256",
+                                  from_cache=done.from_cache, extracted=extract)
+            except deliver.NotCached:
+                if offline:
+                    raise
+        elif offline:
+            raise deliver.NotCached(f"{pin.package} {pin.version} has no recorded SHA-256, so it cannot be "
+                                    "installed without the registry", reason="offline-no-digest",
+                                    package=pin.package, version=pin.version)
+        expected = fetch.expected_for(self.store, pin.package, pin.version, known=self.known)
+        if pin.sha256 and expected.sha256 != pin.sha256 or expected.size != pin.size:
+            raise IntegrityError(f"{pin.package} {pin.version} in {self.location} is not what the lock file pinned "
+                                 f"(sha256 {expected.sha256}, {expected.size} bytes; pinned {pin.sha256}, "
+                                 f"{pin.size} bytes): it was deleted and pushed again", reason="repushed",
+                                 package=pin.package, version=pin.version)
+        done = self._deliver(pin.package, pin.version, expected, dest, extract=extract, force=force,
+                             progress=progress)
+        return PullResult(pin.package, pin.version, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
+                          resumes=done.resumes, from_cache=done.from_cache, extracted=extract)
+
+    def _deliver(self, package: str, version: str, expected: fetch.Expected, dest: Path, *, extract: bool,
+                 force: bool = False, offline: bool = False,
+                 progress: ProgressFactory | None = None) -> deliver.Delivered:
+        source = deliver.Source(self.store, package, version, expected, self.cache, offline)
+        watch = progress(f"{package} {version}", expected.size) if progress and not offline else None
+        if extract:
+            done = deliver.to_folder(source, dest, limit=self.extract_limit, force=force, progress=watch)
+        else:
+            done = deliver.to_file(source, dest, force=force, progress=watch)
+        if self.known and expected.sha256:
+            self.known.remember(package, version, expected.sha256)
+        return done
+
+    # -- declared packages -----------------------------------------------------------------
+    def lock(self, *, upgrade: Sequence[str] | bool = False) -> tuple[dict[str, Locked], bool]:
+        """Resolve the project's declared packages into its lock file (entries already locked
+        stay unless upgraded); returns the entries and whether the file changed."""
+        from . import sync
+
+        return sync.lock(self, self._project(), upgrade=upgrade)
+
+    def sync(self, *, locked: bool = False, offline: bool = False, force: bool = False,
+             progress: ProgressFactory | None = None, done: Done | None = None,
+             ) -> list[tuple[str, PullResult | TychoError]]:
+        """Install every declared package as the lock file pins it (locking first unless
+        ``locked`` or ``offline``); failures are returned per package, not raised."""
+        from . import sync
+
+        return sync.sync(self, self._project(), locked=locked, offline=offline, force=force, progress=progress,
+                         done=done)
+
+    def install_locked(self, entries: dict[str, Locked], base: Path, *, offline: bool = False, force: bool = False,
+                       progress: ProgressFactory | None = None, done: Done | None = None,
+                       ) -> list[tuple[str, PullResult | TychoError]]:
+        """Install what a lock file (read with :func:`tychoreg.lockfile.read`) pins, its extract
+        folders inside ``base``; failures are returned per package, not raised."""
+        from . import sync
+
+        return sync.install(self, entries, base, offline=offline, force=force, progress=progress, done=done)
+
+    def _project(self) -> Project | None:
+        return self.project

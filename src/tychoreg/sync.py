@@ -12,45 +12,48 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import layout, lockfile
-from .config import Requirement, Settings, extract_problem
-from .errors import ConfigError, IntegrityError, OperationError, TychoError
-from .fetch import Expected, expected_for
-from .deliver import NotCached
+from . import lockfile
+from .concurrency import each_package
+from .config import Project, Requirement, extract_problem
+from .errors import ConfigError, OperationError, TychoError
 from .lockfile import Locked
 from .models import PullResult
 from .names import clip, shown
-from .registry import Registry, each_package
 from .store.base import ProgressFactory
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 Outcome = tuple[str, PullResult | TychoError]
 
 
-def declared(settings: Settings) -> dict[str, Requirement]:
-    if settings.lockfile is None:
+def declared(project: Project | None) -> dict[str, Requirement]:
+    """The project's declared packages; a :class:`ConfigError` when there are none."""
+    if project is None:
         raise ConfigError("sync and lock need a config file with a 'packages' section",
-                          'create .tychoreg.json with e.g. "packages": {"narf": "^1.2"}')
-    if not settings.packages:
-        raise ConfigError(f"no packages are declared in {settings.source}",
+                          'create .tychoreg.json with e.g. "packages": {"narf": "^1.2"}', reason="no-project")
+    if not project.packages:
+        raise ConfigError(f"no packages are declared in {project.source}",
                           'add a section such as "packages": {"narf": "^1.2", '
-                          '"gcc": {"version": "stable", "extract": "tools/gcc"}}')
-    return settings.packages
+                          '"gcc": {"version": "stable", "extract": "tools/gcc"}}', reason="no-packages")
+    return project.packages
 
 
-def lock(reg: Registry, settings: Settings, *, upgrade: Collection[str] | bool = False,
+def lock(reg: Registry, project: Project | None, *, upgrade: Collection[str] | bool = False,
          ) -> tuple[dict[str, Locked], bool]:
     """Resolve the declarations (keeping locked answers unless upgraded); write the lock if it
     changed. Returns the entries and whether the lock file changed."""
-    wanted = declared(settings)
-    path = settings.lockfile
-    assert path is not None
+    wanted = declared(project)
+    assert project is not None
+    path = project.lockfile
     if isinstance(upgrade, Collection) and not isinstance(upgrade, bool):
         unknown = sorted(set(upgrade) - set(wanted))
         if unknown:
-            raise ConfigError(f"--upgrade names packages that are not declared: "
-                              f"{clip(', '.join(shown(n) for n in unknown))}",
-                              f"declared in {settings.source}: {clip(', '.join(sorted(wanted)))}")
+            raise ConfigError(f"packages to upgrade are not declared: {clip(', '.join(shown(n) for n in unknown))}",
+                              f"declared in {project.source}: {clip(', '.join(sorted(wanted)))}",
+                              reason="upgrade-undeclared")
     existing = lockfile.read(path) or {}
 
     def fresh(name: str) -> bool:
@@ -61,38 +64,38 @@ def lock(reg: Registry, settings: Settings, *, upgrade: Collection[str] | bool =
 
     failed = []
     for name, got in each_package([r.name for r in todo],
-                                  lambda name: Locked.of(reg.resolve(name, wanted[name].version), wanted[name])):
+                                  lambda name: Locked.of(reg.resolve(name, wanted[name].wanted()), wanted[name])):
         if isinstance(got, TychoError):
             failed.append(f"{name}: {got}")
         else:
             entries[name] = got
     if failed:
-        raise OperationError("could not resolve " + "; ".join(failed), "the lock file was not changed")
+        raise OperationError("could not resolve " + "; ".join(failed), "the lock file was not changed",
+                             reason="unresolved")
     changed = entries != existing or not path.exists()
     if changed:
         lockfile.write(path, entries, reg.location)
     return entries, changed
 
 
-def sync(reg: Registry, settings: Settings, *, locked: bool = False, offline: bool = False, force: bool = False,
-         progress: ProgressFactory | None = None, done: Callable[[str, PullResult | TychoError], None] | None = None,
-         ) -> list[Outcome]:
+def sync(reg: Registry, project: Project | None, *, locked: bool = False, offline: bool = False,
+         force: bool = False, progress: ProgressFactory | None = None,
+         done: Callable[[str, PullResult | TychoError], None] | None = None) -> list[Outcome]:
     """Install every declared package as locked; lock first unless ``locked`` or ``offline``."""
-    wanted = declared(settings)
-    path = settings.lockfile
-    assert path is not None and settings.project is not None
+    wanted = declared(project)
+    assert project is not None
+    path = project.lockfile
     if locked or offline:
         entries = lockfile.read(path)
         if entries is None:
-            raise OperationError(f"there is no {path.name} in {path.parent}",
-                                 "create it with: tychoreg lock" + (" (needs the registry)" if offline else ""))
+            raise OperationError(f"there is no {path.name} in {path.parent}", reason="no-lock", offline=offline)
         problems = lockfile.mismatches(entries, wanted)
         if problems:
             raise OperationError(f"{path.name} does not match the declared packages: {'; '.join(problems)}",
-                                 "run: tychoreg lock, then commit the updated lock file")
+                                 reason="stale-lock")
     else:
-        entries, _ = lock(reg, settings)
-    return install(reg, entries, settings.project, offline=offline, force=force, progress=progress, done=done)
+        entries, _ = lock(reg, project)
+    return install(reg, entries, project.folder, offline=offline, force=force, progress=progress, done=done)
 
 
 def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: bool = False, force: bool = False,
@@ -137,29 +140,11 @@ def _refuse_shared_destinations(reg: Registry, items: list[Locked], base: Path) 
         where = Path(os.path.abspath(_destination(reg, entry, base)))
         if where in seen:
             raise ConfigError(f"packages {seen[where]} and {entry.package} would both be installed to {clip(where)}",
-                              'give one of them an "extract" folder, or pull it with --outfile instead')
+                              'give one of them an "extract" folder', reason="shared-destination")
         seen[where] = entry.package
 
 
 def _install_one(reg: Registry, entry: Locked, base: Path, *, offline: bool, force: bool,
                  progress: ProgressFactory | None) -> PullResult:
-    extract = entry.extract is not None
-    dest = _destination(reg, entry, base)
-    if entry.sha256 and not force:  # the destination or the cache may have it: no request at all
-        local = Expected(layout.data(entry.package, entry.version), entry.size, entry.sha256, None)
-        try:
-            return reg.install(entry.package, entry.version, local, dest, extract=extract, offline=True)
-        except NotCached:
-            if offline:
-                raise
-    elif offline:
-        raise NotCached(f"{entry.package} {entry.version} has no recorded SHA-256 in the lock, so it cannot "
-                        "be installed offline", "run without --offline")
-    expected = expected_for(reg.store, entry.package, entry.version)
-    if entry.sha256 and expected.sha256 != entry.sha256 or expected.size != entry.size:
-        raise IntegrityError(f"{entry.package} {entry.version} in {reg.location} is not what the lock file "
-                             f"pinned (sha256 {expected.sha256}, {expected.size} bytes; locked "
-                             f"{entry.sha256}, {entry.size} bytes): it was deleted and pushed again",
-                             f"if you trust the new bytes: tychoreg lock --upgrade {entry.package}")
-    return reg.install(entry.package, entry.version, expected, dest, extract=extract, force=force,
-                       progress=progress)
+    return reg.install(entry, _destination(reg, entry, base), extract=entry.extract is not None, force=force,
+                       offline=offline, progress=progress)

@@ -8,33 +8,17 @@ so that pushes still running are left alone, and removes a claim only if it is u
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import fetch, layout
-from .errors import TychoError, UsageError
+from .errors import TychoError
 from .integrity import Digests, Discard, HashingWriter
+from .models import PUSH_ID, VersionRecord
 from .store import PreconditionFailed, Store
 from .store.base import Leftover, same_etag
 
 DEFAULT_GC_AGE = timedelta(hours=24)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)\Z")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}
-
-
-def parse_age(text: str) -> timedelta:
-    """``30m``, ``24h``, ``7d``, ``90s`` (a bare number is hours). Ages beyond what a date can
-    hold (``99999999999d``) are usage errors, not arithmetic overflows."""
-    from .names import shown
-
-    match = _DURATION.match(text.strip().lower())
-    if not match:
-        raise UsageError(f"invalid age {shown(text)}", "use a number with s, m, h or d, e.g. 24h or 7d")
-    try:
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    except OverflowError:
-        raise UsageError(f"age {shown(text)} is too large", "use at most 999999999 days, e.g. 3650d") from None
 
 
 @dataclass(frozen=True)
@@ -65,7 +49,8 @@ def verify_one(store: Store, package: str, version: str) -> Verified:
         store.read(expected.key, HashingWriter(Discard(), digests), size=expected.size,  # type: ignore[arg-type]
                    if_match=expected.pin)
     except TychoError as exc:
-        return Verified(package, version, False, "-", str(exc))
+        # A record that belongs to another push was checked, by its push id and ETag, and failed.
+        return Verified(package, version, False, "sha256" if exc.reason == "foreign-record" else "-", str(exc))
     if expected.matches(digests):
         return Verified(package, version, True, expected.checked_by)
     return Verified(package, version, False, expected.checked_by,
@@ -99,10 +84,11 @@ def remove_debris(store: Store, item: Debris) -> bool:
     """Remove one piece of debris; False when it changed meanwhile (then it is left alone).
 
     An orphaned claim is read first (its ETag pins what we may delete), then asked for again to
-    check its age by the store's clock *after* the read: a push that took the claim over between
+    check its age *after* the read, by the store's clock: a push that took the claim over between
     our listing and our read has made it young again, and one that takes it over after the check
-    changes its ETag, so our conditional delete fails. Only then is the data checked (a claim
-    whose data arrived is a real version now)."""
+    changes its ETag, so our conditional delete fails. The data is checked last, atomically with
+    the delete where the store can (a folder, under its lock); elsewhere it is checked again
+    after the delete, and if the claim's push committed meanwhile its record is put back."""
     if item.leftover is not None:
         store.remove_leftover(item.leftover)
         return True
@@ -110,19 +96,37 @@ def remove_debris(store: Store, item: Debris) -> bool:
     version = layout.version_of_record(package, item.key)
     if version is None:
         return False
+    data = layout.data(package, version)
     try:
-        _, etag = store.get(item.key)
+        raw, etag = store.get(item.key)
         info = store.head(item.key)
         if info is None or (info.etag and not same_etag(info.etag, etag)):
             return False
-        age = info.age_seconds()
+        age = info.age_seconds(None if info.answered else store.now())
         if age is not None and item.age is not None and age <= item.age.total_seconds():
             return False
-        if store.head(layout.data(package, version)) is not None:
+        if store.head(data) is not None:
             return False  # its data arrived: a real version now
-        store.delete_if_match(item.key, etag)
-        return True
+        store.delete_if_match(item.key, etag, unless=data)
     except PreconditionFailed:
         return False
     except TychoError:
         return False
+    if not store.atomic_guard:
+        _put_back_if_committed(store, package, version, raw)
+    return True
+
+
+def _put_back_if_committed(store: Store, package: str, version: str, raw: bytes) -> None:
+    """After removing a claim: if its push committed between our look at the data and our
+    delete, the record we removed is the one that describes that data; put it back."""
+    try:
+        info = store.head(layout.data(package, version))
+        if info is None:
+            return
+        record = VersionRecord.parse(package, version, raw)
+        found = record.describing(info.meta.get(PUSH_ID), info.etag, keeps_metadata=store.keeps_metadata)
+        if found is record and record.size == info.size:
+            store.put_if_absent(layout.record(package, version), raw)
+    except (TychoError, PreconditionFailed):
+        pass  # someone else's record is there now, or the store is unreachable: nothing to undo

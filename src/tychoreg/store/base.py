@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from ..errors import IntegrityError, StorageError
 
@@ -58,12 +58,16 @@ class ObjectInfo:
     #: by one clock (the one that set ``modified``) and a client whose clock is off cannot
     #: mistake a fresh object for an old one.
     answered: datetime | None = None
+    #: This exact object, for :meth:`Store.read`'s ``if_match`` (S3: its ETag; a file: device,
+    #: inode, size and modification time). Only :meth:`Store.head` fills it.
+    stamp: str | None = None
 
-    def age_seconds(self) -> float | None:
-        """How old the object is by the store's clock (ours if it gave none); None if unknown."""
+    def age_seconds(self, now: datetime | None = None) -> float | None:
+        """How old the object is by the store's clock (``answered``, else ``now`` from
+        :meth:`Store.now`, else ours); None if unknown."""
         if self.modified is None:
             return None
-        now = self.answered or datetime.now(timezone.utc)
+        now = self.answered or now or datetime.now(timezone.utc)
         modified = self.modified if self.modified.tzinfo else self.modified.replace(tzinfo=timezone.utc)
         now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
         return (now - modified).total_seconds()
@@ -109,8 +113,18 @@ class Store(Protocol):
 
     #: Where the store is, for messages (never holds a secret).
     location: str
+    #: Which store this is, for what is remembered per store on this machine: the location plus
+    #: whatever tells two stores of one location apart (an S3 endpoint).
+    identity: str
     #: True when :meth:`StagedUpload.commit` checks its ``guard`` atomically with the commit.
     atomic_guard: bool
+    #: True when the store may accept conditional requests and ignore them (S3-compatible
+    #: servers): then pushes check it once (see :mod:`tychoreg.probe`).
+    probe_conditional_writes: bool
+    #: True when the store keeps the metadata written with an object (S3 and S3-compatible
+    #: stores; a folder where its file system keeps user extended attributes), so data without
+    #: a push id was not written by a tychoreg push.
+    keeps_metadata: bool
 
     def get(self, key: str) -> tuple[bytes, str]:
         """Return a small object's bytes and an etag for :meth:`put_if_match`.
@@ -121,9 +135,6 @@ class Store(Protocol):
     def head(self, key: str) -> ObjectInfo | None:
         """Return size and etag, or None when the key does not exist."""
 
-    def first_part_size(self, key: str) -> int | None:
-        """Size of part 1 of a multipart-uploaded object (to recompute its ETag), or None."""
-
     def put_if_absent(self, key: str, data: bytes) -> str:
         """Create the object and return its etag; :class:`PreconditionFailed` when the key exists."""
 
@@ -133,8 +144,17 @@ class Store(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing key is not an error."""
 
-    def delete_if_match(self, key: str, etag: str) -> None:
-        """Remove the object only if it still has ``etag``; else :class:`PreconditionFailed`."""
+    def delete_if_match(self, key: str, etag: str, *, unless: str | None = None) -> None:
+        """Remove the object only if it still has ``etag``; else :class:`PreconditionFailed`.
+
+        ``unless`` names another key: where the store can check it atomically with the delete
+        (:attr:`atomic_guard`), the delete happens only while that key does not exist (gc
+        removing a claim whose data may be committed right now); other stores ignore it, and the
+        caller checks afterwards."""
+
+    def now(self) -> datetime | None:
+        """The store's clock, where it has one apart from its answers (a shared folder: its file
+        system's); None when ages come with :attr:`ObjectInfo.answered` (S3) or not at all."""
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, complete (all pages)."""
@@ -149,19 +169,40 @@ class Store(Protocol):
         ``meta`` (short ASCII names and values) is kept with the object and returned by
         :meth:`head`, where the store can keep it."""
 
-    def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
+    def read(self, key: str, sink: BinaryIO | RangeSink, *, start: int = 0, size: int | None = None,
              progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
         """Stream the object (from byte ``start``) into ``sink``, in order.
 
         ``size``, when the caller knows it, lets a store split the read into parallel ranges.
-        ``if_match`` (an etag from :meth:`head`) makes every request of the read conditional:
-        an object replaced since raises :class:`PreconditionFailed` instead of mixing bytes."""
+        ``if_match`` (a :attr:`ObjectInfo.stamp` from :meth:`head`) makes every request of the
+        read conditional: an object replaced since raises :class:`PreconditionFailed` instead
+        of mixing bytes."""
 
     def leftovers(self) -> Iterator[Leftover]:
         """Staged uploads never committed nor aborted, anywhere in the registry."""
 
     def remove_leftover(self, leftover: Leftover) -> None:
         """Discard one; removing one already gone is not an error."""
+
+
+@runtime_checkable
+class MultipartStore(Protocol):
+    """A store whose objects may be multipart uploads (S3): their ETag is recomputed from the
+    bytes only when the part size is known."""
+
+    def first_part_size(self, key: str) -> int | None:
+        """Size of part 1 of a multipart-uploaded object, or None."""
+
+
+@runtime_checkable
+class RangeSink(Protocol):
+    """A sink that parallel ranged reads fill at their offsets (``write_at``, any thread) while
+    the bytes are handed over in order (``account``, one thread): see
+    :class:`tychoreg.integrity.PositionalWriter`. A plain binary file is written in order."""
+
+    def write_at(self, data: bytes, offset: int) -> None: ...
+
+    def account(self, data: bytes) -> None: ...
 
 
 def same_etag(a: str | None, b: str | None) -> bool:

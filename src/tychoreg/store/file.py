@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import IntegrityError, StorageError
+from ..integrity import CHUNK
 from .base import (MAX_DOCUMENT, GuardChanged, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed,
                    Progress, too_large)
 
-CHUNK = 1024 * 1024
 LOCK_NAME = ".tycho-lock"
 _XATTR = "user.tycho."
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -60,6 +60,11 @@ def _etag(data: bytes) -> str:
 
 def _when(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, timezone.utc)
+
+
+def _stamp(st: os.stat_result) -> str:
+    """This exact file: a rename puts another inode there, a write changes the size or mtime."""
+    return f"{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
 class LinkRefused(IntegrityError):
@@ -124,10 +129,33 @@ class FileStore:
     """Keys are relative paths under ``root``; each key segment is a file or folder name."""
 
     atomic_guard = True
+    probe_conditional_writes = False  # link() and rename() under our lock: nothing to ignore them
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
         self.location = str(self.root)
+        self.identity = self.location
+        self._keeps_metadata: bool | None = None
+
+    @property
+    def keeps_metadata(self) -> bool:
+        """Whether this file system keeps user extended attributes (asked once, with a file of
+        our own in the registry folder)."""
+        if self._keeps_metadata is None:
+            self._keeps_metadata = False
+            try:
+                with self._folder(()) as root:
+                    name = f".xattr.{os.urandom(6).hex()}.tmp"
+                    fd = os.open(name, _CREATE, 0o600, dir_fd=root)
+                    try:
+                        os.setxattr(fd, _XATTR + "probe", b"1")
+                        self._keeps_metadata = os.getxattr(fd, _XATTR + "probe") == b"1"
+                    finally:
+                        os.close(fd)
+                        os.unlink(name, dir_fd=root)
+            except OSError:
+                pass
+        return self._keeps_metadata
 
     # -- paths, walked without following links ---------------------------------------------
     def _parts(self, key: str) -> list[str]:
@@ -281,10 +309,7 @@ class FileStore:
                 meta = _read_meta(fd)
             finally:
                 os.close(fd)
-        return ObjectInfo(key, st.st_size, None, _when(st), meta)
-
-    def first_part_size(self, key: str) -> int | None:
-        return None  # files have no parts, and no ETag to recompute
+        return ObjectInfo(key, st.st_size, None, _when(st), meta, stamp=_stamp(st))
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         parts = self._parts(key)
@@ -308,12 +333,30 @@ class FileStore:
                     os.unlink(tmp, dir_fd=folder)
         return _etag(data)
 
-    def delete_if_match(self, key: str, etag: str) -> None:
+    def delete_if_match(self, key: str, etag: str, *, unless: str | None = None) -> None:
         parts = self._parts(key)
         with self._storage_errors(key), self._lock():
             self._check(key, etag)
+            if unless is not None and self.head(unless) is not None:
+                raise PreconditionFailed(f"{unless} exists")
             with self._folder(parts[:-1]) as folder:
                 os.unlink(parts[-1], dir_fd=folder)
+
+    def now(self) -> datetime | None:
+        """The file system's clock (a file server's, on NFS), read off the lock file just
+        touched: claim ages then compare two times of one clock, whatever ours says."""
+        with self._storage_errors(LOCK_NAME), self._folder((), create=True) as root:
+            try:
+                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=root)
+            except OSError:
+                return None  # cannot write here: then our own clock it is
+            try:
+                os.utime(fd)
+                return _when(os.fstat(fd))
+            except OSError:
+                return None
+            finally:
+                os.close(fd)
 
     def delete(self, key: str) -> None:
         parts = self._parts(key)
@@ -391,11 +434,14 @@ class FileStore:
 
     def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
              progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
-        # ``if_match`` needs no check here: head() gives no etag, so callers never pin one, and a
-        # file opened once is read whole even if its name is replaced meanwhile.
+        # A file opened once is read whole even if its name is replaced meanwhile; ``if_match``
+        # checks that what was opened is still the file the caller resolved.
         parts = self._parts(key)
         with self._storage_errors(key), self._folder(parts[:-1]) as folder:
             fd, st = self._open(folder, parts[-1], parts)
+        if if_match is not None and _stamp(st) != if_match:
+            os.close(fd)
+            raise PreconditionFailed(f"{key} was replaced since it was resolved")
         with os.fdopen(fd, "rb") as fh:  # errors writing to the sink are the sink's, not the registry's
             fh.seek(start)
             while chunk := fh.read(CHUNK):

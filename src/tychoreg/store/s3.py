@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import random
-import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from ..concurrency import backoff
 from ..errors import ConfigError, StorageError
-from .base import (MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress,
+from ..integrity import CHUNK
+from .base import (MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress, RangeSink,
                    TransferInterrupted, same_etag, too_large)
 from .s3http import Fallback, LeanS3, Listed, http_date
 
@@ -27,7 +27,6 @@ MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000
 CONCURRENCY = 8
-CHUNK = 1 * MiB
 #: Objects up to this size are read in one plain GET by the lean client (see s3http.py).
 LEAN_READ = 1 * MiB
 #: Bytes of parts read ahead of their upload (each is held in memory until sent).
@@ -118,7 +117,7 @@ class _StagedMultipart:
             self._store.client.abort_multipart_upload(Bucket=self._store.bucket,
                                                       Key=self._store._full(self._key),
                                                       UploadId=self._upload_id)
-        except Exception:  # noqa: BLE001 - best effort; `tychoreg gc` removes what is left
+        except Exception:  # noqa: BLE001 - best effort; gc removes what is left
             pass
 
 
@@ -140,6 +139,8 @@ class S3Store:
     probe_conditional_writes = True
     #: No request makes a commit conditional on another object: publishers confirm afterwards.
     atomic_guard = False
+    #: S3 and the S3-compatible stores keep user metadata (x-amz-meta-*) with each object.
+    keeps_metadata = True
 
     def __init__(self, options: dict[str, Any], *, part_size: int = PART_SIZE,
                  concurrency: int = CONCURRENCY) -> None:
@@ -238,7 +239,7 @@ class S3Store:
                     return chunks
             except errors:
                 pass
-            time.sleep(random.uniform(0, 0.1 * 2 ** attempt))
+            backoff(attempt, 0.1, 2.0)
         raise TransferInterrupted(f"download of {self.location}/{key} was interrupted",
                                   "run the pull again: it resumes")
 
@@ -267,7 +268,7 @@ class S3Store:
                 if attempt == _BODY_ATTEMPTS - 1:
                     raise TransferInterrupted(f"reading {self.location}/{key} was interrupted ({type(exc).__name__})",
                                               "check the network and try again") from None
-                time.sleep(random.uniform(0, 0.1 * 2 ** attempt))
+                backoff(attempt, 0.1, 2.0)
         raise AssertionError("unreachable")
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -277,7 +278,7 @@ class S3Store:
             except Fallback:
                 pass
             else:
-                return None if found is None else ObjectInfo(key, *found)
+                return None if found is None else ObjectInfo(key, *found, stamp=found[1])
         try:
             with self._errors(key):
                 resp = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
@@ -285,7 +286,7 @@ class S3Store:
             return None
         answered = http_date(resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
         return ObjectInfo(key, resp["ContentLength"], resp.get("ETag"), resp.get("LastModified"),
-                          dict(resp.get("Metadata") or {}), answered)
+                          dict(resp.get("Metadata") or {}), answered, resp.get("ETag"))
 
     def first_part_size(self, key: str) -> int | None:
         try:
@@ -299,17 +300,27 @@ class S3Store:
         return _StagedPut(self, key, data).commit()
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        with self._errors(key):
-            return self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data,
-                                          IfMatch=etag)["ETag"]
+        try:
+            with self._errors(key):
+                return self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data,
+                                              IfMatch=etag)["ETag"]
+        except ObjectNotFound:  # AWS answers 404 when the key is gone: the condition failed
+            raise PreconditionFailed(f"{self.location}/{key} no longer exists") from None
 
     def delete(self, key: str) -> None:
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
-    def delete_if_match(self, key: str, etag: str) -> None:
-        with self._errors(key):
-            self.client.delete_object(Bucket=self.bucket, Key=self._full(key), IfMatch=etag)
+    def delete_if_match(self, key: str, etag: str, *, unless: str | None = None) -> None:
+        # ``unless`` cannot be part of an S3 request: the caller checks afterwards.
+        try:
+            with self._errors(key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._full(key), IfMatch=etag)
+        except ObjectNotFound:
+            raise PreconditionFailed(f"{self.location}/{key} no longer exists") from None
+
+    def now(self) -> datetime | None:
+        return None  # every answer carries the server's Date: see ObjectInfo.answered
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         if self._lean:
@@ -425,15 +436,15 @@ class S3Store:
         total = resp["ContentLength"] + start
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
 
-    def _read_ranges(self, key: str, sink: BinaryIO, start: int, size: int,
+    def _read_ranges(self, key: str, sink: BinaryIO | RangeSink, start: int, size: int,
                      progress: Progress | None, if_match: str | None = None) -> ObjectInfo:
         """Ranged GETs in parallel, handed to ``sink`` strictly in order (the caller hashes them
-        in order). A sink with ``write_at`` gets each part written by the worker that fetched
-        it, so disk writes run in parallel too. At most ``DOWNLOAD_BUFFER`` bytes of parts are
-        in memory; a part that fails after its own retries stops the read at the last byte
-        handed over in order, so the caller resumes from there."""
+        in order). A :class:`RangeSink` gets each part written by the worker that fetched it, so
+        disk writes run in parallel too. At most ``DOWNLOAD_BUFFER`` bytes of parts are in
+        memory; a part that fails after its own retries stops the read at the last byte handed
+        over in order, so the caller resumes from there."""
         etag: list[str] = []
-        write_at = getattr(sink, "write_at", None)
+        write_at = sink.write_at if isinstance(sink, RangeSink) else None
 
         def fetch(first: int, last: int) -> list[bytes]:
             chunks = self._lean_range(key, first, last, etag[0] if etag else None)
@@ -453,7 +464,7 @@ class S3Store:
             raise PreconditionFailed(f"{self.location}/{key} was replaced since it was first read")
         if pinned.size != size:
             raise StorageError(f"{self.location}/{key} is {pinned.size} bytes, not the {size} expected: "
-                               "it was replaced or damaged", "check it with: tychoreg verify")
+                               "it was replaced or damaged", reason="replaced-or-damaged")
         if pinned.etag:
             etag.append(pinned.etag)
         ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
@@ -474,9 +485,9 @@ class S3Store:
         return ObjectInfo(key, size, pinned.etag, pinned.modified)
 
     @staticmethod
-    def _drain(future: cf.Future[list[bytes]], sink: BinaryIO, progress: Progress | None) -> None:
-        """Hand a finished part to the sink in order: hashed only if the worker wrote it."""
-        take = getattr(sink, "account", None) or sink.write
+    def _drain(future: cf.Future[list[bytes]], sink: BinaryIO | RangeSink, progress: Progress | None) -> None:
+        """Hand a finished part to the sink in order: only accounted for if the worker wrote it."""
+        take = sink.account if isinstance(sink, RangeSink) else sink.write
         for chunk in future.result():
             take(chunk)
             if progress:

@@ -1,0 +1,62 @@
+"""Doing several things at once, and waiting before trying again.
+
+A registry is many small objects behind network round trips, so most commands are one request
+per package or per version, sent in parallel (:func:`parallel_map`); commands over many packages
+report each package's failure as that package's outcome instead of stopping at the first
+(:func:`each_package`). Retries after a lost race or a cut-off transfer wait a random, growing
+while (:func:`backoff`), so clients that collided once do not collide again in step.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from .errors import TychoError
+
+#: Requests in flight at once for listings, record reads, deletes.
+PARALLEL_REQUESTS = 32
+#: Packages pulled at once (each may itself read ranges in parallel).
+PARALLEL_PULLS = 16
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+Outcome = tuple[str, _R | TychoError]
+
+
+def parallel_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int = PARALLEL_REQUESTS) -> list[_R]:
+    """``func`` of each item with bounded concurrency, results in the items' order."""
+    items = list(items)
+    if len(items) <= 1:
+        return [func(i) for i in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(func, items))
+
+
+def each_package(names: Sequence[str], work: Callable[[str], _R],
+                 done: Callable[[str, _R | TychoError], None] | None = None) -> list[tuple[str, _R | TychoError]]:
+    """``work`` for each package, in parallel, in order; a failure is that package's outcome,
+    not an exception. ``done`` hears of each as it finishes (one at a time, from a worker)."""
+    lock = threading.Lock()
+
+    def one(name: str) -> tuple[str, _R | TychoError]:
+        outcome: _R | TychoError
+        try:
+            outcome = work(name)
+        except TychoError as exc:
+            outcome = exc
+        if done:
+            with lock:
+                done(name, outcome)
+        return name, outcome
+
+    return parallel_map(one, names, workers=PARALLEL_PULLS)
+
+
+def backoff(attempt: int, first: float, cap: float) -> None:
+    """Sleep a random while up to ``first * 2**attempt`` seconds, at most ``cap`` ("full jitter")."""
+    time.sleep(random.uniform(0, min(first * 2 ** attempt, cap)))
