@@ -71,7 +71,7 @@ def make_claim_old(narf: Backend) -> timedelta:
 
 
 # -- H1: gc checks the data, then deletes the claim; the push commits and confirms in between ----
-def test_gc_removes_the_record_of_a_push_that_committed_after_gc_checked_the_data(narf: Backend) -> None:
+def test_gc_puts_back_the_record_of_a_push_that_committed_after_gc_looked(narf: Backend) -> None:
     """gc step 3 (head the data: none) and step 4 (delete the claim if its ETag is unchanged) are
     two requests. A push whose claim is older than --older-than commits its data and confirms
     (the record is still its own, unchanged) between them; gc's conditional delete then succeeds,
@@ -99,7 +99,7 @@ def test_gc_removes_the_record_of_a_push_that_committed_after_gc_checked_the_dat
 
 
 # -- H2: a lost commit answer plus a failed head: the push releases the claim of its own data ------
-def test_a_push_whose_commit_landed_never_releases_its_claim_when_the_data_head_fails(narf: Backend) -> None:
+def test_a_push_whose_commit_landed_keeps_its_claim_when_the_data_head_fails(narf: Backend) -> None:
     """The commit lands but its answer is lost (a reset); the head that should recognise our own
     data then fails too (the network is still down). `_data(quiet=True)` turns that failure into
     "no data", so `_lost` deletes our claim with If-Match (which matches: it is ours). The data
@@ -122,7 +122,7 @@ def test_a_push_whose_commit_landed_never_releases_its_claim_when_the_data_head_
     assert pulled(narf) == (A_BYTES, "sha256")
 
 
-def test_a_confirm_whose_data_head_fails_does_not_report_success_without_a_record(s3_narf: Backend) -> None:
+def test_a_confirm_that_cannot_look_at_the_data_does_not_report_success(s3_narf: Backend) -> None:
     """The same confusion in `_confirm`: gc removed the claim of a stalled push (documented);
     the push commits, and its confirm should re-create the record ("A's confirm re-creates
     it"). Its head of the data fails once; `_data(quiet=True)` says "no data", which `_confirm`
@@ -149,7 +149,7 @@ def test_a_confirm_whose_data_head_fails_does_not_report_success_without_a_recor
         assert pulled(narf) == (A_BYTES, "sha256")
 
 # -- H3: a takeover decided before a commit lands, on a store that keeps no metadata ---------------
-def test_takeover_after_commit_on_a_store_without_metadata_leaves_data_unrecorded(narf: Backend,
+def test_takeover_after_commit_on_a_store_without_metadata_puts_the_claim_back(narf: Backend,
                                                                                    monkeypatch) -> None:
     """`_claim` heads the data (none) and then replaces the stale claim with If-Match: two
     requests. A commits and confirms in between (its record is unchanged, so C's If-Match still
@@ -178,7 +178,7 @@ def test_takeover_after_commit_on_a_store_without_metadata_leaves_data_unrecorde
     assert narf.raw().head(RECORD) is not None, "the loser deleted the record describing A's data"
 
 
-def test_killed_push_after_a_takeover_on_a_store_without_metadata_pulls_unverified(s3_narf: Backend,
+def test_killed_push_after_a_takeover_on_a_store_without_metadata_stays_verified(s3_narf: Backend,
                                                                                     monkeypatch) -> None:
     """FORMAT.md's own case ("if A dies first, B loses at its commit and puts A's claim back"),
     on an S3 store that keeps no metadata: B took A's stale claim over, A commits and is killed
@@ -208,7 +208,7 @@ def test_killed_push_after_a_takeover_on_a_store_without_metadata_pulls_unverifi
 
 
 # -- H4: list-versions trusts a record without `replaced` that another push's data sits under -----
-def test_list_versions_shows_another_pushes_sha256_after_gc_removed_a_stalled_claim(s3_narf: Backend) -> None:
+def test_list_versions_shows_no_other_pushes_sha256_after_gc_removed_a_stalled_claim(s3_narf: Backend) -> None:
     """A push stalls past gc's threshold; gc removes its claim (documented). B then claims the
     free version afresh (no takeover, so its record has no `replaced`). A wakes, commits, and is
     killed before it confirms; B loses at its commit and leaves its record (A's claim is not in
@@ -243,7 +243,7 @@ def test_list_versions_shows_another_pushes_sha256_after_gc_removed_a_stalled_cl
 
 
 # -- H5: file backend: nothing pins the object a size-only pull read ------------------------------
-def test_a_size_only_pull_on_the_file_backend_is_not_pinned_to_the_object_it_resolved(file_narf: Backend) -> None:
+def test_a_size_only_pull_on_the_file_backend_is_pinned_to_the_object_it_resolved(file_narf: Backend) -> None:
     """A version without a record (pushed by 0.4.0) is resolved by head: size only, no ETag, so
     no pin. It is deleted and pushed again by tychoreg, with a record, same size, before the pull
     opens the file. The pull writes the new bytes checked by size only, never against the new
@@ -303,7 +303,7 @@ def test_file_backend_client_clock_ahead_does_not_take_a_fresh_claim_over(
 
 
 # -- H1b: delete's step 4 removes a live push's claim, as gc does -------------------------------
-def test_delete_removes_the_claim_of_a_push_that_commits_after_the_data_went(narf: Backend) -> None:
+def test_delete_keeps_the_claim_of_a_push_that_commits_after_the_data_went(narf: Backend) -> None:
     """A has claimed 1.0 and is about to commit; a client that does not claim (0.4.0, or a copy
     by another tool) put its bytes there first. A user deletes 1.0: step 1 reads the record's
     ETag (A's live claim), step 3 deletes the data; A now commits (the key is free; on the file
@@ -331,7 +331,7 @@ def test_delete_removes_the_claim_of_a_push_that_commits_after_the_data_went(nar
 
 
 # -- H6: 0.4.0 overwrites a version tychoreg just committed; the record "describes" 0.4.0's bytes --
-def test_a_record_with_a_push_id_is_not_taken_to_describe_data_without_one(s3_narf: Backend) -> None:
+def test_a_record_with_a_push_id_does_not_describe_data_without_one(s3_narf: Backend) -> None:
     """0.4.0's push is `exists?` then an unconditional upload. If its check ran before A's
     commit, its upload replaces A's data after it (the upload may take minutes). The reading
     rule "a record describes the data when ... the data has none [no push id]" then takes A's

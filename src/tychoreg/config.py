@@ -27,7 +27,7 @@ from typing import Any
 from .errors import ConfigError, TychoError
 from .names import clip, shown
 from .selector import Selector
-from .units import parse_size
+from .units import DEFAULT_EXTRACT_LIMIT, parse_size
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
@@ -36,7 +36,6 @@ BACKENDS = ("s3", "file")
 DEFAULT_OUTDIR = "tycho_packages"
 LOCK_NAME = "tycho.lock"
 DEFAULT_CACHE_LIMIT = 10 * 1024 ** 3
-DEFAULT_EXTRACT_LIMIT = 4 * 1024 ** 3
 _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}\Z")
 _S3_STRINGS = ("region_name", "endpoint_url", "api_version", "prefix")
 # Keys whose values must never be shown, whatever the section.

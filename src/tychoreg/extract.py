@@ -53,10 +53,10 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NamedTuple
 
-from .config import DEFAULT_EXTRACT_LIMIT
 from .errors import OperationError
 from .integrity import CHUNK
 from .localfs import DIR_FLAGS, is_private, open_regular, umask
+from .units import DEFAULT_EXTRACT_LIMIT
 
 MAX_MEMBERS = 1_000_000  # each member costs an inode and memory for the checks
 STAMP_NAME = ".tycho-extract.json"

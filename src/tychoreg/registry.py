@@ -29,7 +29,7 @@ from . import catalog, deliver, fetch, layout, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
-from .config import DEFAULT_EXTRACT_LIMIT, Project, Settings, load_settings
+from .config import Project, Settings, load_settings
 from .errors import IntegrityError, NotFound, PackageExists, TychoError, UsageError, VersionNotFound
 from .known import KnownDigests
 from .known import default_root as default_known_root
@@ -39,6 +39,7 @@ from .names import check_filename, check_package, check_tag, check_version, is_v
 from .selector import Selector
 from .store import PreconditionFailed, Store, open_store
 from .store.base import ProgressFactory
+from .units import DEFAULT_EXTRACT_LIMIT
 
 if TYPE_CHECKING:
     from .lockfile import Locked

@@ -12,21 +12,35 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import lockfile
 from .concurrency import each_package
 from .config import Project, Requirement, extract_problem
 from .errors import ConfigError, OperationError, TychoError
 from .lockfile import Locked
-from .models import PullResult
+from .models import PullResult, Resolved
 from .names import clip, shown
+from .selector import Selector
 from .store.base import ProgressFactory
 
-if TYPE_CHECKING:
-    from .registry import Registry
-
 Outcome = tuple[str, PullResult | TychoError]
+
+
+class Registry(Protocol):
+    """What sync needs of :class:`tychoreg.Registry` (it uses nothing else): resolve a
+    declaration, install a pin, and where pulled files go."""
+
+    @property
+    def location(self) -> str: ...
+
+    @property
+    def outdir(self) -> Path: ...
+
+    def resolve(self, package: str, selector: str | Selector = "latest", *, pre: bool = False) -> Resolved: ...
+
+    def install(self, pin: Locked, dest: str | os.PathLike[str], *, extract: bool = False, force: bool = False,
+                offline: bool = False, progress: ProgressFactory | None = None) -> PullResult: ...
 
 
 def declared(project: Project | None) -> dict[str, Requirement]:

@@ -9,6 +9,9 @@ from typing import Any
 from .errors import ConfigError, UsageError
 from .names import shown
 
+#: The most an extracted archive may expand to, unless the config says otherwise (a bomb stops here).
+DEFAULT_EXTRACT_LIMIT = 4 * 1024 ** 3
+
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?\Z", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
                "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
