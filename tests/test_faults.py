@@ -38,11 +38,15 @@ def test_failed_commit_releases_the_claim(proxied, size: int) -> None:
     assert ws.read_stored("narf/tycho_1.0.pkg") == data
 
 
-@pytest.mark.parametrize("size,method,target", [
-    (1000, "PUT", "narf/tycho_1.0.pkg"),
-    (9 * 1024 * 1024, "POST", "narf/tycho_1.0.pkg?uploadId"),
-    (1000, "PUT", "narf/.tycho/versions/1.0.json"),
-], ids=["data-put", "multipart-complete", "claim"])
+@pytest.mark.parametrize(
+    "size,method,target",
+    [
+        (1000, "PUT", "narf/tycho_1.0.pkg"),
+        (9 * 1024 * 1024, "POST", "narf/tycho_1.0.pkg?uploadId"),
+        (1000, "PUT", "narf/.tycho/versions/1.0.json"),
+    ],
+    ids=["data-put", "multipart-complete", "claim"],
+)
 def test_lost_response_of_own_write_is_recognised(proxied, size: int, method: str, target: str) -> None:
     """The server did the write, the client saw a 503 and retried into a 412: still our push."""
     ws, proxy = proxied

@@ -111,6 +111,7 @@ def test_a_push_whose_commit_landed_never_releases_its_claim_when_the_data_head_
     def answer_lost(_key: str) -> None:
         def head_fails(_k: str) -> None:
             raise StorageError("cannot reach the store")
+
         store.on("head", DATA, head_fails)  # the next head of the data (the one that checks our write)
         raise StorageError("the connection was reset")
 
@@ -148,9 +149,9 @@ def test_a_confirm_whose_data_head_fails_does_not_report_success_without_a_recor
         assert narf.raw().head(RECORD) is not None, "the push reported success, its record is gone"
         assert pulled(narf) == (A_BYTES, "sha256")
 
+
 # -- H3: a takeover decided before a commit lands, on a store that keeps no metadata ---------------
-def test_takeover_after_commit_on_a_store_without_metadata_leaves_data_unrecorded(narf: Backend,
-                                                                                   monkeypatch) -> None:
+def test_takeover_after_commit_on_a_store_without_metadata_leaves_data_unrecorded(narf: Backend, monkeypatch) -> None:
     """`_claim` heads the data (none) and then replaces the stale claim with If-Match: two
     requests. A commits and confirms in between (its record is unchanged, so C's If-Match still
     matches): C's takeover lands on a version whose data exists (FORMAT.md says this cannot
@@ -178,8 +179,9 @@ def test_takeover_after_commit_on_a_store_without_metadata_leaves_data_unrecorde
     assert narf.raw().head(RECORD) is not None, "the loser deleted the record describing A's data"
 
 
-def test_killed_push_after_a_takeover_on_a_store_without_metadata_pulls_unverified(s3_narf: Backend,
-                                                                                    monkeypatch) -> None:
+def test_killed_push_after_a_takeover_on_a_store_without_metadata_pulls_unverified(
+    s3_narf: Backend, monkeypatch
+) -> None:
     """FORMAT.md's own case ("if A dies first, B loses at its commit and puts A's claim back"),
     on an S3 store that keeps no metadata: B took A's stale claim over, A commits and is killed
     before it confirms. B's commit fails; A's data has no push id, so B takes it for 0.4.0's and
@@ -265,13 +267,13 @@ def test_a_size_only_pull_on_the_file_backend_is_not_pinned_to_the_object_it_res
     except Exception:  # refusing (the object changed) is what the promise allows
         return
     data = dest.read_bytes()
-    assert not (data == B_BYTES and result.checked_by == "size"), \
+    assert not (data == B_BYTES and result.checked_by == "size"), (
         "the pull wrote the bytes of a tychoreg push (with a record) checked by size only"
+    )
 
 
 # -- H3, triggered by a clock: on the file backend claim ages are read by the client's clock -------
-def test_file_backend_client_clock_ahead_does_not_take_a_fresh_claim_over(
-        file_narf: Backend, monkeypatch) -> None:
+def test_file_backend_client_clock_ahead_does_not_take_a_fresh_claim_over(file_narf: Backend, monkeypatch) -> None:
     """H3 without any stall: a claim's age was the client's clock minus the file's mtime, which
     NFS sets by the server's clock, so a client two hours ahead took every claim for a dead one,
     and on a file system without user xattrs the takeover race of H3 then left A's version

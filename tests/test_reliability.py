@@ -55,8 +55,11 @@ def test_random_faults_figures(s3_ws: Workspace) -> None:
     proxy = FaultProxy(ws.seaweed.endpoint, rate=0.0, seed=20240611, stall_seconds=1.5)
     try:
         ws.config["s3"]["endpoint_url"] = proxy.endpoint
-        ws.config["s3"]["config"] = {"connect_timeout": 1, "read_timeout": 1,
-                                     "retries": {"mode": "standard", "max_attempts": 8}}
+        ws.config["s3"]["config"] = {
+            "connect_timeout": 1,
+            "read_timeout": 1,
+            "retries": {"mode": "standard", "max_attempts": 8},
+        }
         config = ws.write_config()
 
         def registry() -> Registry:
@@ -145,7 +148,7 @@ def test_random_faults_figures(s3_ws: Workspace) -> None:
                     corrupt.append(f"{out} (at the end)")
             elif out not in pull_failed:
                 partial.append(f"{out} missing after a successful pull")
-            for leftover in (out.parent.iterdir() if out.parent.exists() else ()):
+            for leftover in out.parent.iterdir() if out.parent.exists() else ():
                 if leftover != out and (out not in pull_failed or not leftover.name.endswith(".part")):
                     partial.append(str(leftover))
 
@@ -161,14 +164,16 @@ def test_random_faults_figures(s3_ws: Workspace) -> None:
         truncated_doc = [e for e in errors if "IncompleteRead" in e]  # see the next test
 
         parts_left = sum(1 for _, _, o in pulls if o.parent.exists() for _ in o.parent.glob(".*.part"))
-        report(f"FIGURES random faults: pulls ok {outcome['pull'][0]} failed {outcome['pull'][1]}; "
-               f"pushes ok {outcome['push'][0]} failed {outcome['push'][1]} "
-               f"(failed but visible {len(failed_but_visible)}); "
-               f"failures from one truncated metadata read {len(truncated_doc)}; "
-               f"faults injected {dict(sorted(proxy.injected.items()))} of {len(proxy.seen)} requests; "
-               f"resumes {resumes}; corrupt {len(corrupt)}; partial {len(partial)}; "
-               f"leftover .part {parts_left}; verify {len(verified) - len(bad)}/{len(verified)} ok; "
-               f"debris {len(debris)}; {elapsed:.1f}s")
+        report(
+            f"FIGURES random faults: pulls ok {outcome['pull'][0]} failed {outcome['pull'][1]}; "
+            f"pushes ok {outcome['push'][0]} failed {outcome['push'][1]} "
+            f"(failed but visible {len(failed_but_visible)}); "
+            f"failures from one truncated metadata read {len(truncated_doc)}; "
+            f"faults injected {dict(sorted(proxy.injected.items()))} of {len(proxy.seen)} requests; "
+            f"resumes {resumes}; corrupt {len(corrupt)}; partial {len(partial)}; "
+            f"leftover .part {parts_left}; verify {len(verified) - len(bad)}/{len(verified)} ok; "
+            f"debris {len(debris)}; {elapsed:.1f}s"
+        )
         for e in sorted(set(errors) - set(truncated_doc)):
             report(f"  other failure: {e}")
         assert not unclean, unclean
@@ -185,8 +190,9 @@ def test_random_faults_figures(s3_ws: Workspace) -> None:
         proxy.close()
 
 
-@pytest.mark.parametrize("target", ["narf/tycho.json", "narf/.tycho/versions/1.0.json"],
-                         ids=["package-doc", "version-record"])
+@pytest.mark.parametrize(
+    "target", ["narf/tycho.json", "narf/.tycho/versions/1.0.json"], ids=["package-doc", "version-record"]
+)
 def test_one_truncated_metadata_read_does_not_fail_the_pull(s3_ws: Workspace, target: str) -> None:
     """One interrupted response body of a small document should be retried like any other fault.
 
@@ -211,6 +217,7 @@ def test_one_truncated_metadata_read_does_not_fail_the_pull(s3_ws: Workspace, ta
 
 
 # -- 2. pushes killed at random moments ---------------------------------------------------------
+
 
 def _stored_debris(ws: Workspace) -> list[str]:
     """Staged uploads nobody will commit: .tmp files, or multipart uploads under our prefix."""
@@ -240,8 +247,9 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
             proc.wait(60)
             out, err = proc.communicate()
             assert "Traceback" not in out + err, out + err
-            (completed if proc.returncode == 0 else killed if proc.returncode == -signal.SIGKILL
-             else failed).append((version, err))
+            (completed if proc.returncode == 0 else killed if proc.returncode == -signal.SIGKILL else failed).append(
+                (version, err)
+            )
             path.unlink()
             running.remove(item)
 
@@ -277,11 +285,13 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
     removed = [line for line in gc.out.splitlines() if line.startswith("removed")]
     again = ws.ok("gc", "--older-than", "0s")
     after = _stored_debris(ws)
-    report(f"FIGURES killed pushes ({ws.backend}): {len(completed)} completed, {len(killed)} killed, "
-           f"{len(listed) - 1} of them visible (kill window 0-{window:.1f}s); gc removed {len(removed)} "
-           f"({sum('unfinished upload' in r for r in removed)} unfinished uploads, "
-           f"{sum('orphaned claim' in r for r in removed)} orphaned claims; {len(before)} staged before); "
-           f"{time.monotonic() - started:.1f}s")
+    report(
+        f"FIGURES killed pushes ({ws.backend}): {len(completed)} completed, {len(killed)} killed, "
+        f"{len(listed) - 1} of them visible (kill window 0-{window:.1f}s); gc removed {len(removed)} "
+        f"({sum('unfinished upload' in r for r in removed)} unfinished uploads, "
+        f"{sum('orphaned claim' in r for r in removed)} orphaned claims; {len(before)} staged before); "
+        f"{time.monotonic() - started:.1f}s"
+    )
     assert again.out.strip() == "" and "No debris found" in again.err, again.all
     assert after == [], after
     # gc did not touch the versions
@@ -289,6 +299,7 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
 
 
 # -- 3. many processes at once ------------------------------------------------------------------
+
 
 def test_many_pushes_and_promotes_at_once(ws: Workspace) -> None:
     ws.ok("init", "narf", "narf.bin")

@@ -62,11 +62,21 @@ def test_sync_locks_installs_and_extracts(narf_and_gcc) -> None:
     ws.ok("sync")
     lock = _lock(ws)
     assert lock["format"] == 1 and list(lock["packages"]) == ["gcc", "narf"]
-    assert lock["packages"]["narf"] == {"version": "1.2.0", "sha256": hashlib.sha256(narf).hexdigest(),
-                                        "size": 3000, "localname": "narf.bin", "requested": "^1.2"}
-    assert lock["packages"]["gcc"] == {"version": "12.1", "sha256": hashlib.sha256(gcc).hexdigest(),
-                                       "size": len(gcc), "localname": "gcc.tar.gz", "requested": "stable",
-                                       "extract": "tools/gcc"}
+    assert lock["packages"]["narf"] == {
+        "version": "1.2.0",
+        "sha256": hashlib.sha256(narf).hexdigest(),
+        "size": 3000,
+        "localname": "narf.bin",
+        "requested": "^1.2",
+    }
+    assert lock["packages"]["gcc"] == {
+        "version": "12.1",
+        "sha256": hashlib.sha256(gcc).hexdigest(),
+        "size": len(gcc),
+        "localname": "gcc.tar.gz",
+        "requested": "stable",
+        "extract": "tools/gcc",
+    }
     assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == narf
     tree = ws.root / "tools" / "gcc"
     assert (tree / "bin" / "gcc").read_bytes() == b"#!/bin/sh\necho gcc 12\n"
@@ -119,8 +129,11 @@ def test_offline_works_from_cache_and_lock_only(narf_and_gcc) -> None:
     ws.ok("sync")
     shutil.rmtree(ws.root / "tycho_packages")
     shutil.rmtree(ws.root / "tools")
-    ws.config[ws.backend] = ({"path": str(ws.root / "nowhere")} if ws.backend == "file" else
-                             {**ws.config["s3"], "endpoint_url": "http://127.0.0.1:9"})
+    ws.config[ws.backend] = (
+        {"path": str(ws.root / "nowhere")}
+        if ws.backend == "file"
+        else {**ws.config["s3"], "endpoint_url": "http://127.0.0.1:9"}
+    )
     ws.write_config()  # the registry is unreachable now
     result = ws.ok("sync", "--offline")
     assert "from the cache" in result.out
@@ -215,7 +228,11 @@ def test_pull_extract_swaps_atomically_and_refuses_escapes(ws: Workspace) -> Non
     ws.ok("push", "kit", "5", str(ws.file("k5", b"\x1f\x8b" + os.urandom(200))))  # gzip that is not
     out = ws.root / "out"
     ws.ok("pull", "kit", "--version", "1", "--extract", "out")
-    assert _tree(out) == {"a.txt": b"one", "sub/b.txt": b"bee", ".tycho-extract.json": _tree(out)[".tycho-extract.json"]}
+    assert _tree(out) == {
+        "a.txt": b"one",
+        "sub/b.txt": b"bee",
+        ".tycho-extract.json": _tree(out)[".tycho-extract.json"],
+    }
     assert "already extracted" in ws.ok("pull", "kit", "--version", "1", "--extract", "out").out
     before = _tree(out)
     for bad in ("3", "4", "5"):

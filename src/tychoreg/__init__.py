@@ -18,17 +18,49 @@ __version__ = "0.5.0"
 
 #: Where each public name lives.
 _HOMES = {
-    "Registry": "registry", "Pin": "registry",
-    "Settings": "config", "Project": "config", "Requirement": "config", "load_settings": "config",
+    "Registry": "registry",
+    "Pin": "registry",
+    "Settings": "config",
+    "Project": "config",
+    "Requirement": "config",
+    "load_settings": "config",
     "Selector": "selector",
-    "PackageInfo": "models", "PackageDetails": "models", "VersionInfo": "models", "PullResult": "models",
-    "PushResult": "models", "Resolved": "models",
-    "Locked": "lockfile", "Cache": "cache", "CacheInfo": "cache", "Verified": "upkeep", "Debris": "upkeep",
-    "NotCached": "deliver", "UnsafeArchive": "extract",
-    **{name: "errors" for name in (
-        "TychoError", "UsageError", "ConfigError", "OperationError", "NotFound", "AlreadyExists", "IntegrityError",
-        "StorageError", "ConfirmationNeeded", "PackageNotFound", "VersionNotFound", "NoLatest", "NoMatch",
-        "TagNotFound", "PackageExists", "VersionExists", "BeingPushed", "RecordMissing")},
+    "PackageInfo": "models",
+    "PackageDetails": "models",
+    "VersionInfo": "models",
+    "PullResult": "models",
+    "PushResult": "models",
+    "Resolved": "models",
+    "Locked": "lockfile",
+    "Cache": "cache",
+    "CacheInfo": "cache",
+    "Verified": "upkeep",
+    "Debris": "upkeep",
+    "NotCached": "deliver",
+    "UnsafeArchive": "extract",
+    **{
+        name: "errors"
+        for name in (
+            "TychoError",
+            "UsageError",
+            "ConfigError",
+            "OperationError",
+            "NotFound",
+            "AlreadyExists",
+            "IntegrityError",
+            "StorageError",
+            "ConfirmationNeeded",
+            "PackageNotFound",
+            "VersionNotFound",
+            "NoLatest",
+            "NoMatch",
+            "TagNotFound",
+            "PackageExists",
+            "VersionExists",
+            "BeingPushed",
+            "RecordMissing",
+        )
+    },
 }
 
 __all__ = sorted(_HOMES) + ["__version__"]
@@ -37,9 +69,26 @@ if TYPE_CHECKING:
     from .cache import Cache, CacheInfo
     from .config import Project, Requirement, Settings, load_settings
     from .deliver import NotCached
-    from .errors import (AlreadyExists, BeingPushed, ConfigError, ConfirmationNeeded, IntegrityError, NoLatest,
-                         NoMatch, NotFound, OperationError, PackageExists, PackageNotFound, RecordMissing,
-                         StorageError, TagNotFound, TychoError, UsageError, VersionExists, VersionNotFound)
+    from .errors import (
+        AlreadyExists,
+        BeingPushed,
+        ConfigError,
+        ConfirmationNeeded,
+        IntegrityError,
+        NoLatest,
+        NoMatch,
+        NotFound,
+        OperationError,
+        PackageExists,
+        PackageNotFound,
+        RecordMissing,
+        StorageError,
+        TagNotFound,
+        TychoError,
+        UsageError,
+        VersionExists,
+        VersionNotFound,
+    )
     from .extract import UnsafeArchive
     from .lockfile import Locked
     from .models import PackageDetails, PackageInfo, PullResult, PushResult, Resolved, VersionInfo

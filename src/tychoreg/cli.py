@@ -85,19 +85,39 @@ def _set_no_cache(ctx: click.Context, param: click.Parameter, value: bool) -> No
 
 def no_cache_option(func: Any) -> Any:
     """``--no-cache``, for the commands that download."""
-    return click.option("--no-cache", is_flag=True, expose_value=False, callback=_set_no_cache,
-                        help="Neither read nor fill the shared download cache this time.")(func)
+    return click.option(
+        "--no-cache",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_no_cache,
+        help="Neither read nor fill the shared download cache this time.",
+    )(func)
 
 
 def common(func: Any) -> Any:
     """``--config``, ``--quiet`` and ``--debug``, accepted before or after the command name."""
-    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
-                        help="No progress bars and no progress lines; errors and warnings still show.")(func)
-    func = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
-                        help="Show tracebacks and request details on errors.")(func)
-    return click.option("--config", metavar="PATH", expose_value=False, callback=_set_config,
-                        help="Config file (default: $TYCHOREG_CONFIG, else ./.tychoreg.json, "
-                             "else the embedded default registry).")(func)
+    func = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_quiet,
+        help="No progress bars and no progress lines; errors and warnings still show.",
+    )(func)
+    func = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_debug,
+        help="Show tracebacks and request details on errors.",
+    )(func)
+    return click.option(
+        "--config",
+        metavar="PATH",
+        expose_value=False,
+        callback=_set_config,
+        help="Config file (default: $TYCHOREG_CONFIG, else ./.tychoreg.json, else the embedded default registry).",
+    )(func)
 
 
 #: Errors, warnings and hints longer than this are cut in the middle (a name can be megabytes).
@@ -178,10 +198,8 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
-                            "terminal_width": 100})
-@click.version_option(__version__, "--version", "-V", prog_name="tychoreg",
-                      message="%(prog)s %(version)s")
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="tychoreg", message="%(prog)s %(version)s")
 @common
 def cli() -> None:
     """tychoreg: versioned files and archives in your own S3 bucket or folder.
@@ -211,16 +229,19 @@ def init(package: str, filename: str) -> None:
 @click.argument("file", metavar="FILE", type=click.Path(path_type=Path))
 @click.option("--promote-latest", is_flag=True, help="Also make this version the one `latest` means.")
 @click.option("--note", metavar="TEXT", help="A note recorded with the version (shown by `info`).")
-@click.option("--skip-existing", is_flag=True,
-              help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).",
+)
 @common
-def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None,
-         skip_existing: bool) -> None:
+def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None, skip_existing: bool) -> None:
     """Upload FILE as VERSION of PKG. Versions are immutable."""
     reg = _STATE.registry()
     with _bars() as bars:
-        result = reg.push(package, version, file, promote_latest=promote_latest, note=note,
-                          skip_existing=skip_existing, progress=bars)
+        result = reg.push(
+            package, version, file, promote_latest=promote_latest, note=note, skip_existing=skip_existing, progress=bars
+        )
     if result.skipped:
         _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
     else:
@@ -240,12 +261,17 @@ def _shown(path: Path) -> str:
 
 def _report_pull(result: PullResult) -> None:
     if result.yanked:
-        _warn(f"{result.package} {result.version} is yanked"
-              + (f": {result.yank_reason}" if result.yank_reason else "") + "; no range or latest picks it")
+        _warn(
+            f"{result.package} {result.version} is yanked"
+            + (f": {result.yank_reason}" if result.yank_reason else "")
+            + "; no range or latest picks it"
+        )
     if not result.verified:
         how = "size and ETag" if result.checked_by == "etag" else "size only"
-        _warn(f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
-              f"or another tool): checked by {how}, unverified")
+        _warn(
+            f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
+            f"or another tool): checked by {how}, unverified"
+        )
     check = "sha256 verified" if result.verified else "unverified"
     if result.resumes:
         check += f", resumed {result.resumes}x after interruptions"
@@ -255,35 +281,67 @@ def _report_pull(result: PullResult) -> None:
     elif result.from_cache:
         _info(f"{verb} {result.package} {result.version} -> {_shown(result.path)} (from the cache, {check})")
     elif result.extracted:
-        _info(f"Up to date: {result.package} {result.version} already extracted in {_shown(result.path)} "
-              "(skipped; --force to extract again)")
+        _info(
+            f"Up to date: {result.package} {result.version} already extracted in {_shown(result.path)} "
+            "(skipped; --force to extract again)"
+        )
     else:
-        _info(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
-             "(skipped; --force to download)")
+        _info(
+            f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
+            "(skipped; --force to download)"
+        )
 
 
 @cli.command()
 @click.argument("package", metavar="PKG")
-@click.option("--version", "version", default="latest", show_default=True,
-              help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x.")
+@click.option(
+    "--version",
+    "version",
+    default="latest",
+    show_default=True,
+    help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x.",
+)
 @click.option("--outfile", type=click.Path(path_type=Path), help="Save here instead of OUTDIR/FILENAME.")
 @click.option("--force", is_flag=True, help="Download even when the destination is up to date.")
 @click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
-@click.option("--extract", "extract", metavar="DIR", type=click.Path(path_type=Path),
-              help="Unpack the archive (tar, tar.gz/bz2/xz/zst, zip) into DIR instead of saving the file.")
-@click.option("--allow-unverified", is_flag=True,
-              help="Take a version whose record is missing although it had one, by size and ETag.")
+@click.option(
+    "--extract",
+    "extract",
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    help="Unpack the archive (tar, tar.gz/bz2/xz/zst, zip) into DIR instead of saving the file.",
+)
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Take a version whose record is missing although it had one, by size and ETag.",
+)
 @no_cache_option
 @common
-def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool, extract: Path | None,
-         allow_unverified: bool) -> None:
+def pull(
+    package: str,
+    version: str,
+    outfile: Path | None,
+    force: bool,
+    pre: bool,
+    extract: Path | None,
+    allow_unverified: bool,
+) -> None:
     """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
     if extract is not None and outfile is not None:
         raise UsageError("--extract and --outfile do not go together", "give one of them")
     reg = _STATE.registry()
     with _bars() as bars:
-        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars, extract=extract,
-                          allow_unverified=allow_unverified)
+        result = reg.pull(
+            package,
+            version,
+            outfile=outfile,
+            force=force,
+            pre=pre,
+            progress=bars,
+            extract=extract,
+            allow_unverified=allow_unverified,
+        )
     _report_pull(result)
 
 
@@ -296,9 +354,13 @@ def _done(name: str, outcome: PullResult | TychoError) -> None:
 
 @cli.command("pull-list")
 @click.argument("packages", metavar="PKG...", nargs=-1)
-@click.option("--from", "source", metavar="FILE", type=click.Path(path_type=Path),
-              help="Also pull what FILE names: a tycho.lock (exact versions, verified), or a list "
-                   "with one PKG per line.")
+@click.option(
+    "--from",
+    "source",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Also pull what FILE names: a tycho.lock (exact versions, verified), or a list with one PKG per line.",
+)
 @click.option("--force", is_flag=True, help="Download even when destinations are up to date.")
 @click.option("--offline", is_flag=True, help="With a lock file: use the cache only, never the registry.")
 @no_cache_option
@@ -463,17 +525,26 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
         _json(details.to_json())
         return
     if isinstance(details, PackageDetails):
-        rows = [("package", details.name), ("localname", details.localname or "-"),
-                ("tags", ", ".join(f"{t} -> {v}" for t, v in details.tags.items()) or "-"),
-                ("yanked", ", ".join(details.yanked) or "-"), ("versions", str(details.version_count)),
-                ("newest", ", ".join(v.version for v in details.newest) or "-")]
+        rows = [
+            ("package", details.name),
+            ("localname", details.localname or "-"),
+            ("tags", ", ".join(f"{t} -> {v}" for t, v in details.tags.items()) or "-"),
+            ("yanked", ", ".join(details.yanked) or "-"),
+            ("versions", str(details.version_count)),
+            ("newest", ", ".join(v.version for v in details.newest) or "-"),
+        ]
     else:
         v = details
-        rows = [("version", v.version), ("size", f"{_size(v.size)} ({v.size} bytes)"),
-                ("sha256", v.sha256 or "- (unverified: pushed without a record)"),
-                ("pushed at", v.pushed_at or "-"), ("pushed by", v.pushed_by or "-"), ("note", v.note or "-"),
-                ("tags", ", ".join(v.tags) or "-"),
-                ("yanked", ("yes" + (f": {v.yank_reason}" if v.yank_reason else "")) if v.yanked else "no")]
+        rows = [
+            ("version", v.version),
+            ("size", f"{_size(v.size)} ({v.size} bytes)"),
+            ("sha256", v.sha256 or "- (unverified: pushed without a record)"),
+            ("pushed at", v.pushed_at or "-"),
+            ("pushed by", v.pushed_by or "-"),
+            ("note", v.note or "-"),
+            ("tags", ", ".join(v.tags) or "-"),
+            ("yanked", ("yes" + (f": {v.yank_reason}" if v.yank_reason else "")) if v.yanked else "no"),
+        ]
         if v.problem:
             _warn(v.problem)
     for label, value in rows:
@@ -490,22 +561,40 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
     results = _STATE.registry().verify(package, version)
     bad = [r for r in results if not r.ok]
     if as_json:
-        _json([{"package": r.package, "version": r.version, "ok": r.ok, "checked_by": r.checked_by,
-                "problem": r.problem} for r in results])
+        _json(
+            [
+                {
+                    "package": r.package,
+                    "version": r.version,
+                    "ok": r.ok,
+                    "checked_by": r.checked_by,
+                    "problem": r.problem,
+                }
+                for r in results
+            ]
+        )
     else:
         for r in results:
             _out(f"{'ok    ' if r.ok else 'FAILED'}  {r.package} {r.version}  ({r.checked_by})")
     for r in bad:
         _warn(r.problem or f"{r.package} {r.version} failed")
     if bad:
-        raise TychoError(f"{len(bad)} of {len(results)} versions failed verification",
-                         "re-push good copies as new versions and delete or yank the damaged ones")
+        raise TychoError(
+            f"{len(bad)} of {len(results)} versions failed verification",
+            "re-push good copies as new versions and delete or yank the damaged ones",
+        )
     _note(f"{len(results)} versions verified")
 
 
 @cli.command(short_help="List (or --yes: delete) what interrupted pushes left behind.")
-@click.option("--older-than", "older_than", default="24h", show_default=True, metavar="AGE",
-              help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="24h",
+    show_default=True,
+    metavar="AGE",
+    help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.",
+)
 @click.option("--yes", is_flag=True, help="Delete what is found (default: only list it).")
 @common
 def gc(older_than: str, yes: bool) -> None:
@@ -514,8 +603,10 @@ def gc(older_than: str, yes: bool) -> None:
 
     found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
     for d in found:
-        _out(f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
-             + (f"  ({_size(d.size)})" if d.size is not None else ""))
+        _out(
+            f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
+            + (f"  ({_size(d.size)})" if d.size is not None else "")
+        )
     if not found:
         _note("No debris found")
     elif not yes:
@@ -579,12 +670,22 @@ def cache_info(as_json: bool) -> None:
     """Where the cache is, how many files it holds and their size."""
     info = _cache().info()
     if as_json:
-        _json({"path": str(info.root), "entries": info.entries, "bytes": info.total_bytes,
-               "limit_bytes": info.limit_bytes})
+        _json(
+            {
+                "path": str(info.root),
+                "entries": info.entries,
+                "bytes": info.total_bytes,
+                "limit_bytes": info.limit_bytes,
+            }
+        )
         return
     limit = _size(info.limit_bytes) if info.limit_bytes is not None else "none"
-    for label, value in (("path", info.root), ("entries", info.entries), ("size", _size(info.total_bytes)),
-                         ("limit", limit)):
+    for label, value in (
+        ("path", info.root),
+        ("entries", info.entries),
+        ("size", _size(info.total_bytes)),
+        ("limit", limit),
+    ):
         _out(f"{label + ':':9} {value}")
 
 
@@ -624,8 +725,11 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     "no-tag": lambda e: f"see its tags with: tychoreg info {_fields(e)[0]}",
     "not-yanked": lambda e: f"see the yanked versions with: tychoreg info {_fields(e)[0]}",
     "package-exists": lambda e: f"see it with: tychoreg list-versions {_fields(e)[0]}",
-    "version-exists": lambda e: ("versions are immutable: push a new version number" if e.details.get("other_bytes")
-                                 else "push a new version number"),
+    "version-exists": lambda e: (
+        "versions are immutable: push a new version number"
+        if e.details.get("other_bytes")
+        else "push a new version number"
+    ),
     "being-pushed": lambda e: f"wait, then check with: tychoreg list-versions {_fields(e)[0]}",
     "confirm": lambda e: "pass --yes to go ahead",
     "tagged": lambda e: "move the tags first, or pass --force to delete it and its tags",
@@ -635,10 +739,13 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     "range-not-allowed": lambda e: f"see the versions with: tychoreg list-versions {_fields(e)[0]}",
     "not-promoted": lambda e: "run: tychoreg promote {} {}".format(*_fields(e)),
     "deleted-while-pushing": lambda e: f"create it again with: tychoreg init {_fields(e)[0]} FILENAME",
-    "record-missing": lambda e: ("someone removed the record; if you trust the stored bytes anyway, pull with "
-                                 "--allow-unverified, else delete the version and push it again"),
-    "foreign-record": lambda e: ("check it with: tychoreg verify {} {}; then re-push it as a new version"
-                                 .format(*_fields(e))),
+    "record-missing": lambda e: (
+        "someone removed the record; if you trust the stored bytes anyway, pull with "
+        "--allow-unverified, else delete the version and push it again"
+    ),
+    "foreign-record": lambda e: "check it with: tychoreg verify {} {}; then re-push it as a new version".format(
+        *_fields(e)
+    ),
     "record-unsettled": lambda e: "check it with: tychoreg verify {} {}".format(*_fields(e)),
     "replaced-or-damaged": lambda e: "check it with: tychoreg verify",
     "upload-removed": lambda e: "push it again",
@@ -648,16 +755,21 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     "dest-is-folder": lambda e: "name a file path with --outfile, or remove the folder",
     "dest-permission": lambda e: "choose another --outfile or fix the folder's permissions",
     "extract-target": lambda e: "choose another folder for --extract, or remove that one",
-    "not-an-archive": lambda e: ("--extract unpacks tar (plain, gzip, bzip2, xz, zstd) and zip; "
-                                 "pull without --extract to keep the file as it is"),
+    "not-an-archive": lambda e: (
+        "--extract unpacks tar (plain, gzip, bzip2, xz, zstd) and zip; pull without --extract to keep the file as it is"
+    ),
     "offline-miss": lambda e: "run once without --offline to fill the cache",
     "offline-no-digest": lambda e: "run without --offline",
     "repushed": lambda e: f"if you trust the new bytes: tychoreg lock --upgrade {_fields(e)[0]}",
-    "no-lock": lambda e: "create it with: tychoreg lock" + (" (needs the registry)" if e.details.get("offline") else ""),
+    "no-lock": lambda e: (
+        "create it with: tychoreg lock" + (" (needs the registry)" if e.details.get("offline") else "")
+    ),
     "stale-lock": lambda e: "run: tychoreg lock, then commit the updated lock file",
     "lock-damaged": lambda e: "restore it from version control, or delete it and run: tychoreg lock",
-    "lock-extract": lambda e: (f"{e.hint}; fix the entry or delete "
-                               f"{getattr(e.details.get('lockfile'), 'name', 'the lock file')} and run: tychoreg lock"),
+    "lock-extract": lambda e: (
+        f"{e.hint}; fix the entry or delete "
+        f"{getattr(e.details.get('lockfile'), 'name', 'the lock file')} and run: tychoreg lock"
+    ),
     "shared-destination": lambda e: 'give one of them an "extract" folder, or pull it with --outfile instead',
     "explicit-config-missing": lambda e: "check the path, or drop --config to use the default resolution",
     "nothing-to-pull": lambda e: "e.g. tychoreg pull-list narf toolchain",

@@ -21,8 +21,16 @@ class TychoError(Exception):
     #: for the command line's hints; None when the message is all there is to say.
     reason: str | None = None
 
-    def __init__(self, message: str, hint: str | None = None, *, reason: str | None = None,
-                 package: str | None = None, version: str | None = None, **details: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        reason: str | None = None,
+        package: str | None = None,
+        version: str | None = None,
+        **details: Any,
+    ) -> None:
         super().__init__(message)
         self.hint = hint
         if reason is not None:
@@ -98,9 +106,13 @@ class NoMatch(NotFound):
     reason = "no-match"
 
     def __init__(self, package: str, selector: str, pre: bool) -> None:
-        super().__init__(f"no version of package {package} matches {selector!r}"
-                         + ("" if pre else " (pre-releases and yanked versions are not considered)"),
-                         package=package, selector=selector, pre=pre)
+        super().__init__(
+            f"no version of package {package} matches {selector!r}"
+            + ("" if pre else " (pre-releases and yanked versions are not considered)"),
+            package=package,
+            selector=selector,
+            pre=pre,
+        )
 
 
 class TagNotFound(NotFound):
@@ -124,16 +136,25 @@ class VersionExists(AlreadyExists):
 
     def __init__(self, package: str, version: str, *, other_bytes: bool = False) -> None:
         what = "already exists with other bytes" if other_bytes else "already exists; versions are immutable"
-        super().__init__(f"version {version} of package {package} {what}", "push a new version number",
-                         package=package, version=version, other_bytes=other_bytes)
+        super().__init__(
+            f"version {version} of package {package} {what}",
+            "push a new version number",
+            package=package,
+            version=version,
+            other_bytes=other_bytes,
+        )
 
 
 class BeingPushed(AlreadyExists):
     reason = "being-pushed"
 
     def __init__(self, package: str, version: str) -> None:
-        super().__init__(f"version {version} of package {package} is being pushed by someone else",
-                         "wait, then look again", package=package, version=version)
+        super().__init__(
+            f"version {version} of package {package} is being pushed by someone else",
+            "wait, then look again",
+            package=package,
+            version=version,
+        )
 
 
 class RecordMissing(IntegrityError):
@@ -142,5 +163,10 @@ class RecordMissing(IntegrityError):
     reason = "record-missing"
 
     def __init__(self, package: str, version: str, why: str) -> None:
-        super().__init__(f"{package} {version} has no record although {why}: its bytes cannot be verified",
-                         "someone removed the record", package=package, version=version, why=why)
+        super().__init__(
+            f"{package} {version} has no record although {why}: its bytes cannot be verified",
+            "someone removed the record",
+            package=package,
+            version=version,
+            why=why,
+        )

@@ -31,7 +31,9 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise IntegrityError(f"{what} is not valid JSON", "repair or re-create it") from None
     except RecursionError:  # nested deeper than any document of ours; planted or damaged
-        raise IntegrityError(f"{what} is nested too deeply to be a document of ours", "repair or re-create it") from None
+        raise IntegrityError(
+            f"{what} is nested too deeply to be a document of ours", "repair or re-create it"
+        ) from None
     if not isinstance(data, dict):
         raise IntegrityError(f"{what} is not a JSON object", "repair or re-create it")
     return data
@@ -59,13 +61,20 @@ class PackageDoc:
         if not is_valid_segment(self.localname):
             raise IntegrityError(
                 f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
-                f"repair localname in {self.package}/tycho.json", reason="bad-localname", package=self.package)
+                f"repair localname in {self.package}/tycho.json",
+                reason="bad-localname",
+                package=self.package,
+            )
         return self.localname
 
     def checked_latest(self) -> str | None:
         if self.latest is not None and not is_valid_segment(self.latest):
-            raise IntegrityError(f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
-                                 "promote a version to repair it", reason="bad-latest", package=self.package)
+            raise IntegrityError(
+                f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
+                "promote a version to repair it",
+                reason="bad-latest",
+                package=self.package,
+            )
         return self.latest
 
     # -- tychoreg's additions, under the "tychoreg" key (see docs/FORMAT.md) ----------------
@@ -120,8 +129,7 @@ class PackageDoc:
 
     def to_bytes(self) -> bytes:
         # Same shape as 0.4.0 writes: localname, latest first, two-space indent.
-        return json.dumps({"localname": self.localname, "latest": self.latest, **self.extra},
-                          indent=2).encode()
+        return json.dumps({"localname": self.localname, "latest": self.latest, **self.extra}, indent=2).encode()
 
 
 @dataclass(frozen=True)
@@ -156,29 +164,49 @@ class VersionRecord:
     def from_object(cls, package: str, version: str, data: dict[str, Any], *, nested: bool = False) -> VersionRecord:
         what = f"the record of {package} {version}"
         size, sha = data.get("size"), data.get("sha256")
-        if (data.get("version") != version or not isinstance(size, int) or isinstance(size, bool)
-                or size < 0 or not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64):
-            raise IntegrityError(f"{what} is damaged (wrong version, size or sha256)",
-                                 f"repair or remove {package}/.tycho/versions/{version}.json")
+        if (
+            data.get("version") != version
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(sha, str)
+            or len(sha) != 64
+            or not set(sha) <= _HEX64
+        ):
+            raise IntegrityError(
+                f"{what} is damaged (wrong version, size or sha256)",
+                f"repair or remove {package}/.tycho/versions/{version}.json",
+            )
         pushed_at = data.get("pushed_at")
         by, note, push_id, etag = data.get("pushed_by"), data.get("note"), data.get("push_id"), data.get("etag")
         replaced: tuple[VersionRecord, ...] = ()
         earlier = data.get("replaced")
         if not nested and isinstance(earlier, list):
-            replaced = tuple(cls.from_object(package, version, e, nested=True) for e in earlier[:MAX_REPLACED]
-                             if isinstance(e, dict) and _well_formed(e, version))
-        return cls(version, size, sha, pushed_at if isinstance(pushed_at, str) else "",
-                   by if isinstance(by, str) else None, note if isinstance(note, str) else None,
-                   push_id if isinstance(push_id, str) and push_id else None, replaced,
-                   etag if isinstance(etag, str) and etag else None)
+            replaced = tuple(
+                cls.from_object(package, version, e, nested=True)
+                for e in earlier[:MAX_REPLACED]
+                if isinstance(e, dict) and _well_formed(e, version)
+            )
+        return cls(
+            version,
+            size,
+            sha,
+            pushed_at if isinstance(pushed_at, str) else "",
+            by if isinstance(by, str) else None,
+            note if isinstance(note, str) else None,
+            push_id if isinstance(push_id, str) and push_id else None,
+            replaced,
+            etag if isinstance(etag, str) and etag else None,
+        )
 
     def replacing(self, old: VersionRecord) -> VersionRecord:
         """This claim, taking over ``old``: it remembers ``old`` and what ``old`` remembered."""
         earlier = (replace(old, replaced=()), *old.replaced)
         return replace(self, replaced=tuple(r for r in earlier if r.push_id)[:MAX_REPLACED])
 
-    def describing(self, data_push_id: str | None, data_etag: str | None = None, *,
-                   keeps_metadata: bool = False) -> VersionRecord | None:
+    def describing(
+        self, data_push_id: str | None, data_etag: str | None = None, *, keeps_metadata: bool = False
+    ) -> VersionRecord | None:
         """The record (this one, or one it replaced) that describes the data, which the push
         ``data_push_id`` wrote and whose ETag is ``data_etag``; None when none does.
 
@@ -201,9 +229,15 @@ class VersionRecord:
         return None if keeps_metadata else self
 
     def to_object(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"format": FORMAT, "version": self.version, "size": self.size,
-                               "sha256": self.sha256, "pushed_at": self.pushed_at, "pushed_by": self.pushed_by,
-                               "note": self.note}
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "version": self.version,
+            "size": self.size,
+            "sha256": self.sha256,
+            "pushed_at": self.pushed_at,
+            "pushed_by": self.pushed_by,
+            "note": self.note,
+        }
         if self.push_id:
             out["push_id"] = self.push_id
         if self.etag:
@@ -216,14 +250,26 @@ class VersionRecord:
         return json.dumps(self.to_object(), indent=2).encode()
 
 
-def record_for_data(package: str, version: str, record: VersionRecord, push_id: str | None,
-                    etag: str | None = None, *, keeps_metadata: bool = False) -> VersionRecord:
+def record_for_data(
+    package: str,
+    version: str,
+    record: VersionRecord,
+    push_id: str | None,
+    etag: str | None = None,
+    *,
+    keeps_metadata: bool = False,
+) -> VersionRecord:
     """The record that describes the stored data (its push id and ETag): ``record`` itself, or a
     claim it took over; an integrity error when none does."""
     found = record.describing(push_id, etag, keeps_metadata=keeps_metadata)
     if found is None:
-        raise IntegrityError(f"{package} {version} is damaged: its record belongs to another push than its data",
-                             "re-push it as a new version", reason="foreign-record", package=package, version=version)
+        raise IntegrityError(
+            f"{package} {version} is damaged: its record belongs to another push than its data",
+            "re-push it as a new version",
+            reason="foreign-record",
+            package=package,
+            version=version,
+        )
     return found
 
 
@@ -269,9 +315,17 @@ class VersionInfo:
     yank_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "size": self.size, "sha256": self.sha256,
-                "pushed_at": self.pushed_at, "pushed_by": self.pushed_by, "note": self.note,
-                "tags": list(self.tags), "yanked": self.yanked, "yank_reason": self.yank_reason}
+        return {
+            "version": self.version,
+            "size": self.size,
+            "sha256": self.sha256,
+            "pushed_at": self.pushed_at,
+            "pushed_by": self.pushed_by,
+            "note": self.note,
+            "tags": list(self.tags),
+            "yanked": self.yanked,
+            "yank_reason": self.yank_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -330,6 +384,12 @@ class PackageDetails:
     newest: list[VersionInfo]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "localname": self.localname, "latest": self.tags.get("latest"),
-                "tags": self.tags, "yanked": self.yanked, "version_count": self.version_count,
-                "newest": [v.to_json() for v in self.newest]}
+        return {
+            "name": self.name,
+            "localname": self.localname,
+            "latest": self.tags.get("latest"),
+            "tags": self.tags,
+            "yanked": self.yanked,
+            "version_count": self.version_count,
+            "newest": [v.to_json() for v in self.newest],
+        }

@@ -19,9 +19,11 @@ from .errors import StorageError
 from .store import PreconditionFailed, Store
 
 PROBE_PREFIX = ".tycho-probe-"  # a top-level object, never a folder: 0.4.0 does not list it
-WEAKER = ("{location} ignores conditional writes (If-None-Match): concurrent pushes of one version "
-          "may overwrite each other and concurrent promotes may lose an update; "
-          "push from one place at a time, or move to a store that enforces them")
+WEAKER = (
+    "{location} ignores conditional writes (If-None-Match): concurrent pushes of one version "
+    "may overwrite each other and concurrent promotes may lose an update; "
+    "push from one place at a time, or move to a store that enforces them"
+)
 
 
 def _cache_file() -> Path:
@@ -52,10 +54,12 @@ def enforces_conditional_writes(store: Store) -> bool:
     wrong = '"00000000000000000000000000000000"'
     try:
         store.put_if_absent(key, b"first")
-        enforced = (_refused(lambda: store.put_if_absent(key, b"second"))
-                    and _refused(lambda: store.put_if_match(key, b"third", wrong))
-                    and _refused(lambda: store.delete_if_match(key, wrong))
-                    and store.get(key)[0] == b"first")
+        enforced = (
+            _refused(lambda: store.put_if_absent(key, b"second"))
+            and _refused(lambda: store.put_if_match(key, b"third", wrong))
+            and _refused(lambda: store.delete_if_match(key, wrong))
+            and store.get(key)[0] == b"first"
+        )
     except StorageError:
         return True  # cannot tell (e.g. no write access); the push itself will say what is wrong
     finally:

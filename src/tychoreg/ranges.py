@@ -39,8 +39,13 @@ __all__ = ["Constraint", "parse_constraint", "resolve"]
 _OPS = ("^", "~", ">=", "<=", "==", ">", "<", "=")
 _WILD = ("x", "X", "*")
 _FULL = re.compile(r"^(\d+(?:\.\d+)*)(.*)$")
-_TESTS = {">=": lambda c: c >= 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0,
-          "<": lambda c: c < 0, "=": lambda c: c == 0}
+_TESTS = {
+    ">=": lambda c: c >= 0,
+    ">": lambda c: c > 0,
+    "<=": lambda c: c <= 0,
+    "<": lambda c: c < 0,
+    "=": lambda c: c == 0,
+}
 
 
 def _strip(release: Iterable[int]) -> tuple[int, ...]:
@@ -113,7 +118,7 @@ def _comparators(op: str, text: str, raw_ok: bool) -> list[tuple[str, _Bound]]:
         if op not in ("^", "~"):
             return [(op, low)]
         assert isinstance(low.release, tuple)
-        nums = list((low.release + (0, 0, 0))[:max(3, len(low.release))])
+        nums = list((low.release + (0, 0, 0))[: max(3, len(low.release))])
 
     def bump(i: int) -> _Bound:
         return _derived(nums[:i] + [nums[i] + 1], lowest=True)
@@ -123,9 +128,13 @@ def _comparators(op: str, text: str, raw_ok: bool) -> list[tuple[str, _Bound]]:
         return [(">=", low), ("<", bump(next((i for i, n in enumerate(nums) if n), last)))]
     if op == "~":
         return [(">=", low), ("<", bump(min(last, 1)))]
-    return {"=": [(">=", low), ("<", bump(last))], ">=": [(">=", low)],
-            ">": [(">=", bump(last))], "<": [("<", _derived(nums, lowest=True))],
-            "<=": [("<", bump(last))]}[op]
+    return {
+        "=": [(">=", low), ("<", bump(last))],
+        ">=": [(">=", low)],
+        ">": [(">=", bump(last))],
+        "<": [("<", _derived(nums, lowest=True))],
+        "<=": [("<", bump(last))],
+    }[op]
 
 
 @dataclass(frozen=True)
@@ -177,8 +186,7 @@ def _alt_matches(alt: Any, version: str, cand: Any, pre: bool) -> bool:
             ok = False
         if not ok:
             return False
-    return pre or not cand_pre or any(
-        (b.names_pre or b.raw is not None) and b.release == release for _, b in alt)
+    return pre or not cand_pre or any((b.names_pre or b.raw is not None) and b.release == release for _, b in alt)
 
 
 def parse_constraint(text: str) -> Constraint:
@@ -191,10 +199,13 @@ def parse_constraint(text: str) -> Constraint:
         comps: list[tuple[str, _Bound]] = []
         for token in re.split(r"\s*,\s*|\s+", alt):
             if token in ("", "-"):
-                raise ValueError(f"empty comparator in {text!r}" if not token else
-                                 f"hyphen ranges are not supported in {text!r}; use >=A,<=B")
+                raise ValueError(
+                    f"empty comparator in {text!r}"
+                    if not token
+                    else f"hyphen ranges are not supported in {text!r}; use >=A,<=B"
+                )
             op = next((o for o in _OPS if token.startswith(o)), "")
-            operand = token[len(op):]
+            operand = token[len(op) :]
             if not operand:
                 raise ValueError(f"missing version after {op!r} in {text!r}")
             if any(ch in operand for ch in "^~<>=|"):
@@ -205,8 +216,9 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text, tuple(alternatives))
 
 
-def resolve(constraint: Constraint | str, versions: Iterable[str], *,
-            yanked: Collection[str] = (), pre: bool = False) -> str | None:
+def resolve(
+    constraint: Constraint | str, versions: Iterable[str], *, yanked: Collection[str] = (), pre: bool = False
+) -> str | None:
     """The highest version satisfying ``constraint`` (parsed, or text), not yanked; ``None`` if
     there is none."""
     if isinstance(constraint, str):
@@ -214,8 +226,7 @@ def resolve(constraint: Constraint | str, versions: Iterable[str], *,
     items = list(versions)
     scheme = scheme_of(items)
     skip = set(yanked)
-    matching = [v for v in items
-                if v not in skip and constraint.matches(v, pre=pre, scheme=scheme)]
+    matching = [v for v in items if v not in skip and constraint.matches(v, pre=pre, scheme=scheme)]
     return max(matching, key=version_sort_key(items), default=None)
 
 

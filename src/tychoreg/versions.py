@@ -30,13 +30,7 @@ __all__ = ["Scheme", "is_prerelease", "scheme_of", "sort_versions", "version_sor
 
 Scheme = Literal["semver", "pep440", "natural"]
 
-_PRERELEASE_WORDS = {
-    "dev": 0,
-    "alpha": 1, "a": 1,
-    "beta": 2, "b": 2,
-    "pre": 3, "preview": 3,
-    "c": 4, "rc": 4,
-}
+_PRERELEASE_WORDS = {"dev": 0, "alpha": 1, "a": 1, "beta": 2, "b": 2, "pre": 3, "preview": 3, "c": 4, "rc": 4}
 _TOKEN_RE = re.compile(r"[0-9]+|[A-Za-z]+")
 # Token ranks (first tuple element): pre-release word < end of string < other word < number.
 _PRE, _END, _WORD, _NUM = 0, 1, 2, 3

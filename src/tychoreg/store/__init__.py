@@ -6,8 +6,7 @@ from typing import Any
 
 from .base import GuardChanged, ObjectInfo, ObjectNotFound, PreconditionFailed, StagedUpload, Store
 
-__all__ = ["GuardChanged", "ObjectInfo", "ObjectNotFound", "PreconditionFailed", "StagedUpload", "Store",
-           "open_store"]
+__all__ = ["GuardChanged", "ObjectInfo", "ObjectNotFound", "PreconditionFailed", "StagedUpload", "Store", "open_store"]
 
 
 def open_store(backend: str, options: dict[str, Any], **tuning: int) -> Store:

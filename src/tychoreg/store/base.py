@@ -162,15 +162,29 @@ class Store(Protocol):
     def list_folders(self, prefix: str) -> Iterator[str]:
         """Names of the immediate sub-folders of ``prefix`` (``prefix`` ends with ``/`` or is empty)."""
 
-    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
-              progress: Progress | None = None, meta: Mapping[str, str] | None = None) -> StagedUpload:
+    def stage(
+        self,
+        key: str,
+        source: BinaryIO,
+        size_hint: int | None = None,
+        progress: Progress | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> StagedUpload:
         """Upload everything ``source`` yields without making it visible; read it once, in order.
 
         ``meta`` (short ASCII names and values) is kept with the object and returned by
         :meth:`head`, where the store can keep it."""
 
-    def read(self, key: str, sink: BinaryIO | RangeSink, *, start: int = 0, size: int | None = None,
-             progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
+    def read(
+        self,
+        key: str,
+        sink: BinaryIO | RangeSink,
+        *,
+        start: int = 0,
+        size: int | None = None,
+        progress: Progress | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
         """Stream the object (from byte ``start``) into ``sink``, in order.
 
         ``size``, when the caller knows it, lets a store split the read into parallel ranges.
@@ -212,5 +226,8 @@ def same_etag(a: str | None, b: str | None) -> bool:
 
 def too_large(location: str, key: str, size: int) -> IntegrityError:
     """A planted or damaged document: refused, and treated like any other damaged one."""
-    return IntegrityError(f"{location}/{key} is {size} bytes, too large for a metadata document "
-                        f"(limit {MAX_DOCUMENT}); it is damaged or planted", "repair or remove it")
+    return IntegrityError(
+        f"{location}/{key} is {size} bytes, too large for a metadata document "
+        f"(limit {MAX_DOCUMENT}); it is damaged or planted",
+        "repair or remove it",
+    )

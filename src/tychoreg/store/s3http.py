@@ -28,12 +28,28 @@ _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _META = "x-amz-meta-"
 #: Client options this module honours exactly; anything else (botocore ``config`` included: only
 #: boto3 can say whether it is valid) means boto3 must do the work.
-_PLAIN_OPTIONS = {"bucket", "prefix", "endpoint_url", "region_name", "aws_access_key_id",
-                  "aws_secret_access_key", "aws_session_token"}
+_PLAIN_OPTIONS = {
+    "bucket",
+    "prefix",
+    "endpoint_url",
+    "region_name",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+}
 #: Environment that changes what boto3 would do in ways we do not reproduce.
-_BOTO_ENV = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-             "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_USE_FIPS_ENDPOINT",
-             "AWS_USE_DUALSTACK_ENDPOINT", "TYCHOREG_NO_FAST_PATH")
+_BOTO_ENV = (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "TYCHOREG_NO_FAST_PATH",
+)
 
 
 class Fallback(Exception):
@@ -55,8 +71,18 @@ def _quote(text: str, safe: str = "-_.~") -> str:
 class LeanS3:
     """Signed GET/HEAD/LIST against one bucket; see the module docstring for when it is used."""
 
-    def __init__(self, bucket: str, endpoint: str, region: str, key_id: str, secret: str,
-                 token: str | None, path_style: bool, timeout: float, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        endpoint: str,
+        region: str,
+        key_id: str,
+        secret: str,
+        token: str | None,
+        path_style: bool,
+        timeout: float,
+        ca_bundle: str | None = None,
+    ) -> None:
         parts = urllib.parse.urlsplit(endpoint)
         self._https = parts.scheme == "https"
         self._host = parts.netloc if path_style else f"{bucket}.{parts.netloc}"
@@ -91,8 +117,9 @@ class LeanS3:
         if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
             return None
         timeout = 60.0
-        return cls(bucket, endpoint, region, key_id, secret, token, path_style, timeout,
-                   env.get("AWS_CA_BUNDLE") or None)
+        return cls(
+            bucket, endpoint, region, key_id, secret, token, path_style, timeout, env.get("AWS_CA_BUNDLE") or None
+        )
 
     # -- requests ------------------------------------------------------------------------
     def get(self, key: str, limit: int, if_match: str | None = None) -> tuple[bytes, str] | None:
@@ -122,10 +149,15 @@ class LeanS3:
         status, headers, _ = self._request("HEAD", key, {}, 0)
         if status == 404:  # no body to tell a missing key from a missing bucket: boto3 decides
             raise Fallback("HEAD 404")
-        meta = {k[len(_META):]: v for k, v in headers.items() if k.startswith(_META)}
+        meta = {k[len(_META) :]: v for k, v in headers.items() if k.startswith(_META)}
         try:
-            return (int(headers.get("content-length", "")), headers.get("etag"),
-                    http_date(headers.get("last-modified")), meta, http_date(headers.get("date")))
+            return (
+                int(headers.get("content-length", "")),
+                headers.get("etag"),
+                http_date(headers.get("last-modified")),
+                meta,
+                http_date(headers.get("date")),
+            )
         except ValueError:
             raise Fallback("HEAD without a length") from None
 
@@ -164,8 +196,15 @@ class LeanS3:
             self._local.conn = conn
         return conn
 
-    def _request(self, method: str, key: str, query: dict[str, str], limit: int,
-                 extra: dict[str, str] | None = None, chunk: int = 0) -> tuple[int, dict[str, str], Any]:
+    def _request(
+        self,
+        method: str,
+        key: str,
+        query: dict[str, str],
+        limit: int,
+        extra: dict[str, str] | None = None,
+        chunk: int = 0,
+    ) -> tuple[int, dict[str, str], Any]:
         """One signed request; the body whole, or with ``chunk`` as a list of pieces."""
         path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
         canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
@@ -207,13 +246,16 @@ class LeanS3:
         if self._token:
             headers["x-amz-security-token"] = self._token
         names = sorted(headers)
-        canonical = "\n".join([method, path, canonical_query, *(f"{n}:{headers[n]}" for n in names), "",
-                               ";".join(names), _EMPTY_SHA256])
+        canonical = "\n".join(
+            [method, path, canonical_query, *(f"{n}:{headers[n]}" for n in names), "", ";".join(names), _EMPTY_SHA256]
+        )
         scope = f"{day}/{self._region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._key_for(day), to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._key_id}/{scope}, "
-                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={self._key_id}/{scope}, "
+            f"SignedHeaders={';'.join(names)}, Signature={signature}"
+        )
         return headers
 
     def _key_for(self, day: str) -> bytes:
@@ -247,9 +289,16 @@ def _page(body: bytes, prefix: str) -> tuple[list[Listed], list[str], str | None
     if local(root.tag) != "ListBucketResult":
         raise Fallback(f"listing answered <{local(root.tag)}>")
     try:
-        found = [Listed(child(item, "Key") or "", int(child(item, "Size") or ""), child(item, "ETag"),
-                        _iso_date(child(item, "LastModified") or ""))
-                 for item in root if local(item.tag) == "Contents"]
+        found = [
+            Listed(
+                child(item, "Key") or "",
+                int(child(item, "Size") or ""),
+                child(item, "ETag"),
+                _iso_date(child(item, "LastModified") or ""),
+            )
+            for item in root
+            if local(item.tag) == "Contents"
+        ]
     except ValueError as exc:
         raise Fallback(f"unreadable listing: {exc}") from None
     commons = [child(item, "Prefix") or "" for item in root if local(item.tag) == "CommonPrefixes"]
