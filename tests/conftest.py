@@ -12,16 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import (
-    ACCESS_KEY,
-    CACHE,
-    ROOT,
-    S3_ENV,
-    SECRET_KEY,
-    Seaweed,
-    running_seaweed,  # noqa: F401
-    seed_venv,
-)
+from servers import ACCESS_KEY, CACHE, S3_ENV, SECRET_KEY, Seaweed, running_seaweed, seed_venv
 from servers import counter as _counter
 
 

@@ -96,7 +96,7 @@ def running_seaweed(data: Path, *, volume_max: int = 200, timeout: float = 60) -
         "admin.port",
         "admin.port.grpc",
     ]
-    ports = dict(zip(names, free_ports(len(names))))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     args = [
         weed_binary(),
         "mini",
@@ -108,26 +108,26 @@ def running_seaweed(data: Path, *, volume_max: int = 200, timeout: float = 60) -
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-volume.max={volume_max}",
-    ] + [f"-{k}={v}" for k, v in ports.items()]
-    log = open(data / "weed.log", "wb")
-    proc = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV}, start_new_session=True
-    )
-    server = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", proc.pid)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                server.client().list_buckets()
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}") from None
-                time.sleep(0.3)
-        yield server
-    finally:
-        stop(proc)
-        log.close()
+        *(f"-{k}={v}" for k, v in ports.items()),
+    ]
+    with open(data / "weed.log", "wb") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV}, start_new_session=True
+        )
+        server = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", proc.pid)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    server.client().list_buckets()
+                    break
+                except Exception:  # noqa: BLE001 - not answering yet, whatever the error: ask again
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}") from None
+                    time.sleep(0.3)
+            yield server
+        finally:
+            stop(proc)
 
 
 def stop(proc: subprocess.Popen, grace: float = 10) -> None:

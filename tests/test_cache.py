@@ -213,7 +213,7 @@ def test_concurrent_commits_and_places_of_one_sha(cache: Cache, tmp_path: Path) 
             dest = tmp_path / "out" / f"{i}.bin"
             placed.append(cache.place(digest, len(data), dest))
             assert dest.read_bytes() == data
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=pull, args=(i,)) for i in range(n)]

@@ -91,10 +91,12 @@ def write_tar(path: Path, members: list, codec: str = "tar", fmt: int = tarfile.
     """Stream a (compressed) tar to ``path``; bombs never sit in memory."""
     with open(path, "wb") as fh:
         if codec == "zst":
-            with zstandard.ZstdCompressor().stream_writer(fh, closefd=False) as z:
-                with tarfile.open(fileobj=z, mode="w|", format=fmt) as tf:
-                    for info, data in members:
-                        tf.addfile(info, data if info.isreg() else None)
+            with (
+                zstandard.ZstdCompressor().stream_writer(fh, closefd=False) as z,
+                tarfile.open(fileobj=z, mode="w|", format=fmt) as tf,
+            ):
+                for info, data in members:
+                    tf.addfile(info, data if info.isreg() else None)
         else:
             mode = "w|" if codec == "tar" else f"w|{codec}"
             with tarfile.open(fileobj=fh, mode=mode, format=fmt) as tf:  # type: ignore[call-overload]
@@ -335,7 +337,7 @@ def hostile_tars(tmp_path: Path) -> dict[str, tuple[list, str]]:
 def test_hostile_tar_refused(work: Path, case: str, codec: str) -> None:
     members, needle = hostile_tars(work.parent)[case]
     # a good member first: refusal must come before *anything* reaches the destination
-    archive = write_tar(work.parent / "in" / "a", [member("good", b"g")] + members, codec)
+    archive = write_tar(work.parent / "in" / "a", [member("good", b"g"), *members], codec)
     assert_refused(work, archive, needle)
     assert not (work.parent / "abs-evil").exists() and not Path("/abs/evil").exists()
 
@@ -359,7 +361,7 @@ def hostile_zips(tmp_path: Path) -> dict[str, tuple[list, str]]:
 def test_hostile_zip_refused(work: Path, case: str) -> None:
     entries, needle = hostile_zips(work.parent)[case]
     with pytest.warns(UserWarning) if case == "duplicate" else contextlib.nullcontext():
-        archive = write_zip(work.parent / "in" / "a.zip", [("good", 0o644, b"g")] + entries)
+        archive = write_zip(work.parent / "in" / "a.zip", [("good", 0o644, b"g"), *entries])
     assert_refused(work, archive, needle)
     assert not (work.parent / "abs-evil").exists()
 

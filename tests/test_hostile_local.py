@@ -182,12 +182,11 @@ def test_resumable_write_without_a_tag_is_fresh_private_and_cleaned_up(tmp_path:
     dest = tmp_path / "out" / "file.bin"
     names = []
     for _ in range(2):
-        with pytest.raises(RuntimeError):
-            with resumable_write(dest, None) as fh:
-                names.append(os.listdir(dest.parent))
-                assert stat.S_IMODE(os.fstat(fh.fileno()).st_mode) == 0o600
-                fh.write(b"half")
-                raise RuntimeError("interrupted")
+        with pytest.raises(RuntimeError), resumable_write(dest, None) as fh:
+            names.append(os.listdir(dest.parent))
+            assert stat.S_IMODE(os.fstat(fh.fileno()).st_mode) == 0o600
+            fh.write(b"half")
+            raise RuntimeError("interrupted")
         assert os.listdir(dest.parent) == []  # removed on any failure, not kept for a resume
     assert names[0] != names[1]  # unpredictable
     old = os.umask(0o022)
@@ -211,12 +210,11 @@ def test_part_file_swapped_before_the_rename_is_not_renamed_into_place(tmp_path:
     rc.write_bytes(RC)
     dest = tmp_path / "out" / "narf.bin"
     for tag in ("0123456789abcdef-5", None):
-        with pytest.raises(OperationError, match="replaced by someone else") as info:
-            with resumable_write(dest, tag) as fh:
-                fh.write(b"bytes")
-                (part,) = [p for p in dest.parent.iterdir() if p.name.startswith(".narf.bin.")]
-                part.rename(tmp_path / "moved-away")
-                os.symlink(rc, part)  # the attacker's swap
+        with pytest.raises(OperationError, match="replaced by someone else") as info, resumable_write(dest, tag) as fh:
+            fh.write(b"bytes")
+            (part,) = [p for p in dest.parent.iterdir() if p.name.startswith(".narf.bin.")]
+            part.rename(tmp_path / "moved-away")
+            os.symlink(rc, part)  # the attacker's swap
         assert info.value.hint and "only you can write" in info.value.hint
         assert not dest.exists() and not dest.is_symlink()
         assert rc.read_bytes() == RC

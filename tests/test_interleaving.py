@@ -5,7 +5,6 @@ were not verified against it. Each case here failed on the protocol before it wa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess

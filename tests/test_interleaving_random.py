@@ -22,13 +22,11 @@ verified by SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest

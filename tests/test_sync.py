@@ -169,7 +169,7 @@ def test_no_cache_leaves_the_cache_alone(narf_and_gcc) -> None:
 
 
 def test_cache_prune_older_than(narf_and_gcc) -> None:
-    ws, narf, _ = narf_and_gcc
+    ws, _, _ = narf_and_gcc
     ws.ok("sync")
     assert "Removed 0 cached files" in ws.ok("cache", "prune", "--older-than", "1d").out
     for entry in (ws.root / "home").rglob("sha256/*/*"):
@@ -338,7 +338,7 @@ def test_two_packages_installed_to_one_place_are_refused(ws: Workspace) -> None:
 
 def test_a_record_without_data_is_not_a_version_even_if_cached(narf_and_gcc) -> None:
     """A record whose data is gone (a dead push or delete) must not pull, from the cache or not."""
-    ws, narf, _ = narf_and_gcc
+    ws, _, _ = narf_and_gcc
     ws.ok("pull", "narf")
     if ws.backend == "file":
         (Path(ws.config["file"]["path"]) / "narf" / "tycho_1.2.0.pkg").unlink()
@@ -352,7 +352,7 @@ def test_a_record_without_data_is_not_a_version_even_if_cached(narf_and_gcc) -> 
 
 
 def test_a_cache_hit_leaves_other_projects_files_untouched(narf_and_gcc) -> None:
-    ws, narf, _ = narf_and_gcc
+    ws, _, _ = narf_and_gcc
     ws.ok("pull", "narf")
     mine = ws.root / "tycho_packages" / "narf.bin"
     os.utime(mine, (1000, 1000))
@@ -366,7 +366,7 @@ def test_a_cache_hit_leaves_other_projects_files_untouched(narf_and_gcc) -> None
 def test_uppercase_digest_in_the_lock_is_accepted(narf_and_gcc) -> None:
     """A lock edited by hand (or by another tool) with an upper-case SHA-256 installs as usual,
     from the cache too."""
-    ws, narf, gcc = narf_and_gcc
+    ws, narf, _gcc = narf_and_gcc
     ws.ok("lock")
     doc = _lock(ws)
     for entry in doc["packages"].values():

@@ -185,7 +185,7 @@ def test_progress_bar_on_a_terminal_goes_to_stderr(ws: Workspace) -> None:
     assert b"MiB" not in out
 
 
-def _part_file(ws: Workspace, data: bytes) -> "os.PathLike[str]":
+def _part_file(ws: Workspace, data: bytes) -> os.PathLike[str]:
     sha = hashlib.sha256(data).hexdigest()
     return ws.root / "tycho_packages" / f".narf.bin.{sha[:16]}-{len(data)}.part"
 

@@ -1,4 +1,4 @@
-"""Unit tests of the small pure modules: names and ETag recomputation."""
+"""Unit tests of the small pure modules: names, ETag recomputation, the public names."""
 
 from __future__ import annotations
 
@@ -140,3 +140,11 @@ def test_probe_answers_are_kept_per_endpoint(tmp_path, monkeypatch) -> None:
     two = S3Store({**options, "endpoint_url": "http://127.0.0.1:2"})
     assert one.location == two.location
     assert one.identity != two.identity
+
+
+def test_public_names_are_listed_and_importable() -> None:
+    import tychoreg
+
+    assert set(tychoreg.__all__) == {*tychoreg._HOMES, "__version__"}
+    for name in tychoreg.__all__:
+        assert getattr(tychoreg, name) is not None, name

@@ -52,7 +52,7 @@ def scan(store: Store, package: str) -> tuple[dict[str, int], dict[str, Known]]:
         }
         listed = {v: i for i in records.result() if (v := layout.version_of_record(package, i.key)) in sizes}
         entries, catalog_etag = catalog.result()
-    known: dict[str, Known] = {v: None for v in sizes}
+    known: dict[str, Known] = dict.fromkeys(sizes)
     raws: dict[str, bytes] = {}
     missing: list[ObjectInfo] = []
     for version, info in listed.items():

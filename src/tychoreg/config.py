@@ -364,7 +364,7 @@ class _Environment:
             for where, name, value in self.taken
             if isinstance(value, str)
             and len(value) >= 4
-            and (where not in _PUBLIC and not where.startswith("packages.") or secret_marks(name))
+            and ((where not in _PUBLIC and not where.startswith("packages.")) or secret_marks(name))
         ]
 
 
@@ -624,8 +624,10 @@ def _exposed_secrets(raw: Mapping[str, Any], path: Path) -> tuple[str, ...]:
                 literal.append(f"{section}.{key} (its default)")
     if literal and _readable_by_others(path):
         return (
-            f"{clip(path)} holds {', '.join(clip(name, 80) for name in literal[:6])} and other users can "
-            f"read it: run 'chmod 600 {clip(path)}', or use {{\"env\": NAME}} values without a default",
+            (
+                f"{clip(path)} holds {', '.join(clip(name, 80) for name in literal[:6])} and other users can "
+                f"read it: run 'chmod 600 {clip(path)}', or use {{\"env\": NAME}} values without a default"
+            ),
         )
     return ()
 
@@ -640,8 +642,10 @@ def _exposed_dotenv(file: Path | None, env: _Environment, path: Path) -> tuple[s
     if not held:
         return ()
     return (
-        f"{clip(file)} (the dotenv file of {clip(path)}) holds {', '.join(clip(n, 60) for n in held[:6])} "
-        f"and other users can read it: run 'chmod 600 {clip(file)}'",
+        (
+            f"{clip(file)} (the dotenv file of {clip(path)}) holds {', '.join(clip(n, 60) for n in held[:6])} "
+            f"and other users can read it: run 'chmod 600 {clip(file)}'"
+        ),
     )
 
 
@@ -656,9 +660,8 @@ def _check_s3(options: dict[str, Any], path: Path) -> None:
             "use the bucket's name only (letters, digits, . - _), not a URL or path",
         )
     for key, value in options.items():
-        if key in _S3_STRINGS or key.startswith("aws_"):
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"s3.{clip(key, 60)} in {where} must be a string")
+        if (key in _S3_STRINGS or key.startswith("aws_")) and value is not None and not isinstance(value, str):
+            raise ConfigError(f"s3.{clip(key, 60)} in {where} must be a string")
     prefix = options.get("prefix", "")
     if not isinstance(prefix, str):
         raise ConfigError(f"s3.prefix in {where} must be a string")

@@ -51,7 +51,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple, cast
 
 from .config import DEFAULT_EXTRACT_LIMIT
 from .errors import OperationError
@@ -382,33 +382,35 @@ def _decompress(kind: str, raw: IO[bytes]) -> Any:
     return openers[kind](raw) if kind in openers else raw
 
 
+def _tar_kind(m: tarfile.TarInfo) -> str:
+    if m.isreg():
+        return "file"
+    if m.isdir():
+        return "dir"
+    if m.issym():
+        return "symlink"
+    if m.islnk():
+        return "hardlink"
+    if m.ischr() or m.isblk():
+        return "device file"
+    if m.isfifo():
+        return "FIFO"
+    return f"tar entry of type {m.type!r}"
+
+
 def _tar_entries(raw: BinaryIO, kind: str) -> Generator[_Entry, None, None]:
     stream = _decompress(kind, raw)  # closing it leaves ``raw`` open: it is the caller's
     try:
         guard = _Guard(stream)
-        tf: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]
-            fileobj=guard, mode="r:", tarinfo=_TarInfo
-        )
-        with tf:
+        # cast: reading ("r:") only reads, seeks and tells, which the guard does; typeshed's file
+        # protocol for tarfile also asks for the write and close that only writing uses.
+        with tarfile.open(fileobj=cast("IO[bytes]", guard), mode="r:", tarinfo=_TarInfo) as tf:
             for m in tf:
-                tf.members.clear()  # tarfile would keep every member read, pax headers and all
-                what = (
-                    "file"
-                    if m.isreg()
-                    else "dir"
-                    if m.isdir()
-                    else "symlink"
-                    if m.issym()
-                    else "hardlink"
-                    if m.islnk()
-                    else "device file"
-                    if m.ischr() or m.isblk()
-                    else "FIFO"
-                    if m.isfifo()
-                    else f"tar entry of type {m.type!r}"
-                )
+                # tarfile would keep every member read, pax headers and all (an attribute
+                # typeshed does not list)
+                tf.members.clear()  # type: ignore[attr-defined]
                 yield _Entry(
-                    m.name, what, m.mode, m.mtime, m.linkname, m.size, partial(tf.extractfile, m), guard.take()
+                    m.name, _tar_kind(m), m.mode, m.mtime, m.linkname, m.size, partial(tf.extractfile, m), guard.take()
                 )
                 m.pax_headers = {}
         if guard.last != bytes(tarfile.BLOCKSIZE):
@@ -434,7 +436,7 @@ def _zip_entries(raw: BinaryIO, archive: Path) -> Generator[_Entry, None, None]:
                 if len(link) > 4096:
                     raise _Refused(f"symlink {info.filename!r} has an overlong target")
             try:
-                mtime: float | None = time.mktime(info.date_time + (0, 0, -1))
+                mtime: float | None = time.mktime((*info.date_time, 0, 0, -1))
             except (OverflowError, ValueError):
                 mtime = None
             mode = mode & 0o7777 or (0o755 if kind == "dir" else 0o644)

@@ -69,19 +69,21 @@ def _derived(release: list[int], lowest: bool) -> _Bound:
     short = _strip(release)
     sem = None
     if len(short) <= 3:
-        sem = semver.Version(*(short + (0, 0, 0))[:3], prerelease="0" if lowest else None)
+        major, minor, patch = (*short, 0, 0, 0)[:3]
+        sem = semver.Version(major, minor, patch, prerelease="0" if lowest else None)
     pep = Version(".".join(map(str, release or [0])) + (".dev0" if lowest else ""))
     return _Bound(short, sem, pep)
 
 
 def _full(text: str, raw_ok: bool) -> _Bound:
     match = _FULL.match(text)
-    sem, pep, short = None, None, ()
+    sem, pep = None, None
+    short: tuple[int, ...] = ()
     if match:
         release, rest = [int(n) for n in match[1].split(".")], match[2]
         short = _strip(release)
         if len(short) <= 3:
-            base = ".".join(map(str, (short + (0, 0, 0))[:3]))
+            base = ".".join(map(str, (*short, 0, 0, 0)[:3]))
             try:
                 sem = semver.Version.parse(base + ("-" + rest if rest[:1].isalpha() else rest))
             except ValueError:
@@ -118,10 +120,10 @@ def _comparators(op: str, text: str, raw_ok: bool) -> list[tuple[str, _Bound]]:
         if op not in ("^", "~"):
             return [(op, low)]
         assert isinstance(low.release, tuple)
-        nums = list((low.release + (0, 0, 0))[: max(3, len(low.release))])
+        nums = list((*low.release, 0, 0, 0)[: max(3, len(low.release))])
 
     def bump(i: int) -> _Bound:
-        return _derived(nums[:i] + [nums[i] + 1], lowest=True)
+        return _derived([*nums[:i], nums[i] + 1], lowest=True)
 
     last = len(nums) - 1
     if op == "^":

@@ -33,8 +33,17 @@ from .config import DEFAULT_EXTRACT_LIMIT, Project, Settings, load_settings
 from .errors import IntegrityError, NotFound, PackageExists, TychoError, UsageError, VersionNotFound
 from .known import KnownDigests
 from .known import default_root as default_known_root
-from .models import PUSH_ID, PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
-from .models import record_for_data
+from .models import (
+    PUSH_ID,
+    PackageDetails,
+    PackageDoc,
+    PackageInfo,
+    PullResult,
+    PushResult,
+    Resolved,
+    VersionInfo,
+    record_for_data,
+)
 from .names import check_filename, check_package, check_tag, check_version, is_valid_segment
 from .selector import Selector
 from .store import PreconditionFailed, Store, open_store
@@ -485,7 +494,7 @@ class Registry:
                 version=pin.version,
             )
         expected = fetch.expected_for(self.store, pin.package, pin.version, known=self.known)
-        if pin.sha256 and expected.sha256 != pin.sha256 or expected.size != pin.size:
+        if (pin.sha256 and expected.sha256 != pin.sha256) or expected.size != pin.size:
             raise IntegrityError(
                 f"{pin.package} {pin.version} in {self.location} is not what the lock file pinned "
                 f"(sha256 {expected.sha256}, {expected.size} bytes; pinned {pin.sha256}, "

@@ -220,7 +220,7 @@ class S3Store:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _CONFLICT_CODES or status in (409, 412) and code != "BucketAlreadyExists":
+            if code in _CONFLICT_CODES or (status in (409, 412) and code != "BucketAlreadyExists"):
                 raise PreconditionFailed(f"{where} was changed by someone else") from None
             if code == "NotImplemented" or status == 501:
                 raise StorageError(
