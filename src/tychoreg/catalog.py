@@ -38,7 +38,7 @@ Known = VersionRecord | str | None
 
 def _md5_etag(raw: bytes, etag: str | None) -> bool:
     """Is ``etag`` the MD5 of ``raw``, as S3 makes it for an object written in one PUT?"""
-    return bool(etag) and etag.strip('"').lower() == hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    return bool(etag and etag.strip('"').lower() == hashlib.md5(raw, usedforsecurity=False).hexdigest())
 
 
 def scan(store: Store, package: str) -> tuple[dict[str, int], dict[str, Known]]:

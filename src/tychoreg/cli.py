@@ -19,19 +19,24 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
-from .errors import ConfirmationNeeded, TychoError, UsageError
+from .errors import ConfirmationNeeded, Reason, TychoError, UsageError
 from .progress import Bars
 from .progress import wanted as progress_wanted
 
 if TYPE_CHECKING:
+    from .cache import Cache
     from .config import Settings
     from .models import PullResult
     from .registry import Registry
+
+
+#: A command function as the option decorators get and return it.
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 class _State:
@@ -83,7 +88,7 @@ def _set_no_cache(ctx: click.Context, param: click.Parameter, value: bool) -> No
     _STATE.no_cache = _STATE.no_cache or value
 
 
-def no_cache_option(func: Any) -> Any:
+def no_cache_option(func: _Command) -> _Command:
     """``--no-cache``, for the commands that download."""
     return click.option(
         "--no-cache",
@@ -94,7 +99,7 @@ def no_cache_option(func: Any) -> Any:
     )(func)
 
 
-def common(func: Any) -> Any:
+def common(func: _Command) -> _Command:
     """``--config``, ``--quiet`` and ``--debug``, accepted before or after the command name."""
     func = click.option(
         "-q",
@@ -656,7 +661,7 @@ def cache() -> None:
     """The shared download cache: files by SHA-256, shared by every project of this user."""
 
 
-def _cache() -> Any:
+def _cache() -> Cache:
     from .config import load_settings
     from .registry import Registry
 
@@ -712,12 +717,17 @@ def _fields(exc: TychoError) -> tuple[str, str]:
     return exc.package or "PKG", exc.version or "VERSION"
 
 
+def _lockfile_name(exc: TychoError) -> str:
+    lockfile = exc.details.get("lockfile")
+    return lockfile.name if isinstance(lockfile, Path) else "the lock file"
+
+
 def _versions_hint(exc: TychoError) -> str:
     return f"see the versions with: tychoreg list-versions {_fields(exc)[0]}"
 
 
 #: What to do next, said with this command line's commands and flags: one place for all of them.
-_HINTS: dict[str, Callable[[TychoError], str]] = {
+_HINTS: dict[Reason, Callable[[TychoError], str]] = {
     "no-package": lambda e: f"create it with: tychoreg init {_fields(e)[0]} FILENAME",
     "no-version": _versions_hint,
     "no-latest": lambda e: f"pull one with --version, or set it: tychoreg promote {_fields(e)[0]} VERSION",
@@ -766,10 +776,7 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     ),
     "stale-lock": lambda e: "run: tychoreg lock, then commit the updated lock file",
     "lock-damaged": lambda e: "restore it from version control, or delete it and run: tychoreg lock",
-    "lock-extract": lambda e: (
-        f"{e.hint}; fix the entry or delete "
-        f"{getattr(e.details.get('lockfile'), 'name', 'the lock file')} and run: tychoreg lock"
-    ),
+    "lock-extract": lambda e: f"{e.hint}; fix the entry or delete {_lockfile_name(e)} and run: tychoreg lock",
     "shared-destination": lambda e: 'give one of them an "extract" folder, or pull it with --outfile instead',
     "explicit-config-missing": lambda e: "check the path, or drop --config to use the default resolution",
     "nothing-to-pull": lambda e: "e.g. tychoreg pull-list narf toolchain",
@@ -780,7 +787,7 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
 def hint_for(exc: TychoError) -> str | None:
     """What to tell a command-line user to do about ``exc``: this CLI's own advice for its
     ``reason``, else the error's own hint."""
-    render = _HINTS.get(exc.reason or "")
+    render = _HINTS.get(exc.reason) if exc.reason else None
     return render(exc) if render else exc.hint
 
 
@@ -827,7 +834,6 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(_message(f"error: internal error: {type(exc).__name__}: {exc}"), err=True)
         click.echo("hint: rerun with --debug and report it with the output", err=True)
         return 1
-    return 1
 
 
 def _silence_stdout() -> NoReturn:

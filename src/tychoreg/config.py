@@ -22,7 +22,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigError, TychoError
 from .names import clip, shown
@@ -32,7 +32,8 @@ from .units import parse_size
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
 LOCAL_CONFIG = ".tychoreg.json"
-BACKENDS = ("s3", "file")
+Backend = Literal["s3", "file"]
+BACKENDS: tuple[Backend, ...] = ("s3", "file")
 DEFAULT_OUTDIR = "tycho_packages"
 LOCK_NAME = "tycho.lock"
 DEFAULT_CACHE_LIMIT = 10 * 1024**3
@@ -104,7 +105,7 @@ _URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
 class Settings:
     """Everything a command needs to know about where the registry is and where pulls go."""
 
-    backend: str
+    backend: Backend
     outdir: Path
     options: dict[str, Any]
     source: str

@@ -132,8 +132,8 @@ def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tup
 def _into_cache(src: Source, progress: Progress | None) -> int:
     """Download into the cache's part file (resumable, verified, in our private folder there)
     and commit it; returns resumes."""
-    assert src.cache and src.expected.sha256
     exp = src.expected
+    assert src.cache and exp.sha256
     target = src.cache.part_path(exp.sha256)
     resumes = fetch.download(src.store, src.package, src.version, exp, target, progress)
     try:

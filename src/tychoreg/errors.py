@@ -10,7 +10,62 @@ line renders its own hints, naming commands and flags, from ``reason`` and the f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+#: Every kind of failure an error may name in its ``reason`` (see :attr:`TychoError.reason`).
+Reason = Literal[
+    "bad-latest",
+    "bad-localname",
+    "bad-name",
+    "bad-selector",
+    "being-pushed",
+    "confirm",
+    "damaged",
+    "deleted-during-download",
+    "deleted-while-pushing",
+    "dest-is-folder",
+    "dest-permission",
+    "explicit-config-missing",
+    "extract-target",
+    "failed-verification",
+    "foreign-record",
+    "lock-damaged",
+    "lock-extract",
+    "no-latest",
+    "no-lock",
+    "no-match",
+    "no-package",
+    "no-packages",
+    "no-project",
+    "no-tag",
+    "no-version",
+    "not-an-archive",
+    "not-promoted",
+    "not-yanked",
+    "nothing-to-pull",
+    "offline-miss",
+    "offline-needs-lock",
+    "offline-no-digest",
+    "package-exists",
+    "package-tagged",
+    "range-not-allowed",
+    "record-missing",
+    "record-unsettled",
+    "replaced-during-download",
+    "replaced-or-damaged",
+    "repushed",
+    "reserved-version",
+    "shared-destination",
+    "stale-lock",
+    "tag-is-version",
+    "tagged",
+    "unresolved",
+    "upgrade-undeclared",
+    "upload-removed",
+    "version-exists",
+    "version-is-tag",
+    "yanked-latest",
+]
 
 
 class TychoError(Exception):
@@ -19,14 +74,14 @@ class TychoError(Exception):
     exit_code = 1
     #: What kind of failure this is (``"no-version"``, ``"being-pushed"``, ...), for callers and
     #: for the command line's hints; None when the message is all there is to say.
-    reason: str | None = None
+    reason: Reason | None = None
 
     def __init__(
         self,
         message: str,
         hint: str | None = None,
         *,
-        reason: str | None = None,
+        reason: Reason | None = None,
         package: str | None = None,
         version: str | None = None,
         **details: Any,

@@ -51,7 +51,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NamedTuple, cast
+from typing import IO, Any, BinaryIO, NamedTuple, Protocol, cast
 
 from .config import DEFAULT_EXTRACT_LIMIT
 from .errors import OperationError
@@ -313,7 +313,10 @@ def _is_tar(head: bytes) -> bool:
 class _TarInfo(tarfile.TarInfo):
     """Refuses sparse members while headers are parsed: tarfile would read their maps into
     memory without bound, and artifacts have no use for them. Reports every extended header
-    (pax, GNU long names) to the :class:`_Guard` before it is read, which caps them."""
+    (pax, GNU long names) to the :class:`_Guard` before it is read, which caps them.
+
+    These are tarfile's private hooks, which typeshed does not describe: typed loosely, and the
+    calls to the originals marked for mypy."""
 
     def _refuse_sparse(self, *args: Any) -> Any:
         raise _Refused(f"member {self.name!r} is a sparse file")
@@ -334,7 +337,7 @@ class _Guard:
     fills short reads, and keeps the last read, so a clean end (a zero block) is told from a
     truncated or damaged header, which tarfile silently takes for the end of the archive."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: _Stream) -> None:
         self._f, self.last = stream, b""
         self.pending = 0  # extended header bytes read since the last member
         self.global_bytes = 0
@@ -372,13 +375,25 @@ class _Guard:
         return int(self._f.tell())
 
 
-def _decompress(kind: str, raw: IO[bytes]) -> Any:
+class _Stream(Protocol):
+    """What a tar is read from: the archive itself, or a decompressing reader over it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def close(self) -> object: ...
+
+
+def _decompress(kind: str, raw: IO[bytes]) -> _Stream:
     """A streaming reader of the tar inside ``raw``; zstandard is imported only when needed."""
     if kind == "zst":
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
-    openers: dict[str, Callable[[IO[bytes]], Any]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+    openers: dict[str, Callable[[IO[bytes]], _Stream]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
     return openers[kind](raw) if kind in openers else raw
 
 
@@ -613,7 +628,7 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
         else:
             links[parts] = e.link
         kinds[parts] = "file" if e.kind == "hardlink" else e.kind
-    done: dict[tuple[str, ...], Any] = {}  # resolutions shared, so chains cost linear time
+    done: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # resolutions shared: chains cost linear time
     for parts, target in links.items():
         if _resolve(links, done, parts[:-1], target, 0) is None:
             raise _Refused(f"symlink {'/'.join(parts)!r} points outside the folder ({target!r})")
@@ -622,7 +637,11 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
 
 
 def _resolve(
-    links: dict[tuple[str, ...], str], done: dict[tuple[str, ...], Any], at: tuple[str, ...], target: str, depth: int
+    links: dict[tuple[str, ...], str],
+    done: dict[tuple[str, ...], tuple[str, ...] | None],
+    at: tuple[str, ...],
+    target: str,
+    depth: int,
 ) -> tuple[str, ...] | None:
     """Where ``target``, read from folder ``at``, lands inside the archive tree, following the
     archive's own symlinks like the kernel would; None if it leaves the tree."""
@@ -642,9 +661,10 @@ def _resolve(
                     if depth > 40:
                         raise _Refused(f"symlink {'/'.join(key)!r} is part of a loop or a chain of more than 40 links")
                     done[key] = _resolve(links, done, key[:-1], links[key], depth + 1)
-                if done[key] is None:
+                resolved = done[key]
+                if resolved is None:
                     return None
-                parts = list(done[key])
+                parts = list(resolved)
     return tuple(parts)
 
 

@@ -18,14 +18,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import layout
 from .concurrency import backoff
 from .errors import IntegrityError, NotFound, RecordMissing, VersionNotFound
 from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_stream, etag_plan
 from .localfs import open_regular, resumable_write, written_prefix
-from .models import PUSH_ID, VersionRecord, record_for_data
+from .models import PUSH_ID, CheckedBy, VersionRecord, record_for_data
 from .store import ObjectNotFound, PreconditionFailed, Store
 from .store.base import MultipartStore, ObjectInfo, Progress, TransferInterrupted
 
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 #: How many times one pull resumes an interrupted transfer before giving up (the part file stays).
 RESUME_ATTEMPTS = 6
-#: How a version's bytes are checked: its recorded SHA-256, its S3 ETag recomputed, or only its size.
-CheckedBy = Literal["sha256", "etag", "size"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,7 @@ def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None 
         return expected.matches(local)
     # No fingerprint was recorded: compare with the stored bytes themselves (read, not written).
     stored = Digests()
-    store.read(expected.key, HashingWriter(Discard(), stored), if_match=expected.pin)  # type: ignore[arg-type]
+    store.read(expected.key, HashingWriter(Discard(), stored), if_match=expected.pin)
     return stored.size == local.size and stored.sha256 == local.sha256
 
 

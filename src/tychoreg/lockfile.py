@@ -178,9 +178,10 @@ def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
     from .errors import UsageError
     from .names import check_package
 
-    def unreadable(exc: Exception) -> UsageError:
+    def unreadable(exc: OSError | ValueError) -> UsageError:
+        why = exc.strerror if isinstance(exc, OSError) else None
         return UsageError(
-            f"cannot read {clip(path)}: {getattr(exc, 'strerror', None) or clip(exc, 160)}",
+            f"cannot read {clip(path)}: {why or clip(exc, 160)}",
             "give a tycho.lock or a text file with one package name per line",
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import IntegrityError
 from .names import is_valid_segment
@@ -23,6 +23,8 @@ _HEX64 = frozenset("0123456789abcdef")
 PUSH_ID = "tycho-push-id"
 #: Claims a record may remember having taken over (each took a claim timeout to become stale).
 MAX_REPLACED = 16
+#: How a version's bytes are checked: its recorded SHA-256, its S3 ETag recomputed, or only its size.
+CheckedBy = Literal["sha256", "etag", "size"]
 
 
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -48,6 +50,9 @@ class PackageDoc:
     """
 
     package: str
+    # Both as stored: any JSON value until checked (:meth:`checked_localname`,
+    # :meth:`checked_latest`). Any rather than object: ``packages()`` lists the stored
+    # localname and ``yank`` reports the stored latest as they are.
     localname: Any
     latest: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -58,24 +63,24 @@ class PackageDoc:
         return cls(package, data.pop("localname", None), data.pop("latest", None), data)
 
     def checked_localname(self) -> str:
-        if not is_valid_segment(self.localname):
-            raise IntegrityError(
-                f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
-                f"repair localname in {self.package}/tycho.json",
-                reason="bad-localname",
-                package=self.package,
-            )
-        return self.localname
+        if is_valid_segment(self.localname):
+            return self.localname
+        raise IntegrityError(
+            f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
+            f"repair localname in {self.package}/tycho.json",
+            reason="bad-localname",
+            package=self.package,
+        )
 
     def checked_latest(self) -> str | None:
-        if self.latest is not None and not is_valid_segment(self.latest):
-            raise IntegrityError(
-                f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
-                "promote a version to repair it",
-                reason="bad-latest",
-                package=self.package,
-            )
-        return self.latest
+        if self.latest is None or is_valid_segment(self.latest):
+            return self.latest
+        raise IntegrityError(
+            f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
+            "promote a version to repair it",
+            reason="bad-latest",
+            package=self.package,
+        )
 
     # -- tychoreg's additions, under the "tychoreg" key (see docs/FORMAT.md) ----------------
     def _section(self, name: str) -> dict[str, Any]:
@@ -336,7 +341,7 @@ class PullResult:
     version: str
     path: Path
     downloaded: bool
-    checked_by: str
+    checked_by: CheckedBy
     #: Set when the version was pulled by its exact version although yanked.
     yanked: bool = False
     yank_reason: str | None = None

@@ -8,6 +8,7 @@ every store and file system (spaces, non-ASCII) is refused before any storage ca
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from .errors import UsageError
 
@@ -38,7 +39,7 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def is_valid_segment(value: object) -> bool:
+def is_valid_segment(value: object) -> TypeGuard[str]:
     """True when ``value`` may be used as a package name, version or file name."""
     return isinstance(value, str) and 0 < len(value) <= MAX_LENGTH and bool(_SEGMENT.match(value))
 

@@ -44,9 +44,9 @@ def enforces_conditional_writes(store: Store) -> bool:
     """True when the store refuses a second create of one key, a replace with a wrong ETag and a
     delete with a wrong ETag (cached per store: endpoint and location, since two servers may
     hold buckets of one name)."""
-    if not getattr(store, "probe_conditional_writes", False):
+    if not store.probe_conditional_writes:
         return True
-    where = getattr(store, "identity", store.location)
+    where = store.identity
     known = _load()
     if where in known:
         return bool(known[where])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import semver
 from packaging.version import InvalidVersion, Version
@@ -139,12 +138,19 @@ def _comparators(op: str, text: str, raw_ok: bool) -> list[tuple[str, _Bound]]:
     }[op]
 
 
+#: A version as constraints compare it: parsed (or None), its stripped release, whether it is a
+#: pre-release.
+_Candidate = tuple[semver.Version | Version | None, tuple[int, ...] | str, bool]
+#: One alternative of a constraint: comparators that must all hold.
+_Alternative = tuple[tuple[str, _Bound], ...]
+
+
 @dataclass(frozen=True)
 class Constraint:
     """A parsed constraint; ``alternatives`` are OR-ed lists of AND-ed comparators."""
 
     text: str
-    alternatives: tuple[tuple[tuple[str, _Bound], ...], ...]
+    alternatives: tuple[_Alternative, ...]
 
     @property
     def names_prerelease(self) -> bool:
@@ -156,8 +162,7 @@ class Constraint:
         return any(_alt_matches(alt, version, cand, pre) for alt in self.alternatives)
 
 
-def _candidate(version: str, scheme: Scheme) -> tuple[Any, tuple[int, ...] | str, bool]:
-    """(semver.Version | packaging Version | None, stripped release, is pre-release)."""
+def _candidate(version: str, scheme: Scheme) -> _Candidate:
     text = version[1:] if version[:1] in ("v", "V") else version
     if scheme in ("semver", "natural"):
         try:
@@ -175,7 +180,7 @@ def _candidate(version: str, scheme: Scheme) -> tuple[Any, tuple[int, ...] | str
     return None, version, is_prerelease(version)
 
 
-def _alt_matches(alt: Any, version: str, cand: Any, pre: bool) -> bool:
+def _alt_matches(alt: _Alternative, version: str, cand: _Candidate, pre: bool) -> bool:
     parsed, release, cand_pre = cand
     for op, b in alt:
         if b.raw is not None:

@@ -206,8 +206,9 @@ class Registry:
         head = self.store.head(layout.data(package, exact))
         if head is None:
             raise VersionNotFound(package, exact)
+        record: catalog.Known
         try:
-            record: catalog.Known = fetch.read_record(self.store, package, exact)
+            record = fetch.read_record(self.store, package, exact)
             if record is not None:
                 record = record_for_data(
                     package, exact, record, head.meta.get(PUSH_ID), head.etag, keeps_metadata=self.store.keeps_metadata

@@ -54,7 +54,7 @@ def lock(
     wanted = declared(project)
     assert project is not None
     path = project.lockfile
-    if isinstance(upgrade, Collection) and not isinstance(upgrade, bool):
+    if isinstance(upgrade, Collection):  # a bool is no Collection
         unknown = sorted(set(upgrade) - set(wanted))
         if unknown:
             raise ConfigError(

@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import IntegrityError, StorageError
 from ..integrity import CHUNK
@@ -40,6 +39,8 @@ from .base import (
     ObjectNotFound,
     PreconditionFailed,
     Progress,
+    Sink,
+    Source,
     too_large,
 )
 
@@ -331,15 +332,16 @@ class FileStore:
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         parts = self._parts(key)
         with self._storage_errors(key), self._folder(parts[:-1], create=True) as folder:
-            tmp: str | None = self._write_tmp(folder, parts[-1], data)
+            tmp = self._write_tmp(folder, parts[-1], data)
+            renamed = False
             try:
                 with self._lock():
                     self._check(key, etag)
                     os.rename(tmp, parts[-1], src_dir_fd=folder, dst_dir_fd=folder)
-                    tmp = None
+                    renamed = True
                 _fsync(folder)
             finally:
-                if tmp is not None:
+                if not renamed:
                     os.unlink(tmp, dir_fd=folder)
         return _etag(data)
 
@@ -386,7 +388,7 @@ class FileStore:
             except FileNotFoundError:
                 return
 
-    def _walk(self, parts: list[str], prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    def _walk(self, parts: Sequence[str], prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         """Regular files under ``parts`` whose keys start with ``prefix``, sorted; folders that
         cannot hold such keys are not entered, links are neither entered nor listed."""
         top = "/".join(parts)
@@ -422,7 +424,7 @@ class FileStore:
     def stage(
         self,
         key: str,
-        source: BinaryIO,
+        source: Source,
         size_hint: int | None = None,
         progress: Progress | None = None,
         meta: Mapping[str, str] | None = None,
@@ -452,7 +454,7 @@ class FileStore:
     def read(
         self,
         key: str,
-        sink: BinaryIO,
+        sink: Sink,
         *,
         start: int = 0,
         size: int | None = None,

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..concurrency import backoff
 from ..errors import ConfigError, StorageError
@@ -27,11 +27,13 @@ from .base import (
     PreconditionFailed,
     Progress,
     RangeSink,
+    Sink,
+    Source,
     TransferInterrupted,
     same_etag,
     too_large,
 )
-from .s3http import Fallback, LeanS3, Listed, http_date
+from .s3http import Chunks, Fallback, LeanS3, Listed, http_date
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -65,6 +67,10 @@ _DEFAULT_CONFIG = {
     "request_checksum_calculation": "when_required",
     "response_checksum_validation": "when_required",
 }
+
+
+#: Uploaded parts, as complete_multipart_upload takes them (``PartNumber``, ``ETag``).
+_Parts = list[dict[str, Any]]
 
 
 def _body_errors() -> tuple[type[BaseException], ...]:
@@ -102,16 +108,21 @@ class _StagedPut:
         self._meta = dict(meta or {})
         self.etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
-    def commit(self, guard: tuple[str, str] | None = None) -> str:
+    def commit(self, guard: tuple[str, str] | None = None) -> None:
         # ``guard`` cannot be checked atomically on S3: the caller confirms its claim afterwards.
+        self.put()
+
+    def put(self) -> str:
+        """The PUT itself; returns the new object's ETag."""
         with self._store._errors(self._key):
-            return self._store.client.put_object(
+            etag: str = self._store.client.put_object(
                 Bucket=self._store.bucket,
                 Key=self._store._full(self._key),
                 Body=self._data,
                 IfNoneMatch="*",
                 Metadata=self._meta,
             )["ETag"]
+        return etag
 
     def abort(self) -> None:
         self._data = b""
@@ -120,7 +131,7 @@ class _StagedPut:
 class _StagedMultipart:
     """Parts uploaded; the object appears only when the upload is completed."""
 
-    def __init__(self, store: S3Store, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+    def __init__(self, store: S3Store, key: str, upload_id: str, parts: _Parts, size: int) -> None:
         self._store, self._key, self._upload_id, self._parts, self.size = store, key, upload_id, parts, size
         self._done = False
         self.etag = _multipart_etag(parts)
@@ -152,7 +163,7 @@ class _StagedMultipart:
             pass
 
 
-def _multipart_etag(parts: list[dict[str, Any]]) -> str | None:
+def _multipart_etag(parts: _Parts) -> str | None:
     """S3's ETag of a completed multipart upload: MD5 of the parts' MD5s, then ``-N``."""
     try:
         digests = b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)
@@ -268,7 +279,7 @@ class S3Store:
             raise ObjectNotFound(f"{self.location}/{key} not found")
         return found
 
-    def _boto_range(self, key: str, first: int, last: int, etag: str | None) -> list[bytes]:
+    def _boto_range(self, key: str, first: int, last: int, etag: str | None) -> Chunks:
         errors = _body_errors()
         for attempt in range(_BODY_ATTEMPTS):
             with self._errors(key):
@@ -289,7 +300,7 @@ class S3Store:
             f"download of {self.location}/{key} was interrupted", "run the pull again: it resumes"
         )
 
-    def _lean_range(self, key: str, first: int, last: int, etag: str | None) -> list[bytes] | None:
+    def _lean_range(self, key: str, first: int, last: int, etag: str | None) -> Chunks | None:
         if not self._lean:
             return None
         try:
@@ -352,12 +363,15 @@ class S3Store:
         return resp.get("ContentLength") if resp.get("PartsCount") else None
 
     def put_if_absent(self, key: str, data: bytes) -> str:
-        return _StagedPut(self, key, data).commit()
+        return _StagedPut(self, key, data).put()
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         try:
             with self._errors(key):
-                return self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfMatch=etag)["ETag"]
+                new: str = self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfMatch=etag)[
+                    "ETag"
+                ]
+            return new
         except ObjectNotFound:  # AWS answers 404 when the key is gone: the condition failed
             raise PreconditionFailed(f"{self.location}/{key} no longer exists") from None
 
@@ -416,7 +430,7 @@ class S3Store:
     def stage(
         self,
         key: str,
-        source: BinaryIO,
+        source: Source,
         size_hint: int | None = None,
         progress: Progress | None = None,
         meta: Mapping[str, str] | None = None,
@@ -440,8 +454,8 @@ class S3Store:
         return _StagedMultipart(self, key, upload_id, parts, size)
 
     def _upload_parts(
-        self, key: str, upload_id: str, first: bytes, source: BinaryIO, part_size: int, progress: Progress | None
-    ) -> tuple[list[dict[str, Any]], int]:
+        self, key: str, upload_id: str, first: bytes, source: Source, part_size: int, progress: Progress | None
+    ) -> tuple[_Parts, int]:
         """Read parts in order (the caller hashes as we read) and upload them in parallel."""
 
         def send(number: int, body: bytes) -> dict[str, Any]:
@@ -453,7 +467,7 @@ class S3Store:
                 progress(len(body))
             return {"PartNumber": number, "ETag": resp["ETag"]}
 
-        parts: list[dict[str, Any]] = []
+        parts: _Parts = []
         pending: list[cf.Future[dict[str, Any]]] = []
         size, number, body = 0, 1, first
         window = max(2, min(self.concurrency, UPLOAD_BUFFER // part_size))
@@ -476,7 +490,7 @@ class S3Store:
     def read(
         self,
         key: str,
-        sink: BinaryIO,
+        sink: Sink,
         *,
         start: int = 0,
         size: int | None = None,
@@ -511,13 +525,7 @@ class S3Store:
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
 
     def _read_ranges(
-        self,
-        key: str,
-        sink: BinaryIO | RangeSink,
-        start: int,
-        size: int,
-        progress: Progress | None,
-        if_match: str | None = None,
+        self, key: str, sink: Sink, start: int, size: int, progress: Progress | None, if_match: str | None = None
     ) -> ObjectInfo:
         """Ranged GETs in parallel, handed to ``sink`` strictly in order (the caller hashes them
         in order). A :class:`RangeSink` gets each part written by the worker that fetched it, so
@@ -527,7 +535,7 @@ class S3Store:
         etag: list[str] = []
         write_at = sink.write_at if isinstance(sink, RangeSink) else None
 
-        def fetch(first: int, last: int) -> list[bytes]:
+        def fetch(first: int, last: int) -> Chunks:
             chunks = self._lean_range(key, first, last, etag[0] if etag else None)
             if chunks is None:
                 chunks = self._boto_range(key, first, last, etag[0] if etag else None)
@@ -551,7 +559,7 @@ class S3Store:
         if pinned.etag:
             etag.append(pinned.etag)
         ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
-        pending: deque[cf.Future[list[bytes]]] = deque()
+        pending: deque[cf.Future[Chunks]] = deque()
         window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
         with cf.ThreadPoolExecutor(window) as pool:
             try:
@@ -568,7 +576,7 @@ class S3Store:
         return ObjectInfo(key, size, pinned.etag, pinned.modified)
 
     @staticmethod
-    def _drain(future: cf.Future[list[bytes]], sink: BinaryIO | RangeSink, progress: Progress | None) -> None:
+    def _drain(future: cf.Future[Chunks], sink: Sink, progress: Progress | None) -> None:
         """Hand a finished part to the sink in order: only accounted for if the worker wrote it."""
         take = sink.account if isinstance(sink, RangeSink) else sink.write
         for chunk in future.result():

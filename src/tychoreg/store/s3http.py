@@ -22,7 +22,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _META = "x-amz-meta-"
@@ -52,6 +52,11 @@ _BOTO_ENV = (
 )
 
 
+#: An object's bytes in the pieces they were read in (joining them would briefly double the
+#: memory). A name of its own because ``list`` in the clients' class bodies is their method.
+Chunks = list[bytes]
+
+
 class Fallback(Exception):
     """This request must be made by boto3 instead."""
 
@@ -66,6 +71,12 @@ class Listed:
 
 def _quote(text: str, safe: str = "-_.~") -> str:
     return urllib.parse.quote(text, safe=safe)
+
+
+class _PerThread(threading.local):
+    """Each thread's own kept-alive connection (None until its first request, or after one failed)."""
+
+    conn: http.client.HTTPConnection | None = None
 
 
 class LeanS3:
@@ -89,7 +100,7 @@ class LeanS3:
         self._base = f"{parts.path.rstrip('/')}/{_quote(bucket)}" if path_style else parts.path.rstrip("/")
         self._region, self._key_id, self._secret, self._token = region, key_id, secret, token
         self._timeout, self._ca_bundle = timeout, ca_bundle
-        self._local = threading.local()
+        self._local = _PerThread()
         self._signing_key: tuple[str, bytes] | None = None
 
     @classmethod
@@ -133,16 +144,16 @@ class LeanS3:
             return None
         return body, headers.get("etag", "")
 
-    def get_range(self, key: str, first: int, last: int, etag: str | None, chunk: int) -> list[bytes]:
+    def get_range(self, key: str, first: int, last: int, etag: str | None, chunk: int) -> Chunks:
         """Bytes ``first..last`` of the object, in ``chunk``-sized pieces; only from the object
         whose ETag is ``etag`` (a replaced object answers 412, and boto3 then says so)."""
         extra = {"range": f"bytes={first}-{last}"}
         if etag:
             extra["if-match"] = etag
         status, _, body = self._request("GET", key, {}, last - first + 1, extra, chunk)
-        if status != 206 or sum(map(len, body)) != last - first + 1:
+        if status != 206 or not isinstance(body, list) or sum(map(len, body)) != last - first + 1:
             raise Fallback(f"range answered {status}")
-        return body  # type: ignore[return-value]
+        return body
 
     def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None, dict[str, str], _dt.datetime | None] | None:
         """Size, ETag, last modified, user metadata and the server's clock, as boto3 gives them."""
@@ -184,7 +195,7 @@ class LeanS3:
 
     # -- plumbing ------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
+        conn = self._local.conn
         if conn is None:
             if self._https:
                 import ssl
@@ -196,6 +207,22 @@ class LeanS3:
             self._local.conn = conn
         return conn
 
+    @overload
+    def _request(
+        self,
+        method: str,
+        key: str,
+        query: dict[str, str],
+        limit: int,
+        extra: dict[str, str] | None = None,
+        chunk: Literal[0] = 0,
+    ) -> tuple[int, dict[str, str], bytes]: ...
+
+    @overload
+    def _request(
+        self, method: str, key: str, query: dict[str, str], limit: int, extra: dict[str, str] | None, chunk: int
+    ) -> tuple[int, dict[str, str], bytes | Chunks]: ...
+
     def _request(
         self,
         method: str,
@@ -204,8 +231,8 @@ class LeanS3:
         limit: int,
         extra: dict[str, str] | None = None,
         chunk: int = 0,
-    ) -> tuple[int, dict[str, str], Any]:
-        """One signed request; the body whole, or with ``chunk`` as a list of pieces."""
+    ) -> tuple[int, dict[str, str], bytes | Chunks]:
+        """One signed request; the body whole, or with ``chunk`` (a 206 answer) as a list of pieces."""
         path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
         canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
         headers = {**self._sign(method, path, canonical_query), **(extra or {})}
@@ -221,8 +248,9 @@ class LeanS3:
                 resp.close()
                 conn.close()
                 raise Fallback("object larger than a document")
+            body: bytes | Chunks
             if chunk and resp.status == 206:
-                body: Any = []
+                body = []
                 while piece := resp.read(chunk):
                     body.append(piece)
             else:
