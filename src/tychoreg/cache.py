@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 import threading
 import time
 import weakref
@@ -66,7 +67,7 @@ _MEMO_MAX = 64 << 10  # a memo is a few hundred bytes; a bigger one was not writ
 
 def default_root() -> Path:
     """``$TYCHOREG_CACHE_DIR/files``, else ``files`` in the user's cache directory."""
-    from platformdirs import user_cache_dir
+    from platformdirs import user_cache_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only to find the folder
 
     return Path(os.environ.get(CACHE_ENV) or user_cache_dir("tychoreg", appauthor=False)).expanduser() / "files"
 
@@ -611,8 +612,6 @@ class Cache:
     def _scratch(self) -> BinaryIO:
         """An unnamed private file for a copy: in our folder on the cache's filesystem, else in
         the system's temporary folder."""
-        import tempfile
-
         try:
             folder: Path | None = self._private()
         except OperationError:

@@ -13,11 +13,13 @@ are imported inside the commands so ``--help`` and ``--version`` start fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -50,13 +52,11 @@ class _State:
         self.settings: Settings | None = None
 
     def registry(self) -> Registry:
-        from .config import load_settings
-        from .registry import Registry
+        from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
+        from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
         self.settings = load_settings(self.config)
         if self.no_cache:
-            from dataclasses import replace
-
             self.settings = replace(self.settings, cache=False)
         for warning in self.settings.warnings:
             _warn(warning)
@@ -155,7 +155,7 @@ def clean(text: str) -> str:
 def _message(text: str) -> str:
     """A message for stderr: secrets masked first (a cut must not split one), then escaped, then
     bounded."""
-    from .names import clip
+    from .names import clip  # noqa: PLC0415 - ~0.3 ms off --help
 
     return clip(clean(_STATE.redact(text)), MAX_MESSAGE)
 
@@ -522,7 +522,7 @@ def delete(package: str, version: str | None, yes: bool, force: bool) -> None:
 @common
 def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
     """Show PKG (localname, tags, newest versions) or one VERSION (size, sha256, who, when, note)."""
-    from .models import PackageDetails
+    from .models import PackageDetails  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
     reg = _STATE.registry()
     details = reg.info(package) if version is None else reg.version_info(package, version, pre=pre)
@@ -604,7 +604,7 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
 @common
 def gc(older_than: str, yes: bool) -> None:
     """Find debris of interrupted pushes (unfinished uploads, orphaned claims); --yes deletes it."""
-    from .units import parse_age
+    from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
     for d in found:
@@ -662,8 +662,8 @@ def cache() -> None:
 
 
 def _cache() -> Cache:
-    from .config import load_settings
-    from .registry import Registry
+    from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
+    from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
     return Registry.download_cache(load_settings(_STATE.config))
 
@@ -699,7 +699,7 @@ def cache_info(as_json: bool) -> None:
 @common
 def cache_prune(older_than: str | None) -> None:
     """Remove cached files (all, or those unused for AGE). Pulled files stay where they are."""
-    from .units import parse_age
+    from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     age = parse_age(older_than).total_seconds() if older_than is not None else None
     removed, freed = _cache().prune(age)
@@ -793,7 +793,7 @@ def hint_for(exc: TychoError) -> str | None:
 
 def _debug_traceback() -> None:
     if _STATE.debug:
-        import traceback
+        import traceback  # noqa: PLC0415 - only with --debug
 
         for line in _STATE.redact(traceback.format_exc()).splitlines():
             click.echo(clean(line), err=True)
@@ -837,8 +837,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _silence_stdout() -> NoReturn:
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     sys.exit(1)

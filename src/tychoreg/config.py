@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError, TychoError
-from .names import clip, shown
+from .errors import ConfigError, TychoError, UsageError
+from .names import check_package, clip, shown
 from .selector import Selector
 from .units import parse_size
 
@@ -172,7 +172,7 @@ class Requirement:
 
 def default_registry_path() -> Path:
     """The embedded default registry: a folder in the user's data directory."""
-    from platformdirs import user_data_dir
+    from platformdirs import user_data_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only for the embedded default
 
     return Path(user_data_dir("tychoreg", appauthor=False)) / "registry"
 
@@ -488,7 +488,7 @@ def _load_dotenv(value: Any, path: Path, cwd: Path, env: _Environment) -> Path |
         raise ConfigError(f"cannot read the dotenv file {clip(file)}: {exc.strerror or exc}") from None
     except ValueError as exc:  # also UnicodeDecodeError
         raise ConfigError(f"cannot read the dotenv file {clip(file)}: {exc}") from None
-    from dotenv import dotenv_values
+    from dotenv import dotenv_values  # noqa: PLC0415 - python-dotenv: ~2 ms, only with tycho.dotenv
 
     # No ${VAR} expansion: it would let the file copy a secret into a harmless-looking name.
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
@@ -547,9 +547,6 @@ def extract_problem(text: str) -> str | None:
 
 def _packages(section: Any, path: Path) -> dict[str, Requirement]:
     """The ``packages`` section: ``{"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}``."""
-    from .errors import UsageError
-    from .names import check_package
-
     where = clip(path)
     if not isinstance(section, dict):
         raise ConfigError(f"section 'packages' of {where} must be a JSON object of package: version")

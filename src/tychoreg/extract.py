@@ -291,7 +291,7 @@ def _open(archive: Path, source: BinaryIO) -> Generator[_Entry, None, None]:
         )
     if kind == "zst":
         try:
-            import zstandard  # noqa: F401
+            import zstandard  # noqa: F401, PLC0415 - is it installed? (only for .zst archives)
         except ImportError:
             raise OperationError(
                 f"{archive} is zstd-compressed and the zstandard package is missing", "pip install 'zstandard>=0.22'"
@@ -390,7 +390,7 @@ class _Stream(Protocol):
 def _decompress(kind: str, raw: IO[bytes]) -> _Stream:
     """A streaming reader of the tar inside ``raw``; zstandard is imported only when needed."""
     if kind == "zst":
-        import zstandard
+        import zstandard  # noqa: PLC0415 - zstandard: only for .zst archives
 
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
     openers: dict[str, Callable[[IO[bytes]], _Stream]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from . import layout
+from .catalog import known_digest
 from .concurrency import backoff
 from .errors import IntegrityError, NotFound, RecordMissing, VersionNotFound
 from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_stream, etag_plan
@@ -123,11 +124,8 @@ def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectIn
         why = "its data was pushed by tychoreg"
     elif known is not None and known.recall(package, version):
         why = f"this machine verified it before (sha256 {known.recall(package, version)})"
-    else:
-        from .catalog import known_digest
-
-        if known_digest(store, package, version):
-            why = "the package's catalog knew its SHA-256"
+    elif known_digest(store, package, version):
+        why = "the package's catalog knew its SHA-256"
     if why:
         raise RecordMissing(package, version, why)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Requirement, extract_problem, parse_document, read_document
-from .errors import ConfigError, OperationError
+from .errors import ConfigError, OperationError, UsageError
 from .localfs import default_mode, fresh_temp
 from .models import Resolved
-from .names import clip, is_valid_segment, shown
+from .names import check_package, clip, is_valid_segment, shown
 
 FORMAT = 1
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
@@ -175,8 +175,6 @@ def _damaged(path: Path, why: str) -> OperationError:
 def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
     """What a pull list names: a lock file (exact versions) or a list of package names, one per
     line (``#`` starts a comment). Returns (names, lock entries or None)."""
-    from .errors import UsageError
-    from .names import check_package
 
     def unreadable(exc: OSError | ValueError) -> UsageError:
         why = exc.strerror if isinstance(exc, OSError) else None

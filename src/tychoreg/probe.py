@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import StorageError
+from .localfs import fresh_temp
 from .store import PreconditionFailed, Store
 
 PROBE_PREFIX = ".tycho-probe-"  # a top-level object, never a folder: 0.4.0 does not list it
@@ -27,7 +28,7 @@ WEAKER = (
 
 
 def _cache_file() -> Path:
-    from platformdirs import user_cache_dir
+    from platformdirs import user_cache_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only to find the folder
 
     return Path(user_cache_dir("tychoreg", appauthor=False)) / "conditional-writes.json"
 
@@ -69,8 +70,6 @@ def enforces_conditional_writes(store: Store) -> bool:
             pass
     known[where] = enforced
     try:  # a fresh file renamed into place: never written through a link planted at its name
-        from .localfs import fresh_temp
-
         path = _cache_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         fh, tmp = fresh_temp(path)

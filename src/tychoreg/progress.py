@@ -60,8 +60,8 @@ class Bars:
 
     def _start(self) -> RichProgress:
         if self._live is None:  # rich is imported only when a bar is drawn
-            from rich.console import Console
-            from rich.progress import (
+            from rich.console import Console  # noqa: PLC0415 - rich: ~20 ms, only when a bar is drawn
+            from rich.progress import (  # noqa: PLC0415 - rich: ~20 ms, only when a bar is drawn
                 BarColumn,
                 DownloadColumn,
                 Progress,

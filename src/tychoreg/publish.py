@@ -99,7 +99,7 @@ def push(
     with open_source(path) as source:
         doc, _ = refs.read(store, package)
         if warn:
-            from .probe import WEAKER, enforces_conditional_writes
+            from .probe import WEAKER, enforces_conditional_writes  # noqa: PLC0415 - uuid ~2 ms; yank needs none
 
             if not enforces_conditional_writes(store):
                 warn(WEAKER.format(location=store.location))

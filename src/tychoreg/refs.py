@@ -83,7 +83,7 @@ def select(store: Store, package: str, doc: PackageDoc, selector: Selector, *, p
         return tags[selector.text]
     if selector.kind == "name":
         return selector.text
-    from .ranges import resolve
+    from .ranges import resolve  # noqa: PLC0415 - ranges, semver, packaging: ~7 ms, only for ranges
 
     assert selector.constraint is not None
     versions = visible(store, package)
@@ -185,7 +185,7 @@ def yank(
     replaced by the next one, a yanked version deleted meanwhile loses its yank entry."""
     doc, _ = read(store, package)
     version = exact(store, package, doc, selector)
-    from .ranges import everything, resolve
+    from .ranges import everything, resolve  # noqa: PLC0415 - ranges, semver, packaging: ~7 ms, only here
 
     moved: list[str | None] = []
 

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import catalog, deliver, fetch, layout, refs
+from . import catalog, delete, deliver, fetch, layout, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
@@ -238,7 +238,7 @@ class Registry:
         :class:`VersionExists`, :class:`BeingPushed`, :class:`StorageError`."""
         check_package(package)
         check_version(version, for_push=True)
-        from .publish import push
+        from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
         return push(
             self.store,
@@ -284,7 +284,7 @@ class Registry:
         Raises :class:`ConfirmationNeeded` when the version is what ``latest`` means and
         ``move_latest`` is not given (``latest`` would move to the highest remaining release)."""
         check_package(package)
-        from .publish import default_identity, now_iso
+        from .publish import default_identity, now_iso  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
         _, latest = refs.yank(
             self.store,
@@ -308,8 +308,6 @@ class Registry:
         Raises :class:`OperationError` (``reason="tagged"`` or ``"package-tagged"``) for a
         version or package that tags point to, unless ``force``."""
         check_package(package)
-        from . import delete
-
         if version is None:
             return delete.delete_package(self.store, package, force=force)
         return delete.delete_version(self.store, package, Selector.exact(version), force=force)[1]
@@ -319,7 +317,7 @@ class Registry:
         self, package: str | None = None, version: str | Selector | None = None, *, pre: bool = False
     ) -> list[Verified]:
         """Re-read stored versions (all, one package's, or one) and check them against their records."""
-        from . import upkeep
+        from . import upkeep  # noqa: PLC0415 - upkeep: ~1 ms, only verify and gc
 
         if package is None:
             targets = [(p.name, v) for p in self.packages() for v in refs.visible(self.store, p.name)]
@@ -336,7 +334,7 @@ class Registry:
     def gc(self, *, older_than: timedelta | None = None, remove: bool = False) -> list[Debris]:
         """Find (and with ``remove``, delete) what dead pushes left: invisible, older than
         ``older_than`` (default 24 hours)."""
-        from . import upkeep
+        from . import upkeep  # noqa: PLC0415 - upkeep: ~1 ms, only verify and gc
 
         names = [n for n in self.store.list_folders("") if is_valid_segment(n)]
         found = upkeep.find_debris(self.store, names, upkeep.DEFAULT_GC_AGE if older_than is None else older_than)
@@ -434,7 +432,7 @@ class Registry:
 
         Raises :class:`UsageError` when nothing is named, or when ``offline`` is asked without a
         lock file (only a lock pins what may come from the cache)."""
-        from .lockfile import read_pull_list
+        from .lockfile import read_pull_list  # noqa: PLC0415 - lockfile: ~1 ms, only pull lists, lock and sync
 
         names, entries = list(packages), None
         if from_file is not None:
@@ -542,7 +540,7 @@ class Registry:
     def lock(self, *, upgrade: Sequence[str] | bool = False) -> tuple[dict[str, Locked], bool]:
         """Resolve the project's declared packages into its lock file (entries already locked
         stay unless upgraded); returns the entries and whether the file changed."""
-        from . import sync
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
 
         return sync.lock(self, self._project(), upgrade=upgrade)
 
@@ -557,7 +555,7 @@ class Registry:
     ) -> list[tuple[str, PullResult | TychoError]]:
         """Install every declared package as the lock file pins it (locking first unless
         ``locked`` or ``offline``); failures are returned per package, not raised."""
-        from . import sync
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
 
         return sync.sync(
             self, self._project(), locked=locked, offline=offline, force=force, progress=progress, done=done
@@ -575,7 +573,7 @@ class Registry:
     ) -> list[tuple[str, PullResult | TychoError]]:
         """Install what a lock file (read with :func:`tychoreg.lockfile.read`) pins, its extract
         folders inside ``base``; failures are returned per package, not raised."""
-        from . import sync
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
 
         return sync.install(self, entries, base, offline=offline, force=force, progress=progress, done=done)
 

@@ -37,7 +37,7 @@ class Selector:
             return cls(text, "latest")
         if is_valid_segment(text) and not is_constraint(text):
             return cls(text, "name")
-        from .ranges import parse_constraint
+        from .ranges import parse_constraint  # noqa: PLC0415 - ranges, semver, packaging: ~7 ms, only for ranges
 
         try:
             constraint = parse_constraint(text)
