@@ -1,5 +1,6 @@
-"""Shared fixtures: a real SeaweedFS S3 server, tycho-station 0.4.0 in its own venv, and a
-``Workspace`` that runs the real CLI (``python -m tychoreg``) against either backend."""
+"""Shared fixtures: a real SeaweedFS S3 server, tycho-station 0.4.0 in its own venv, a
+``Workspace`` that runs the real CLI (``python -m tychoreg``) against either backend, and a
+fault-injecting proxy in front of SeaweedFS (``through_proxy``, ``proxied_s3``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from faultproxy import FaultProxy
 from servers import ACCESS_KEY, CACHE, S3_ENV, SECRET_KEY, Seaweed, running_seaweed, seed_venv
 from servers import counter as _counter
 
@@ -188,6 +192,32 @@ def s3_ws(seaweed: Seaweed, tmp_path: Path) -> Workspace:
     space = Workspace(root, "s3", s3_config(seaweed, bucket), seaweed=seaweed, bucket=bucket)
     space.write_config()
     return space
+
+
+@pytest.fixture
+def through_proxy(s3_ws: Workspace) -> Iterator[Callable[..., FaultProxy]]:
+    """Route ``s3_ws`` through a :class:`FaultProxy`: ``through_proxy(**options)`` (as FaultProxy
+    takes them) starts one, points the config's endpoint at it (the config file is written) and
+    returns it; it is closed after the test."""
+    proxies: list[FaultProxy] = []
+
+    def route(**options: Any) -> FaultProxy:
+        proxy = FaultProxy(s3_ws.seaweed.endpoint, **options)
+        proxies.append(proxy)
+        s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
+        s3_ws.write_config()
+        return proxy
+
+    yield route
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def proxied_s3(s3_ws: Workspace, through_proxy: Callable[..., FaultProxy]) -> tuple[Workspace, FaultProxy]:
+    """``s3_ws`` with every request going through a :class:`FaultProxy` (no faults until the test
+    adds rules); the proxy records what it forwards."""
+    return s3_ws, through_proxy()
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,13 @@ from faultproxy import FaultProxy, Rule
 
 
 @pytest.fixture
-def proxied(s3_ws: Workspace):
-    proxy = FaultProxy(s3_ws.seaweed.endpoint)
-    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
-    s3_ws.config["s3"]["config"] = {"retries": {"mode": "standard", "max_attempts": 3}}
-    s3_ws.write_config()
-    s3_ws.ok("init", "narf", "narf.bin")
-    yield s3_ws, proxy
-    proxy.close()
+def proxied(proxied_s3: tuple[Workspace, FaultProxy]) -> tuple[Workspace, FaultProxy]:
+    """Package narf through the proxy, with few retries (each injected fault costs one)."""
+    ws, proxy = proxied_s3
+    ws.config["s3"]["config"] = {"retries": {"mode": "standard", "max_attempts": 3}}
+    ws.write_config()
+    ws.ok("init", "narf", "narf.bin")
+    return ws, proxy
 
 
 @pytest.mark.parametrize("size", [1000, 9 * 1024 * 1024], ids=["put", "multipart"])

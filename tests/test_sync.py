@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from conftest import Workspace
-from faultproxy import FaultProxy
 
 
 def _tar_gz(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -265,18 +264,11 @@ def test_extract_limit_from_config(ws: Workspace) -> None:
     assert not (ws.root / "out").exists()
 
 
-# -- requests counted at the wire -----------------------------------------------------------
-@pytest.fixture
-def counted(s3_ws: Workspace):
-    proxy = FaultProxy(s3_ws.seaweed.endpoint)
-    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
-    s3_ws.write_config()
-    yield s3_ws, proxy
-    proxy.close()
+# -- requests counted at the wire (the proxy: see conftest) -----------------------------------
 
 
-def test_cache_hit_across_projects_and_second_sync_sends_nothing(counted) -> None:
-    ws, proxy = counted
+def test_cache_hit_across_projects_and_second_sync_sends_nothing(proxied_s3) -> None:
+    ws, proxy = proxied_s3
     data = os.urandom(2 * 1024 * 1024)
     ws.ok("init", "narf", "narf.bin")
     ws.ok("push", "narf", "1.0", str(ws.file("n", data)), "--promote-latest")

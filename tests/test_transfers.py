@@ -21,14 +21,13 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def counted(s3_ws: Workspace):
-    proxy = FaultProxy(s3_ws.seaweed.endpoint)
-    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
-    s3_ws.config["tycho"]["part_size"] = "5MiB"
-    s3_ws.write_config()
-    s3_ws.ok("init", "narf", "narf.bin")
-    yield s3_ws, proxy
-    proxy.close()
+def counted(proxied_s3: tuple[Workspace, FaultProxy]) -> tuple[Workspace, FaultProxy]:
+    """Package narf through the proxy, with 5 MiB parts (so a few MiB make several ranges)."""
+    ws, proxy = proxied_s3
+    ws.config["tycho"]["part_size"] = "5MiB"
+    ws.write_config()
+    ws.ok("init", "narf", "narf.bin")
+    return ws, proxy
 
 
 def test_large_pull_uses_parallel_ranges_in_order(counted) -> None:
