@@ -46,6 +46,7 @@ from .errors import (
 )
 from .integrity import Digests, HashingReader
 from .models import PUSH_ID, PushResult, VersionInfo, VersionRecord
+from .probe import WEAKER, enforces_conditional_writes
 from .store import GuardChanged, ObjectNotFound, PreconditionFailed, StagedUpload, Store
 from .store.base import ObjectInfo, Progress, ProgressFactory, same_etag
 
@@ -98,11 +99,8 @@ def push(
     skipped = False
     with open_source(path) as source:
         doc, _ = refs.read(store, package)
-        if warn:
-            from .probe import WEAKER, enforces_conditional_writes  # noqa: PLC0415 - uuid ~2 ms; yank needs none
-
-            if not enforces_conditional_writes(store):
-                warn(WEAKER.format(location=store.location))
+        if warn and not enforces_conditional_writes(store):
+            warn(WEAKER.format(location=store.location))
         if version in doc.tags:
             raise UsageError(
                 f"{version} is a tag of package {package}; a version cannot share its name",
