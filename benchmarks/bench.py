@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -99,10 +98,10 @@ class Case:
     title: str
     anchor: str
     target_text: str
-    ratio_limit: float | None = None   # tychoreg's median / the anchor's median must be <= this
-    abs_limit: float | None = None     # or tychoreg's worst value must be <= this (RSS, MiB)
+    ratio_limit: float | None = None  # tychoreg's median / the anchor's median must be <= this
+    abs_limit: float | None = None  # or tychoreg's worst value must be <= this (RSS, MiB)
     unit: str = "s"
-    expected: int | None = None        # items every complete answer must hold
+    expected: int | None = None  # items every complete answer must hold
     values: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -131,8 +130,19 @@ class Case:
                     met = bool(met) and self.counts.get(tool) == self.expected
                 if tool in self.notes:
                     met = False
-            rows.append({"tool": tool, "median": med, "min": min(vals), "max": max(vals), "values": vals,
-                         "ratio": ratio, "met": met, "count": self.counts.get(tool), "note": self.notes.get(tool)})
+            rows.append(
+                {
+                    "tool": tool,
+                    "median": med,
+                    "min": min(vals),
+                    "max": max(vals),
+                    "values": vals,
+                    "ratio": ratio,
+                    "met": met,
+                    "count": self.counts.get(tool),
+                    "note": self.notes.get(tool),
+                }
+            )
         return rows
 
 
@@ -150,8 +160,14 @@ class Bench:
         self.aws = [str(anchor_venv / "bin" / "aws"), "--endpoint-url", seaweed.endpoint]
         home = tmp / "home"  # no tool reads or fills the user's own config, data or caches
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TYCHOREG_", "XDG_"))}
-        self.env.update(servers.S3_ENV, AWS_REGION="us-east-1", HOME=str(home), XDG_CACHE_HOME=str(home / "cache"),
-                        XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+        self.env.update(
+            servers.S3_ENV,
+            AWS_REGION="us-east-1",
+            HOME=str(home),
+            XDG_CACHE_HOME=str(home / "cache"),
+            XDG_CONFIG_HOME=str(home / "config"),
+            XDG_DATA_HOME=str(home / "data"),
+        )
 
     def run(self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
         """Run one tool to completion through :data:`LAUNCHER`; wall time and peak RSS."""
@@ -160,13 +176,21 @@ class Bench:
         report = self.tmp / "launcher.report"
         report.unlink(missing_ok=True)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:  # files: no pipe to fill
-            code = subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *argv], cwd=cwd,
-                                  env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=out, stderr=err).returncode
+            code = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *argv],
+                cwd=cwd,
+                env={**self.env, **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            ).returncode
             out.seek(0), err.seek(0)
             text, errors = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         if code != 0 or not report.exists():
-            raise BenchError(f"{' '.join(argv)} (in {cwd}) exited {code}\n"
-                             f"--- stderr ---\n{errors[-4000:]}\n--- stdout ---\n{text[-2000:]}")
+            raise BenchError(
+                f"{' '.join(argv)} (in {cwd}) exited {code}\n"
+                f"--- stderr ---\n{errors[-4000:]}\n--- stdout ---\n{text[-2000:]}"
+            )
         seconds, maxrss_kib = report.read_text().split()
         return Run(float(seconds), int(maxrss_kib) / 1024, text)
 
@@ -176,9 +200,13 @@ class Bench:
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             self.seaweed.client().create_bucket(Bucket=bucket)
-            s3 = {"bucket": bucket, "region_name": "us-east-1", "endpoint_url": self.seaweed.endpoint,
-                  "aws_access_key_id": {"env": "BENCH_REG_KEY", "default": servers.ACCESS_KEY},
-                  "aws_secret_access_key": {"env": "BENCH_REG_SECRET", "default": servers.SECRET_KEY}}
+            s3 = {
+                "bucket": bucket,
+                "region_name": "us-east-1",
+                "endpoint_url": self.seaweed.endpoint,
+                "aws_access_key_id": {"env": "BENCH_REG_KEY", "default": servers.ACCESS_KEY},
+                "aws_secret_access_key": {"env": "BENCH_REG_SECRET", "default": servers.SECRET_KEY},
+            }
             path.write_text(json.dumps({"tycho": {"backend": "s3"}, "s3": s3}, indent=2))
             path.chmod(0o600)
         return path
@@ -200,15 +228,21 @@ def parallel(func: Callable, items, workers: int = 16) -> None:
         list(pool.map(func, items))  # list() re-raises the first failure
 
 
-def measure(b: Bench, runs: int, name: str, commands: dict[str, Callable[[int, Path], list[str]]],
-            record: Callable[[str, int, Path, Run], None], fresh: bool = True) -> None:
+def measure(
+    b: Bench,
+    runs: int,
+    name: str,
+    commands: dict[str, Callable[[int, Path], list[str]]],
+    record: Callable[[str, int, Path, Run], None],
+    fresh: bool = True,
+) -> None:
     """Round r runs every tool once, the order rotated by r so no tool always goes first; ``record``
     checks the run and keeps it. A ``fresh`` run has a new folder and an empty tychoreg download
     cache (else a second pull would copy the first one's file, not download); otherwise each tool
     keeps its own folder and the shared cache."""
     names = list(commands)
     for r in range(runs):
-        for tool in names[r % len(names):] + names[:r % len(names)]:
+        for tool in names[r % len(names) :] + names[: r % len(names)]:
             cwd = b.tmp / name / (f"{tool}-{r}" if fresh else tool)
             env = {"TYCHOREG_CACHE_DIR": str(cwd / ".tychoreg-cache")} if fresh else None
             record(tool, r, cwd, b.run(commands[tool](r, cwd), cwd=cwd, env=env))
@@ -238,9 +272,12 @@ def case_push(b: Bench, data: Path, runs: int, mib: int) -> list[Case]:
         AWS: lambda r, _: [*b.aws, "s3", "cp", "--only-show-errors", str(data), f"s3://bench-push-raw/aws-{r}.bin"],
         OLD: lambda r, _: b.old_cmd("bench-push-old", "push", "big", f"1.{r}", str(data)),
     }
-    stored = {NEW: lambda r: ("bench-push-new", layout.data("big", f"1.{r}")),
-              S5: lambda r: ("bench-push-raw", f"s5cmd-{r}.bin"), AWS: lambda r: ("bench-push-raw", f"aws-{r}.bin"),
-              OLD: lambda r: ("bench-push-old", layout.data("big", f"1.{r}"))}
+    stored = {
+        NEW: lambda r: ("bench-push-new", layout.data("big", f"1.{r}")),
+        S5: lambda r: ("bench-push-raw", f"s5cmd-{r}.bin"),
+        AWS: lambda r: ("bench-push-raw", f"aws-{r}.bin"),
+        OLD: lambda r: ("bench-push-old", layout.data("big", f"1.{r}")),
+    }
 
     def record(tool: str, r: int, cwd: Path, run: Run) -> None:
         bucket, key = stored[tool](r)  # exit 0 is not enough: 0.4.0 exits 0 when it refuses a push
@@ -262,12 +299,14 @@ def case_pull(b: Bench, runs: int, mib: int, size: int) -> list[Case]:
     rss = Case("rss_pull", "peak RSS pull (MiB)", S5, "<= 150 MiB", abs_limit=150, unit="MiB")
     url = f"s3://bench-pull/{layout.data('big', '1.0')}"
     commands = {
-        NEW: lambda r, cwd: b.new_cmd("bench-pull", "pull", "big", "--version", "1.0", "--outfile",
-                                      str(cwd / "big.bin"), "--force"),
+        NEW: lambda r, cwd: b.new_cmd(
+            "bench-pull", "pull", "big", "--version", "1.0", "--outfile", str(cwd / "big.bin"), "--force"
+        ),
         S5: lambda r, cwd: [*b.s5, "cp", url, str(cwd / "big.bin")],
         AWS: lambda r, cwd: [*b.aws, "s3", "cp", "--only-show-errors", url, str(cwd / "big.bin")],
-        OLD: lambda r, cwd: b.old_cmd("bench-pull", "pull", "big", "--version", "1.0", "--outfile",
-                                      str(cwd / "big.bin"), "--force"),
+        OLD: lambda r, cwd: b.old_cmd(
+            "bench-pull", "pull", "big", "--version", "1.0", "--outfile", str(cwd / "big.bin"), "--force"
+        ),
     }
 
     def record(tool: str, r: int, cwd: Path, run: Run) -> None:
@@ -284,8 +323,10 @@ def case_pull(b: Bench, runs: int, mib: int, size: int) -> list[Case]:
 def case_noop(b: Bench, runs: int, mib: int) -> list[Case]:
     """``pull big`` when the destination already holds it (after one warm-up pull each)."""
     case = Case("noop_pull", f"no-op pull ({mib} MiB pkg)", OLD, "<= 0.4x 0.4.0", ratio_limit=0.4)
-    commands = {NEW: lambda r, cwd: b.new_cmd("bench-pull", "pull", "big"),
-                OLD: lambda r, cwd: b.old_cmd("bench-pull", "pull", "big")}
+    commands = {
+        NEW: lambda r, cwd: b.new_cmd("bench-pull", "pull", "big"),
+        OLD: lambda r, cwd: b.old_cmd("bench-pull", "pull", "big"),
+    }
     dest = {tool: b.tmp / "noop" / tool / "tycho_packages" / "big.bin" for tool in commands}
     for tool, command in commands.items():
         b.run(command(-1, b.tmp / "noop" / tool), cwd=b.tmp / "noop" / tool)
@@ -304,8 +345,10 @@ def case_noop(b: Bench, runs: int, mib: int) -> list[Case]:
 def case_pull_list(b: Bench, runs: int, n: int) -> list[Case]:
     case = Case("pull_list", f"pull-list {n} cold", OLD, "<= 0.25x 0.4.0", ratio_limit=0.25, expected=n)
     names = [f"p{i}" for i in range(n)]
-    commands = {NEW: lambda r, cwd: b.new_cmd("bench-plist", "pull-list", *names),
-                OLD: lambda r, cwd: b.old_cmd("bench-plist", "pull-list", *names)}
+    commands = {
+        NEW: lambda r, cwd: b.new_cmd("bench-plist", "pull-list", *names),
+        OLD: lambda r, cwd: b.old_cmd("bench-plist", "pull-list", *names),
+    }
 
     def record(tool: str, r: int, cwd: Path, run: Run) -> None:
         case.add(tool, run.seconds)
@@ -320,8 +363,10 @@ def case_pull_list(b: Bench, runs: int, n: int) -> list[Case]:
 
 def case_list(b: Bench, runs: int, n: int) -> list[Case]:
     case = Case("list", f"list {n}", OLD, "<= 0.1x 0.4.0", ratio_limit=0.1, expected=n)
-    commands = {NEW: lambda r, cwd: b.new_cmd("bench-list", "list"),
-                OLD: lambda r, cwd: b.old_cmd("bench-list", "list")}
+    commands = {
+        NEW: lambda r, cwd: b.new_cmd("bench-list", "list"),
+        OLD: lambda r, cwd: b.old_cmd("bench-list", "list"),
+    }
 
     def record(tool: str, r: int, cwd: Path, run: Run) -> None:
         case.add(tool, run.seconds)
@@ -333,8 +378,7 @@ def case_list(b: Bench, runs: int, n: int) -> list[Case]:
 
 def case_list_versions(b: Bench, runs: int, n: int) -> list[Case]:
     """Completeness is checked by counting: 0.4.0 reads one page (1,000 keys) and stops."""
-    case = Case("list_versions", f"list-versions {n}", AWS, "complete, <= 1.0x aws s3 ls", ratio_limit=1.0,
-                expected=n)
+    case = Case("list_versions", f"list-versions {n}", AWS, "complete, <= 1.0x aws s3 ls", ratio_limit=1.0, expected=n)
     commands = {
         NEW: lambda r, cwd: b.new_cmd("bench-versions", "list-versions", "many", "--json"),
         AWS: lambda r, cwd: [*b.aws, "s3", "ls", "s3://bench-versions/many/"],
@@ -398,20 +442,38 @@ def tool_output(argv: list[str]) -> str:
 
 
 def machine(b: Bench, mode: str, runs: int) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "?")
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
+    mem_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     weed = re.search(r"version \S+ (\S+)", tool_output([servers.weed_binary(), "version"]))
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu, "cpus": os.cpu_count(),
-        "ram_gib": round(mem_kib / 1024 / 1024, 1), "kernel": platform.release(),
-        "python": platform.python_version(), "weed": weed.group(1) if weed else "?",
-        "tychoreg": tool_output([*b.new, "--version"]), "tycho-station-0.4.0": tool_output(
-            [str(Path(b.old[0]).parent / "python"), "-c",
-             "import importlib.metadata as m; print(m.version('tycho-station'))"]),
-        "s5cmd": tool_output([b.s5[0], "version"]), "aws": tool_output([b.aws[0], "--version"]),
-        "mode": mode, "runs": runs,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "weed": weed.group(1) if weed else "?",
+        "tychoreg": tool_output([*b.new, "--version"]),
+        "tycho-station-0.4.0": tool_output(
+            [
+                str(Path(b.old[0]).parent / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('tycho-station'))",
+            ]
+        ),
+        "s5cmd": tool_output([b.s5[0], "version"]),
+        "aws": tool_output([b.aws[0], "--version"]),
+        "mode": mode,
+        "runs": runs,
     }
 
 
@@ -422,8 +484,10 @@ def fmt(value: float | None, unit: str = "s") -> str:
 
 
 def table(cases: list[Case]) -> str:
-    lines = ["| case | tool | median | min | max | ratio to anchor | target | met? |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = [
+        "| case | tool | median | min | max | ratio to anchor | target | met? |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
     for case in cases:
         for row in case.rows():
             tool = row["tool"] + (" (anchor)" if row["tool"] == case.anchor else "")
@@ -431,9 +495,11 @@ def table(cases: list[Case]) -> str:
                 tool += f" [{row['note']}]"
             met = {None: "", True: "yes", False: "NO"}[row["met"]]
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-            lines.append(f"| {case.title} | {tool} | {fmt(row['median'], case.unit)} | {fmt(row['min'], case.unit)} "
-                         f"| {fmt(row['max'], case.unit)} | {ratio} | {case.target_text if row['tool'] == NEW else ''} "
-                         f"| {met} |")
+            lines.append(
+                f"| {case.title} | {tool} | {fmt(row['median'], case.unit)} | {fmt(row['min'], case.unit)} "
+                f"| {fmt(row['max'], case.unit)} | {ratio} | {case.target_text if row['tool'] == NEW else ''} "
+                f"| {met} |"
+            )
     return "\n".join(lines)
 
 
@@ -456,8 +522,10 @@ def main(argv: list[str] | None = None) -> int:
         with servers.running_seaweed(tmp / "seaweed") as seaweed:
             b = Bench(seaweed, tmp, seed_exe, anchors)
             info = machine(b, "smoke" if args.smoke else "full", runs)
-            print("machine: " + " ".join(f"{k}={v!r}" if " " in str(v) else f"{k}={v}" for k, v in info.items()),
-                  flush=True)
+            print(
+                "machine: " + " ".join(f"{k}={v!r}" if " " in str(v) else f"{k}={v}" for k, v in info.items()),
+                flush=True,
+            )
             print("making data ...", file=sys.stderr, flush=True)
             data = random_file(tmp / "data.bin", sizes.file_mib)
             make_data(b, data, sizes)
@@ -486,13 +554,29 @@ def main(argv: list[str] | None = None) -> int:
     cases.sort(key=lambda c: order.index(c.key))
     print(table(cases))
     if args.json:
-        report = {"machine": info, "sizes": vars(sizes), "cases": {
-            c.key: {"title": c.title, "unit": c.unit, "anchor": c.anchor, "target": c.target_text,
-                    "expected": c.expected, "tools": {row.pop("tool"): row for row in c.rows()}} for c in cases}}
+        report = {
+            "machine": info,
+            "sizes": vars(sizes),
+            "cases": {
+                c.key: {
+                    "title": c.title,
+                    "unit": c.unit,
+                    "anchor": c.anchor,
+                    "target": c.target_text,
+                    "expected": c.expected,
+                    "tools": {row.pop("tool"): row for row in c.rows()},
+                }
+                for c in cases
+            },
+        }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     # 0.4.0's short list-versions is the finding, not a failure; anyone else's short answer is.
-    incomplete = [f"{c.title}: {tool} {note}" for c in cases for tool, note in c.notes.items()
-                  if note.startswith("incomplete") and tool != OLD]
+    incomplete = [
+        f"{c.title}: {tool} {note}"
+        for c in cases
+        for tool, note in c.notes.items()
+        if note.startswith("incomplete") and tool != OLD
+    ]
     for line in incomplete:
         print(f"INCOMPLETE DATA: {line}", file=sys.stderr)
     return 1 if incomplete else 0

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with the package and its test tools, then run every test.
+# Set up a virtual environment with the package and its test tools, check style and types
+# (scripts/check.sh), then run every test.
 # The suite starts its own SeaweedFS server and builds tycho-station 0.4.0's venv (cached in .ci-cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check '.[test]'
+bash scripts/check.sh
 exec .venv/bin/python -m pytest -n 2 -q "$@"

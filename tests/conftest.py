@@ -1,5 +1,6 @@
-"""Shared fixtures: a real SeaweedFS S3 server, tycho-station 0.4.0 in its own venv, and a
-``Workspace`` that runs the real CLI (``python -m tychoreg``) against either backend."""
+"""Shared fixtures: a real SeaweedFS S3 server, tycho-station 0.4.0 in its own venv, a
+``Workspace`` that runs the real CLI (``python -m tychoreg``) against either backend, and a
+fault-injecting proxy in front of SeaweedFS (``through_proxy``, ``proxied_s3``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from servers import (ACCESS_KEY, CACHE, ROOT, S3_ENV, SECRET_KEY, Seaweed, running_seaweed,  # noqa: F401
-                     seed_venv)
+from faultproxy import FaultProxy
+from servers import ACCESS_KEY, CACHE, S3_ENV, SECRET_KEY, Seaweed, running_seaweed, seed_venv
 from servers import counter as _counter
 
 
@@ -58,8 +61,7 @@ class Workspace:
         return path
 
     def base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AWS_", "TYCHOREG_", "XDG_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TYCHOREG_", "XDG_"))}
         env.update(S3_ENV)
         env["HOME"] = str(self.root / "home")
         env["XDG_DATA_HOME"] = str(self.root / "xdg-data")
@@ -69,11 +71,17 @@ class Workspace:
         env.update(self.env)
         return env
 
-    def run(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 120) -> Result:
-        proc = subprocess.run([sys.executable, "-m", "tychoreg", *args], cwd=cwd or self.root,
-                              env={**self.base_env(), **(env or {})}, capture_output=True, text=True,
-                              timeout=timeout)
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+    ) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tychoreg", *args],
+            cwd=cwd or self.root,
+            env={**self.base_env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         assert "Traceback" not in result.all, result.all
         assert SECRET_KEY not in result.all
@@ -81,8 +89,14 @@ class Workspace:
 
     def spawn(self, *args: str) -> subprocess.Popen:
         """Start the CLI without waiting (for races); collect with :func:`finish`."""
-        return subprocess.Popen([sys.executable, "-m", "tychoreg", *args], cwd=self.root, env=self.base_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tychoreg", *args],
+            cwd=self.root,
+            env=self.base_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def ok(self, *args: str, **kw) -> Result:
         result = self.run(*args, **kw)
@@ -104,7 +118,7 @@ class Workspace:
         prefix = self.config["s3"].get("prefix", "")
         pages = self.seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         keys = {o["Key"] for page in pages for o in page.get("Contents", ())}
-        return {k[len(prefix) + 1:] if prefix else k for k in keys}
+        return {k[len(prefix) + 1 :] if prefix else k for k in keys}
 
     def read_stored(self, key: str) -> bytes:
         if self.backend == "file":
@@ -135,9 +149,13 @@ def finish(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
 
 
 def s3_config(seaweed: Seaweed, bucket: str, prefix: str = "") -> dict:
-    s3 = {"bucket": bucket, "region_name": "us-east-1", "endpoint_url": seaweed.endpoint,
-          "aws_access_key_id": {"env": "TEST_REG_KEY", "default": ACCESS_KEY},
-          "aws_secret_access_key": {"env": "TEST_REG_SECRET", "default": SECRET_KEY}}
+    s3 = {
+        "bucket": bucket,
+        "region_name": "us-east-1",
+        "endpoint_url": seaweed.endpoint,
+        "aws_access_key_id": {"env": "TEST_REG_KEY", "default": ACCESS_KEY},
+        "aws_secret_access_key": {"env": "TEST_REG_SECRET", "default": SECRET_KEY},
+    }
     if prefix:
         s3["prefix"] = prefix
     return {"tycho": {"backend": "s3"}, "s3": s3}
@@ -176,6 +194,32 @@ def s3_ws(seaweed: Seaweed, tmp_path: Path) -> Workspace:
     return space
 
 
+@pytest.fixture
+def through_proxy(s3_ws: Workspace) -> Iterator[Callable[..., FaultProxy]]:
+    """Route ``s3_ws`` through a :class:`FaultProxy`: ``through_proxy(**options)`` (as FaultProxy
+    takes them) starts one, points the config's endpoint at it (the config file is written) and
+    returns it; it is closed after the test."""
+    proxies: list[FaultProxy] = []
+
+    def route(**options: Any) -> FaultProxy:
+        proxy = FaultProxy(s3_ws.seaweed.endpoint, **options)
+        proxies.append(proxy)
+        s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
+        s3_ws.write_config()
+        return proxy
+
+    yield route
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def proxied_s3(s3_ws: Workspace, through_proxy: Callable[..., FaultProxy]) -> tuple[Workspace, FaultProxy]:
+    """``s3_ws`` with every request going through a :class:`FaultProxy` (no faults until the test
+    adds rules); the proxy records what it forwards."""
+    return s3_ws, through_proxy()
+
+
 @pytest.fixture(scope="session")
 def seed_tychoreg() -> Path:
     """The real tycho-station 0.4.0 in its own virtual environment (click<8.1, as it needs)."""
@@ -195,9 +239,14 @@ def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypa
     from tychoreg.store.s3 import S3Store
 
     seaweed = request.getfixturevalue("seaweed")
-    options = {"bucket": request.getfixturevalue("shared_bucket"), "prefix": f"i{next(_counter)}-{os.getpid()}",
-               "endpoint_url": seaweed.endpoint, "region_name": "us-east-1",
-               "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY}
+    options = {
+        "bucket": request.getfixturevalue("shared_bucket"),
+        "prefix": f"i{next(_counter)}-{os.getpid()}",
+        "endpoint_url": seaweed.endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": ACCESS_KEY,
+        "aws_secret_access_key": SECRET_KEY,
+    }
     return Backend("s3", lambda: S3Store(dict(options)), tmp_path)
 
 

@@ -34,8 +34,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
-_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
-          b"<Message>injected by the test proxy</Message></Error>")
+_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
+    b"<Message>injected by the test proxy</Message></Error>"
+)
 
 
 @dataclass
@@ -55,8 +57,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, rate: float = 0.0, seed: int | None = None,
-                 kinds: tuple[str, ...] = RANDOM_KINDS, stall_seconds: float = 3.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rate: float = 0.0,
+        seed: int | None = None,
+        kinds: tuple[str, ...] = RANDOM_KINDS,
+        stall_seconds: float = 3.0,
+    ) -> None:
         parts = urlsplit(upstream)
         self.rate = rate
         self.kinds = kinds

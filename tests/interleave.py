@@ -102,8 +102,15 @@ class Hooked:
         self._hooks: list[list[Any]] = []
         self._lock = threading.Lock()
 
-    def on(self, method: str, key: Matcher = None, do: Callable[..., Any] = lambda *a: None, *,
-           after: bool = False, times: int = 1) -> None:
+    def on(
+        self,
+        method: str,
+        key: Matcher = None,
+        do: Callable[..., Any] = lambda *a: None,
+        *,
+        after: bool = False,
+        times: int = 1,
+    ) -> None:
         with self._lock:
             self._hooks.append([method, key, after, do, times])
 

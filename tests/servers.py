@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("TYCHO_TEST_CACHE", ROOT / ".ci-cache"))
 ACCESS_KEY = "AKIATYCHOTESTKEY0001"
 SECRET_KEY = "tycho-SECRET-do-not-print-8f3a9c"
-S3_ENV = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-          "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 SEED_REQUIREMENTS = ("tycho-station[s3]==0.4.0", "click<8.1", "boto3")
 counter = itertools.count()
 
@@ -58,8 +62,13 @@ class Seaweed:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
 
     def new_bucket(self) -> str:
         name = f"tb-{os.getpid()}-{next(counter)}"
@@ -75,30 +84,50 @@ def running_seaweed(data: Path, *, volume_max: int = 200, timeout: float = 60) -
     server gets its own session so a Ctrl-C in the terminal reaches us, not it, and we stop it by
     its PID (process group) rather than by name.
     """
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
-    ports = dict(zip(names, free_ports(len(names))))
-    args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-volume.max={volume_max}"] + [f"-{k}={v}" for k, v in ports.items()]
-    log = open(data / "weed.log", "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV},
-                            start_new_session=True)
-    server = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", proc.pid)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                server.client().list_buckets()
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}") from None
-                time.sleep(0.3)
-        yield server
-    finally:
-        stop(proc)
-        log.close()
+    names = [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+    ]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    args = [
+        weed_binary(),
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-volume.max={volume_max}",
+        *(f"-{k}={v}" for k, v in ports.items()),
+    ]
+    with open(data / "weed.log", "wb") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_ENV}, start_new_session=True
+        )
+        server = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", proc.pid)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    server.client().list_buckets()
+                    break
+                except Exception:  # noqa: BLE001 - not answering yet, whatever the error: ask again
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"SeaweedFS did not start; see {data / 'weed.log'}") from None
+                    time.sleep(0.3)
+            yield server
+        finally:
+            stop(proc)
 
 
 def stop(proc: subprocess.Popen, grace: float = 10) -> None:

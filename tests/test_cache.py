@@ -74,8 +74,7 @@ def test_placed_file_is_the_users_to_change(cache: Cache, tmp_path: Path, strate
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_corrupt_entry_is_removed_and_dest_untouched(cache: Cache, tmp_path: Path,
-                                                     strategy: str) -> None:
+def test_corrupt_entry_is_removed_and_dest_untouched(cache: Cache, tmp_path: Path, strategy: str) -> None:
     data = os.urandom(50_000)
     entry = add(cache, data)
     entry.chmod(0o644)
@@ -214,7 +213,7 @@ def test_concurrent_commits_and_places_of_one_sha(cache: Cache, tmp_path: Path) 
             dest = tmp_path / "out" / f"{i}.bin"
             placed.append(cache.place(digest, len(data), dest))
             assert dest.read_bytes() == data
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=pull, args=(i,)) for i in range(n)]
@@ -314,6 +313,7 @@ def test_size_checks_are_spaced_out(tmp_path: Path) -> None:
 
 # -- a cache other accounts can write ------------------------------------------------------------
 
+
 def test_adopted_file_is_copied_never_linked(cache: Cache, tmp_path: Path) -> None:
     """An entry is never the inode of a user's file: editing that file in place must not
     change the entry."""
@@ -332,8 +332,9 @@ def test_adopted_file_is_copied_never_linked(cache: Cache, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("how", ["writable by others", "second name", "another account's"])
-def test_open_verified_reads_a_private_copy_of_an_entry_others_can_change(cache: Cache, tmp_path: Path,
-                                                                          how: str) -> None:
+def test_open_verified_reads_a_private_copy_of_an_entry_others_can_change(
+    cache: Cache, tmp_path: Path, how: str
+) -> None:
     """What was hashed is what is read, even if the entry's bytes change right after."""
     data = os.urandom(300_000)
     entry = add(cache, data)
@@ -379,8 +380,9 @@ def test_non_files_at_an_entry_are_misses_that_never_hang(cache: Cache, tmp_path
     entry.parent.mkdir(parents=True)
     target = tmp_path / "elsewhere"
     target.write_bytes(data)  # even the right bytes, through a link, are not used
-    {"fifo": lambda: os.mkfifo(entry), "symlink": lambda: os.symlink(target, entry),
-     "folder": lambda: entry.mkdir()}[plant]()
+    {"fifo": lambda: os.mkfifo(entry), "symlink": lambda: os.symlink(target, entry), "folder": lambda: entry.mkdir()}[
+        plant
+    ]()
     assert not cache.has(sha(data), len(data))
     assert without_hanging(lambda: cache.open_verified(sha(data), len(data)), [entry]) is None
     assert not without_hanging(lambda: cache.place(sha(data), len(data), tmp_path / "dest"), [entry])

@@ -45,7 +45,9 @@ def test_large_file_round_trip(ws: Workspace) -> None:
     ws.ok("pull", "narf", "--outfile", "out/big.bin")
     assert (ws.root / "out/big.bin").read_bytes() == data
     listed = ws.ok("list-versions", "narf", "--json").json()
-    assert [(r["version"], r["size"], r["sha256"]) for r in listed] == [("2.0", len(data), hashlib.sha256(data).hexdigest())]
+    assert [(r["version"], r["size"], r["sha256"]) for r in listed] == [
+        ("2.0", len(data), hashlib.sha256(data).hexdigest())
+    ]
 
 
 def test_empty_file_round_trip(ws: Workspace) -> None:
@@ -176,7 +178,10 @@ def test_list_and_list_versions_json(ws: Workspace) -> None:
         assert push(ws, "narf", v, v.encode() * 3).code == 0
     ws.ok("promote", "narf", "1.10")
     assert ws.ok("list", "--json").json() == [
-        {"name": "alpha", "latest": None}, {"name": "narf", "latest": "1.10"}, {"name": "zeta", "latest": None}]
+        {"name": "alpha", "latest": None},
+        {"name": "narf", "latest": "1.10"},
+        {"name": "zeta", "latest": None},
+    ]
     listed = ws.ok("list-versions", "narf", "--json").json()
     assert [v["version"] for v in listed] == ["1.0rc1", "1.0", "1.9", "1.10", "2.0"]
     for row in listed:
@@ -272,10 +277,18 @@ BAD_NAMES = ["", "..", ".", "a/b", "-x", ".x", "x" * 129, "has space", "caf\u00e
 def test_invalid_names_refused_before_storage(ws: Workspace, bad: str) -> None:
     src = ws.file("f.bin", b"data")
     before = ws.stored_keys()
-    cases = [("init", bad, "f.bin"), ("init", "ok", bad), ("push", bad, "1.0", str(src)),
-             ("push", "ok", bad, str(src)), ("pull", bad), ("pull", "ok", "--version", bad),
-             ("pull-list", "ok", bad), ("list-versions", bad), ("promote", bad, "1.0"),
-             ("promote", "ok", bad)]
+    cases = [
+        ("init", bad, "f.bin"),
+        ("init", "ok", bad),
+        ("push", bad, "1.0", str(src)),
+        ("push", "ok", bad, str(src)),
+        ("pull", bad),
+        ("pull", "ok", "--version", bad),
+        ("pull-list", "ok", bad),
+        ("list-versions", bad),
+        ("promote", bad, "1.0"),
+        ("promote", "ok", bad),
+    ]
     for args in cases:
         result = ws.run(*args)
         assert result.code == 2, (args, result.all)
@@ -293,8 +306,17 @@ def test_longest_valid_name(ws: Workspace) -> None:
 
 def test_names_refused_without_reaching_storage(tmp_path: Path) -> None:
     """An unreachable endpoint proves no request is made: we get 2, not a network error."""
-    ws = Workspace(tmp_path, "s3", {"s3": {"bucket": "b", "endpoint_url": "http://127.0.0.1:9",
-                                           "config": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}})
+    ws = Workspace(
+        tmp_path,
+        "s3",
+        {
+            "s3": {
+                "bucket": "b",
+                "endpoint_url": "http://127.0.0.1:9",
+                "config": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+            }
+        },
+    )
     ws.write_config()
     assert ws.run("pull", "../etc").code == 2
     assert ws.run("init", "ok", "a/b").code == 2

@@ -63,14 +63,24 @@ def test_promote_keeps_fields_it_does_not_know(ws: Workspace) -> None:
     ws.write_stored("narf/tycho.json", json.dumps(doc).encode())
     ws.ok("promote", "narf", "1.0")
     assert json.loads(ws.read_stored("narf/tycho.json")) == {
-        "localname": "narf.bin", "latest": "1.0", "tychoreg": {"future": [1, 2, 3]}}
+        "localname": "narf.bin",
+        "latest": "1.0",
+        "tychoreg": {"future": [1, 2, 3]},
+    }
 
 
 def test_stale_claim_is_taken_over_fresh_claim_is_not(ws: Workspace) -> None:
     """A record without data is a push in progress, or after the claim timeout a dead push's leftover."""
     ws.ok("init", "narf", "narf.bin")
-    claim = {"format": 1, "version": "1.0", "size": 1, "sha256": "0" * 64, "pushed_by": "ghost@gone",
-             "note": None, "pushed_at": "2020-01-01T00:00:00+00:00"}
+    claim = {
+        "format": 1,
+        "version": "1.0",
+        "size": 1,
+        "sha256": "0" * 64,
+        "pushed_by": "ghost@gone",
+        "note": None,
+        "pushed_at": "2020-01-01T00:00:00+00:00",
+    }
     ws.write_stored("narf/.tycho/versions/1.0.json", json.dumps(claim).encode())
     assert ws.ok("list-versions", "narf", "--json").json() == []  # claims are invisible
     src = ws.file("a.bin", b"real")

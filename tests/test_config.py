@@ -46,15 +46,28 @@ def names(result: Result) -> list[str]:
     return [p["name"] for p in result.json()]
 
 
-def run_raw(ws: Workspace, *args: str, env: dict[str, str] | None = None, drop: tuple[str, ...] = (),
-            cwd: Path | None = None, allow_traceback: bool = False, timeout: float = 120) -> Result:
+def run_raw(
+    ws: Workspace,
+    *args: str,
+    env: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    cwd: Path | None = None,
+    allow_traceback: bool = False,
+    timeout: float = 120,
+) -> Result:
     """Like ``ws.run`` but can remove variables from the environment (``drop``) and, for
     ``--debug``, allows a traceback. Secrets are checked by the callers."""
     full = {**ws.base_env(), **(env or {})}
     for name in drop:
         full.pop(name, None)
-    proc = subprocess.run([sys.executable, "-m", "tychoreg", *args], cwd=cwd or ws.root, env=full,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tychoreg", *args],
+        cwd=cwd or ws.root,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if not allow_traceback:
         assert "Traceback" not in result.all, result.all
@@ -147,8 +160,11 @@ def test_explicit_config_wins_over_broken_env_config(fws: Workspace, tmp_path: P
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_missing_explicit_config_is_exit_2(fws: Workspace, tmp_path: Path, where: str) -> None:
     missing = tmp_path / "no-such-dir" / "missing-config.json"
-    args = ["--config", str(missing), "list", "--json"] if where == "before" else \
-        ["list", "--json", "--config", str(missing)]
+    args = (
+        ["--config", str(missing), "list", "--json"]
+        if where == "before"
+        else ["list", "--json", "--config", str(missing)]
+    )
     result = fws.run(*args)
     assert_short_error(result, 2, str(missing))
     # a local .tychoreg.json exists, yet it is not used as a fallback
@@ -277,8 +293,9 @@ def test_default_outdir_in_a_file_config(fws: Workspace) -> None:
 # -- 5. {"env": NAME, "default": VALUE} -----------------------------------------------------------
 def test_env_reference_for_file_path(fws: Workspace, tmp_path: Path) -> None:
     reg_default, reg_env = tmp_path / "reg-default", tmp_path / "reg-env"
-    fws.write_config({"tycho": {"backend": "file"},
-                      "file": {"path": {"env": "TYCHO_TEST_REG_PATH", "default": str(reg_default)}}})
+    fws.write_config(
+        {"tycho": {"backend": "file"}, "file": {"path": {"env": "TYCHO_TEST_REG_PATH", "default": str(reg_default)}}}
+    )
     fws.ok("init", "fromdefault", "a.bin")
     env = {"TYCHO_TEST_REG_PATH": str(reg_env)}
     fws.ok("init", "fromenv", "b.bin", env=env)
@@ -289,8 +306,9 @@ def test_env_reference_for_file_path(fws: Workspace, tmp_path: Path) -> None:
 
 
 def test_env_reference_for_outdir(fws: Workspace) -> None:
-    fws.write_config(file_config(fws.config["file"]["path"],
-                                 outdir={"env": "TYCHO_TEST_OUTDIR", "default": "default-out"}))
+    fws.write_config(
+        file_config(fws.config["file"]["path"], outdir={"env": "TYCHO_TEST_OUTDIR", "default": "default-out"})
+    )
     fws.ok("init", "narf", "narf.tar.gz")
     assert push_file(fws, "narf", "1.0", DATA, "--promote-latest").code == 0
     fws.ok("pull", "narf")
@@ -303,8 +321,12 @@ def test_env_reference_for_outdir(fws: Workspace) -> None:
 
 
 def test_env_reference_for_backend(fws: Workspace, tmp_path: Path) -> None:
-    fws.write_config({"tycho": {"backend": {"env": "TYCHO_TEST_BACKEND", "default": "file"}},
-                      "file": {"path": str(tmp_path / "registry")}})
+    fws.write_config(
+        {
+            "tycho": {"backend": {"env": "TYCHO_TEST_BACKEND", "default": "file"}},
+            "file": {"path": str(tmp_path / "registry")},
+        }
+    )
     fws.ok("init", "narf", "narf.bin")
     assert names(fws.run("list", "--json")) == ["narf"]
     result = fws.run("list", "--json", env={"TYCHO_TEST_BACKEND": "ftp"})
@@ -333,8 +355,9 @@ def test_env_reference_without_default_in_s3_section(s3_ws: Workspace) -> None:
 def test_dotenv_supplies_env_references(fws: Workspace, tmp_path: Path) -> None:
     reg_dotenv, reg_env = tmp_path / "reg-dotenv", tmp_path / "reg-env"
     (fws.root / ".env").write_text(f"TYCHO_TEST_DOTENV_REG={reg_dotenv}\n")
-    fws.write_config({"tycho": {"backend": "file", "dotenv": ".env"},
-                      "file": {"path": {"env": "TYCHO_TEST_DOTENV_REG"}}})
+    fws.write_config(
+        {"tycho": {"backend": "file", "dotenv": ".env"}, "file": {"path": {"env": "TYCHO_TEST_DOTENV_REG"}}}
+    )
     fws.ok("init", "fromdotenv", "a.bin")
     assert (reg_dotenv / "fromdotenv" / "tycho.json").is_file()
     assert names(fws.run("list", "--json")) == ["fromdotenv"]
@@ -353,8 +376,9 @@ def test_dotenv_relative_to_cwd(fws: Workspace, tmp_path: Path) -> None:
     sub = fws.root / "sub"
     sub.mkdir()
     (sub / ".env").write_text(f"TYCHO_TEST_DOTENV_REG={reg_sub}\n")
-    fws.write_config({"tycho": {"backend": "file", "dotenv": ".env"},
-                      "file": {"path": {"env": "TYCHO_TEST_DOTENV_REG"}}})
+    fws.write_config(
+        {"tycho": {"backend": "file", "dotenv": ".env"}, "file": {"path": {"env": "TYCHO_TEST_DOTENV_REG"}}}
+    )
     fws.ok("init", "rootpkg", "a.bin")
     fws.ok("init", "subpkg", "b.bin", "--config", "../.tychoreg.json", cwd=sub)
     assert (reg_root / "rootpkg" / "tycho.json").is_file()
@@ -431,8 +455,14 @@ def test_wrong_credentials_exit_1_and_never_print_secrets(s3_ws: Workspace) -> N
     assert push_file(s3_ws, "narf", "1.0", DATA, "--promote-latest").code == 0
     env = {"TEST_REG_SECRET": WRONG_SECRET}
     src = s3_ws.file("src/other.bin", DATA)
-    commands = [("list", "--json"), ("list-versions", "narf", "--json"), ("init", "other", "o.bin"),
-                ("push", "narf", "2.0", str(src)), ("pull", "narf"), ("promote", "narf", "1.0")]
+    commands = [
+        ("list", "--json"),
+        ("list-versions", "narf", "--json"),
+        ("init", "other", "o.bin"),
+        ("push", "narf", "2.0", str(src)),
+        ("pull", "narf"),
+        ("promote", "narf", "1.0"),
+    ]
     for args in commands:
         result = s3_ws.run(*args, env=env)
         assert result.code == 1, (args, result.all)
@@ -457,8 +487,11 @@ def test_wrong_credentials_exit_1_and_never_print_secrets(s3_ws: Workspace) -> N
 
 def test_unreachable_endpoint_is_exit_1(s3_ws: Workspace) -> None:
     port = closed_port()
-    s3 = dict(s3_ws.config["s3"], endpoint_url=f"http://127.0.0.1:{port}",
-              config={"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}})
+    s3 = dict(
+        s3_ws.config["s3"],
+        endpoint_url=f"http://127.0.0.1:{port}",
+        config={"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}},
+    )
     s3_ws.write_config({"tycho": {"backend": "s3"}, "s3": s3})
     for args in (("list", "--json"), ("init", "narf", "narf.bin"), ("pull", "narf")):
         started = time.monotonic()
@@ -471,8 +504,7 @@ def test_unreachable_endpoint_is_exit_1(s3_ws: Workspace) -> None:
 
 
 def test_missing_bucket_is_exit_1(s3_ws: Workspace) -> None:
-    s3_ws.write_config({"tycho": {"backend": "s3"},
-                        "s3": dict(s3_ws.config["s3"], bucket="tycho-no-such-bucket-x1")})
+    s3_ws.write_config({"tycho": {"backend": "s3"}, "s3": dict(s3_ws.config["s3"], bucket="tycho-no-such-bucket-x1")})
     result = s3_ws.run("list", "--json")
     assert_short_error(result, 1, "tycho-no-such-bucket-x1")
 
@@ -498,8 +530,12 @@ def test_prefixes_are_independent_registries(s3_ws: Workspace, seaweed: Seaweed)
     assert not (s3_ws.root / "tycho_packages" / "other.bin").exists()
 
     keys = {o["Key"] for o in seaweed.client().list_objects_v2(Bucket=bucket).get("Contents", ())}
-    assert {"team-a/alpha/tycho.json", "team-a/alpha/tycho_1.0.pkg", "org/team-b/beta/tycho.json",
-            "org/team-b/alpha/tycho.json"} <= keys
+    assert {
+        "team-a/alpha/tycho.json",
+        "team-a/alpha/tycho_1.0.pkg",
+        "org/team-b/beta/tycho.json",
+        "org/team-b/alpha/tycho.json",
+    } <= keys
     assert all(k.startswith(("team-a/", "org/team-b/")) for k in keys), keys
     # the bucket root (no prefix) holds no packages of its own
     assert s3_ws.ok("list", "--json").json() == []
@@ -508,10 +544,19 @@ def test_prefixes_are_independent_registries(s3_ws: Workspace, seaweed: Seaweed)
     assert names(s3_ws.run("--config", str(c), "list", "--json")) == ["alpha"]
 
 
-@pytest.mark.parametrize("change", [
-    {"bucket": "bad bucket"}, {"bucket": "s3://my-bucket"}, {"aws_access_key_id": 123},
-    {"endpoint_url": ["x"]}, {"config": {"retries": 5}}, {"config": {"bogus_option": 1}}, {"config": "fast"},
-], ids=["space", "url", "key-int", "endpoint-list", "retries-int", "bogus", "config-str"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bucket": "bad bucket"},
+        {"bucket": "s3://my-bucket"},
+        {"aws_access_key_id": 123},
+        {"endpoint_url": ["x"]},
+        {"config": {"retries": 5}},
+        {"config": {"bogus_option": 1}},
+        {"config": "fast"},
+    ],
+    ids=["space", "url", "key-int", "endpoint-list", "retries-int", "bogus", "config-str"],
+)
 def test_malformed_s3_values_are_config_errors(s3_ws, change) -> None:
     s3_ws.config["s3"].update(change)
     s3_ws.write_config()

@@ -40,8 +40,15 @@ class Zeros(io.RawIOBase):
         return True
 
 
-def member(name: str, data: bytes = b"", *, mode: int = 0o644, type: bytes = tarfile.REGTYPE,
-           link: str = "", size: int | None = None) -> tuple[tarfile.TarInfo, object]:
+def member(
+    name: str,
+    data: bytes = b"",
+    *,
+    mode: int = 0o644,
+    type: bytes = tarfile.REGTYPE,
+    link: str = "",
+    size: int | None = None,
+) -> tuple[tarfile.TarInfo, object]:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.linkname, info.mtime = type, mode, link, 1_600_000_000
     if type == tarfile.DIRTYPE and mode == 0o644:
@@ -71,18 +78,25 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, object]], fmt: int = tarfile.
 
 
 def compress(raw: bytes, codec: str) -> bytes:
-    return {"tar": lambda b: b, "gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
-            "zst": lambda b: zstandard.ZstdCompressor().compress(b)}[codec](raw)
+    return {
+        "tar": lambda b: b,
+        "gz": gzip.compress,
+        "bz2": bz2.compress,
+        "xz": lzma.compress,
+        "zst": lambda b: zstandard.ZstdCompressor().compress(b),
+    }[codec](raw)
 
 
 def write_tar(path: Path, members: list, codec: str = "tar", fmt: int = tarfile.PAX_FORMAT) -> Path:
     """Stream a (compressed) tar to ``path``; bombs never sit in memory."""
     with open(path, "wb") as fh:
         if codec == "zst":
-            with zstandard.ZstdCompressor().stream_writer(fh, closefd=False) as z:
-                with tarfile.open(fileobj=z, mode="w|", format=fmt) as tf:
-                    for info, data in members:
-                        tf.addfile(info, data if info.isreg() else None)
+            with (
+                zstandard.ZstdCompressor().stream_writer(fh, closefd=False) as z,
+                tarfile.open(fileobj=z, mode="w|", format=fmt) as tf,
+            ):
+                for info, data in members:
+                    tf.addfile(info, data if info.isreg() else None)
         else:
             mode = "w|" if codec == "tar" else f"w|{codec}"
             with tarfile.open(fileobj=fh, mode=mode, format=fmt) as tf:  # type: ignore[call-overload]
@@ -138,18 +152,33 @@ README = b"read me\n" * 1000
 
 
 def good_members() -> list:
-    return [d("pkg"), d("pkg/bin"), member("pkg/bin/tool", TOOL, mode=0o4755),
-            member("pkg/share/doc/readme.txt", README, mode=0o640), d("pkg/empty", mode=0o750),
-            member("pkg/a/b/c/deep.txt", b"deep"), sym("pkg/bin/latest", "tool"),
-            sym("pkg/docs", "share/doc"), hard("pkg/bin/tool2", "pkg/bin/tool")]
+    return [
+        d("pkg"),
+        d("pkg/bin"),
+        member("pkg/bin/tool", TOOL, mode=0o4755),
+        member("pkg/share/doc/readme.txt", README, mode=0o640),
+        d("pkg/empty", mode=0o750),
+        member("pkg/a/b/c/deep.txt", b"deep"),
+        sym("pkg/bin/latest", "tool"),
+        sym("pkg/docs", "share/doc"),
+        hard("pkg/bin/tool2", "pkg/bin/tool"),
+    ]
 
 
 EXPECTED = {
-    "pkg": ("dir", 0o755), "pkg/a": None, "pkg/a/b": None, "pkg/a/b/c": None,
-    "pkg/a/b/c/deep.txt": ("file", 0o644, b"deep"), "pkg/bin": ("dir", 0o755),
-    "pkg/bin/latest": ("link", "tool"), "pkg/bin/tool": ("file", 0o755, TOOL),
-    "pkg/docs": ("link", "share/doc"), "pkg/empty": ("dir", 0o750), "pkg/share": None,
-    "pkg/share/doc": None, "pkg/share/doc/readme.txt": ("file", 0o640, README),
+    "pkg": ("dir", 0o755),
+    "pkg/a": None,
+    "pkg/a/b": None,
+    "pkg/a/b/c": None,
+    "pkg/a/b/c/deep.txt": ("file", 0o644, b"deep"),
+    "pkg/bin": ("dir", 0o755),
+    "pkg/bin/latest": ("link", "tool"),
+    "pkg/bin/tool": ("file", 0o755, TOOL),
+    "pkg/docs": ("link", "share/doc"),
+    "pkg/empty": ("dir", 0o750),
+    "pkg/share": None,
+    "pkg/share/doc": None,
+    "pkg/share/doc/readme.txt": ("file", 0o640, README),
 }
 
 
@@ -163,8 +192,9 @@ def test_tar_round_trip(work: Path, codec: str) -> None:
     assert got.pop(STAMP_NAME)[0] == "file"
     assert got.pop("pkg/bin/tool2") == ("file", 0o755, TOOL)
     assert os.stat(dest / "pkg/bin/tool2").st_ino == os.stat(dest / "pkg/bin/tool").st_ino
-    assert {k: v for k, v in got.items() if EXPECTED[k] is not None} == \
-        {k: v for k, v in EXPECTED.items() if v is not None}
+    assert {k: v for k, v in got.items() if EXPECTED[k] is not None} == {
+        k: v for k, v in EXPECTED.items() if v is not None
+    }
     assert set(got) == set(EXPECTED)
     assert os.stat(dest / "pkg/bin/tool").st_mtime == 1_600_000_000
     assert os.access(dest / "pkg/bin/tool", os.X_OK)
@@ -173,20 +203,27 @@ def test_tar_round_trip(work: Path, codec: str) -> None:
 
 
 def test_zip_round_trip(work: Path) -> None:
-    archive = write_zip(work.parent / "in" / "artifact", [
-        ("pkg/", stat.S_IFDIR | 0o755, b""), ("pkg/bin/tool", stat.S_IFREG | 0o4755, TOOL),
-        ("pkg/bin/", stat.S_IFDIR | 0o755, b""),  # a folder entry after its contents
-        ("pkg/share/doc/readme.txt", stat.S_IFREG | 0o640, README),
-        ("pkg/empty/", stat.S_IFDIR | 0o750, b""), ("pkg/a/b/c/deep.txt", 0, b"deep"),
-        ("pkg/bin/latest", stat.S_IFLNK | 0o777, b"tool"),
-        ("pkg/docs", stat.S_IFLNK | 0o777, b"share/doc")])
+    archive = write_zip(
+        work.parent / "in" / "artifact",
+        [
+            ("pkg/", stat.S_IFDIR | 0o755, b""),
+            ("pkg/bin/tool", stat.S_IFREG | 0o4755, TOOL),
+            ("pkg/bin/", stat.S_IFDIR | 0o755, b""),  # a folder entry after its contents
+            ("pkg/share/doc/readme.txt", stat.S_IFREG | 0o640, README),
+            ("pkg/empty/", stat.S_IFDIR | 0o750, b""),
+            ("pkg/a/b/c/deep.txt", 0, b"deep"),
+            ("pkg/bin/latest", stat.S_IFLNK | 0o777, b"tool"),
+            ("pkg/docs", stat.S_IFLNK | 0o777, b"share/doc"),
+        ],
+    )
     dest = work / "out"
     assert extract(archive, dest, V2) is True
     got = snapshot(dest)
     assert got.pop(STAMP_NAME)[0] == "file"
     assert set(got) == set(EXPECTED)
-    assert {k: v for k, v in got.items() if EXPECTED[k] is not None} == \
-        {k: v for k, v in EXPECTED.items() if v is not None}
+    assert {k: v for k, v in got.items() if EXPECTED[k] is not None} == {
+        k: v for k, v in EXPECTED.items() if v is not None
+    }
     assert read_stamp(dest) == V2
 
 
@@ -208,9 +245,11 @@ def test_missing_parents_are_created(work: Path) -> None:
 
 def test_gnu_format_long_names_and_dot_prefix(work: Path) -> None:
     long = "d" * 150 + "/" + "f" * 120
-    archive = write_tar(work.parent / "in" / "a.tar",
-                        [d("./"), member("./" + long, b"long"), member("./x/../y", b"y")],
-                        fmt=tarfile.GNU_FORMAT)
+    archive = write_tar(
+        work.parent / "in" / "a.tar",
+        [d("./"), member("./" + long, b"long"), member("./x/../y", b"y")],
+        fmt=tarfile.GNU_FORMAT,
+    )
     assert extract(archive, work / "out", V1) is True
     assert (work / "out" / long).read_bytes() == b"long"
     assert (work / "out" / "y").read_bytes() == b"y"
@@ -237,8 +276,10 @@ def test_memory_stays_flat(work: Path) -> None:
 
 # -- refusals --------------------------------------------------------------------------------
 
-def assert_refused(work: Path, archive: Path, needle: str, max_bytes: int | None = None,
-                   exc_type: type = UnsafeArchive) -> OperationError:
+
+def assert_refused(
+    work: Path, archive: Path, needle: str, max_bytes: int | None = None, exc_type: type = UnsafeArchive
+) -> OperationError:
     """The archive is refused with ``exc_type`` and nothing changed anywhere under tmp_path."""
     outside = work.parent
     before = snapshot(outside)
@@ -262,23 +303,24 @@ def hostile_tars(tmp_path: Path) -> dict[str, tuple[list, str]]:
         "symlink-etc": ([sym("etc", "/etc")], "'etc' points outside"),
         "symlink-up": ([sym("up", "../..")], "'up' points outside"),
         "symlink-abs-tmp": ([sym("t", str(tmp_path))], "'t' points outside"),
-        "write-through-inner-symlink": ([d("sub"), sym("link", "sub"), member("link/evil", b"x")],
-                                        "through the symlink 'link'"),
-        "write-through-escaping-symlink": ([sym("link", ".."), member("link/evil", b"x")],
-                                           "through the symlink 'link'"),
-        "symlink-after-its-contents": ([member("link/evil", b"x"), sym("link", "..")],
-                                       "clashes"),
+        "write-through-inner-symlink": (
+            [d("sub"), sym("link", "sub"), member("link/evil", b"x")],
+            "through the symlink 'link'",
+        ),
+        "write-through-escaping-symlink": (
+            [sym("link", ".."), member("link/evil", b"x")],
+            "through the symlink 'link'",
+        ),
+        "symlink-after-its-contents": ([member("link/evil", b"x"), sym("link", "..")], "clashes"),
         "chain-dot-first": ([sym("d", "."), sym("x", "d/../escape")], "'x' points outside"),
         "chain-dot-last": ([sym("x", "d/../escape"), sym("d", ".")], "'x' points outside"),
-        "chain-three": ([d("sub"), sym("l1", "l2/.."), sym("l2", "l3/.."), sym("l3", "sub/..")],
-                        "'l1' points outside"),
+        "chain-three": ([d("sub"), sym("l1", "l2/.."), sym("l2", "l3/.."), sym("l3", "sub/..")], "'l1' points outside"),
         "symlink-loop": ([sym("a", "b/x"), sym("b", "a/y")], "loop"),
         "hardlink-etc-passwd": ([hard("pw", "/etc/passwd")], "hard link 'pw'"),
         "hardlink-up": ([hard("x", "../x")], "hard link 'x'"),
         "hardlink-missing": ([hard("x", "nothere")], "hard link 'x'"),
         "hardlink-to-dir": ([d("dir"), hard("x", "dir")], "hard link 'x'"),
-        "hardlink-to-symlink": ([sym("s", "f"), member("f", b"f"), hard("x", "s")],
-                                "hard link 'x'"),
+        "hardlink-to-symlink": ([sym("s", "f"), member("f", b"f"), hard("x", "s")], "hard link 'x'"),
         "chardev": ([member("null", type=tarfile.CHRTYPE)], "'null' is a device file"),
         "blockdev": ([member("sda", type=tarfile.BLKTYPE)], "'sda' is a device file"),
         "fifo": ([member("pipe", type=tarfile.FIFOTYPE)], "'pipe' is a FIFO"),
@@ -295,7 +337,7 @@ def hostile_tars(tmp_path: Path) -> dict[str, tuple[list, str]]:
 def test_hostile_tar_refused(work: Path, case: str, codec: str) -> None:
     members, needle = hostile_tars(work.parent)[case]
     # a good member first: refusal must come before *anything* reaches the destination
-    archive = write_tar(work.parent / "in" / "a", [member("good", b"g")] + members, codec)
+    archive = write_tar(work.parent / "in" / "a", [member("good", b"g"), *members], codec)
     assert_refused(work, archive, needle)
     assert not (work.parent / "abs-evil").exists() and not Path("/abs/evil").exists()
 
@@ -319,19 +361,24 @@ def hostile_zips(tmp_path: Path) -> dict[str, tuple[list, str]]:
 def test_hostile_zip_refused(work: Path, case: str) -> None:
     entries, needle = hostile_zips(work.parent)[case]
     with pytest.warns(UserWarning) if case == "duplicate" else contextlib.nullcontext():
-        archive = write_zip(work.parent / "in" / "a.zip", [("good", 0o644, b"g")] + entries)
+        archive = write_zip(work.parent / "in" / "a.zip", [("good", 0o644, b"g"), *entries])
     assert_refused(work, archive, needle)
     assert not (work.parent / "abs-evil").exists()
 
 
 def test_sparse_members_refused(work: Path) -> None:
     pax_sparse = member("sparse", b"")
-    pax_sparse[0].pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
-                                 "GNU.sparse.name": "sparse", "GNU.sparse.realsize": "1000000"}
+    pax_sparse[0].pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "sparse",
+        "GNU.sparse.realsize": "1000000",
+    }
     archive = write_tar(work.parent / "in" / "pax.tar", [pax_sparse])
     assert_refused(work, archive, "sparse file")
-    gnu = write_tar(work.parent / "in" / "gnu.tar", [member("s", b"", type=tarfile.GNUTYPE_SPARSE)],
-                    fmt=tarfile.GNU_FORMAT)
+    gnu = write_tar(
+        work.parent / "in" / "gnu.tar", [member("s", b"", type=tarfile.GNUTYPE_SPARSE)], fmt=tarfile.GNU_FORMAT
+    )
     assert_refused(work, gnu, "sparse file")
 
 
@@ -343,6 +390,7 @@ def test_huge_tar_header_refused(work: Path) -> None:
 
 
 # -- bombs -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("codec", ["gz", "zst", "bz2"])
 def test_tar_bomb_refused(work: Path, codec: str) -> None:
@@ -373,12 +421,33 @@ def lying_zip(path: Path, declared: int, forge_crc: bool) -> Path:
     data = comp.compress(bytes(64 * MiB)) + comp.flush()
     crc = zlib.crc32(bytes(declared)) if forge_crc else zlib.crc32(bytes(64 * MiB))
     name = b"zeros"
-    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(data),
-                        declared, len(name), 0) + name
-    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 0x314, 20, 0, 8, 0, 0x21, crc,
-                          len(data), declared, len(name), 0, 0, 0, 0, 0o644 << 16, 0) + name
-    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central),
-                      len(local) + len(data), 0)
+    local = (
+        struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(data), declared, len(name), 0) + name
+    )
+    central = (
+        struct.pack(
+            "<4sHHHHHHIIIHHHHHII",
+            b"PK\x01\x02",
+            0x314,
+            20,
+            0,
+            8,
+            0,
+            0x21,
+            crc,
+            len(data),
+            declared,
+            len(name),
+            0,
+            0,
+            0,
+            0,
+            0o644 << 16,
+            0,
+        )
+        + name
+    )
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
     path.write_bytes(local + data + central + end)
     return path
 
@@ -401,12 +470,12 @@ def test_zip_over_declared_size_refused_before_reading(work: Path) -> None:
 
 # -- corrupt, not archives, bad destinations --------------------------------------------------
 
+
 def test_not_an_archive(work: Path) -> None:
     for name, data in {"notes.tar.gz": b"just some text\n" * 100, "empty.zip": b""}.items():
         path = work.parent / "in" / name
         path.write_bytes(data)
-        err = assert_refused(work, path, f"{path} is not a tar or zip archive",
-                             exc_type=OperationError)
+        err = assert_refused(work, path, f"{path} is not a tar or zip archive", exc_type=OperationError)
         assert err.reason == "not-an-archive"  # the command line says what --extract unpacks
 
 
@@ -424,7 +493,7 @@ def test_truncated_tar_leaves_old_tree(work: Path, codec: str) -> None:
     # inside b's data, right before b's header, inside b's header, right before the end marker
     for cut in (512 * 20, 512 * 11, 512 * 11 + 100, 512 * 22):
         path = work.parent / "in" / f"cut{cut}"
-        data = compress(raw[:cut], codec) if codec == "tar" else compress(raw, codec)[:cut // 4]
+        data = compress(raw[:cut], codec) if codec == "tar" else compress(raw, codec)[: cut // 4]
         path.write_bytes(data)
         assert_refused(work, path, f"cannot extract {path}", exc_type=OperationError)
     assert read_stamp(work / "out") == V1
@@ -458,10 +527,13 @@ def test_failed_extraction_removes_created_parents(work: Path) -> None:
 
 # -- atomic swap and stamps ------------------------------------------------------------------
 
+
 def old_tree(work: Path) -> Path:
-    archive = write_tar(work.parent / "in" / "v1.tgz",
-                        [member("old.txt", b"old"), member("bin/tool", TOOL, mode=0o755),
-                         sym("bin/latest", "tool"), d("empty")], "gz")
+    archive = write_tar(
+        work.parent / "in" / "v1.tgz",
+        [member("old.txt", b"old"), member("bin/tool", TOOL, mode=0o755), sym("bin/latest", "tool"), d("empty")],
+        "gz",
+    )
     assert extract(archive, work / "out", V1) is True
     return archive
 
@@ -513,8 +585,9 @@ def test_same_version_other_sha_is_re_extracted(work: Path) -> None:
     assert (work / "out" / "x").read_bytes() == b"x" and not (work / "out" / "old.txt").exists()
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"package": "tools"}',
-                                     b'{"package": 1, "version": "1.0.0", "sha256": null}'])
+@pytest.mark.parametrize(
+    "content", [b"{not json", b"[1, 2]", b'{"package": "tools"}', b'{"package": 1, "version": "1.0.0", "sha256": null}']
+)
 def test_corrupt_stamp_counts_as_none(work: Path, content: bytes) -> None:
     archive = old_tree(work)
     (work / "out" / STAMP_NAME).write_bytes(content)
@@ -529,8 +602,10 @@ def test_read_stamp_of_missing_folder(work: Path) -> None:
 
 # -- a shared parent folder: the staging folder, modes, header memory -------------------------
 
-def test_staging_folder_is_private_and_links_in_it_are_never_followed(work: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_staging_folder_is_private_and_links_in_it_are_never_followed(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Right after the staging folder is made, a racing writer plants ``a -> ~/.ssh`` in it; the
     archive then writes ``a/authorized_keys``. Nothing may land in the link's target."""
     ssh = work.parent / "home" / ".ssh"
@@ -560,8 +635,9 @@ def test_a_link_swapped_in_for_a_made_folder_is_not_followed(work: Path, monkeyp
     """The same, later: a folder the extraction made is replaced by a link before its files."""
     ssh = work.parent / "home" / ".ssh"
     ssh.mkdir(parents=True, mode=0o700)
-    archive = write_tar(work.parent / "in" / "a.tar",
-                        [d("a"), member("b", b"b"), member("a/authorized_keys", b"key\n")])
+    archive = write_tar(
+        work.parent / "in" / "a.tar", [d("a"), member("b", b"b"), member("a/authorized_keys", b"key\n")]
+    )
     real_open = os.open
 
     def open_(path, flags, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
@@ -593,16 +669,31 @@ def test_modes_from_the_archive_get_the_umask(work: Path, umask_of, mask: int, f
     """0666 and 0777 in an archive, and a ``./`` entry of 0777, make nothing writable by others
     beyond what the umask allows (tar does the same for users)."""
     if fmt == "tar":
-        archive = write_tar(work.parent / "in" / "a.tar", [
-            d("./", 0o777), member("open.txt", b"x", mode=0o666), member("tool", b"#!", mode=0o777),
-            d("shared", 0o777), member("shared/f", b"f", mode=0o646), member("implicit/f", b"i"),
-            d("sticky", 0o1777)])
+        archive = write_tar(
+            work.parent / "in" / "a.tar",
+            [
+                d("./", 0o777),
+                member("open.txt", b"x", mode=0o666),
+                member("tool", b"#!", mode=0o777),
+                d("shared", 0o777),
+                member("shared/f", b"f", mode=0o646),
+                member("implicit/f", b"i"),
+                d("sticky", 0o1777),
+            ],
+        )
     else:
-        archive = write_zip(work.parent / "in" / "a.zip", [
-            ("./", stat.S_IFDIR | 0o777, b""), ("open.txt", stat.S_IFREG | 0o666, b"x"),
-            ("tool", stat.S_IFREG | 0o777, b"#!"), ("shared/", stat.S_IFDIR | 0o777, b""),
-            ("shared/f", stat.S_IFREG | 0o646, b"f"), ("implicit/f", stat.S_IFREG | 0o644, b"i"),
-            ("sticky/", stat.S_IFDIR | 0o1777, b"")])
+        archive = write_zip(
+            work.parent / "in" / "a.zip",
+            [
+                ("./", stat.S_IFDIR | 0o777, b""),
+                ("open.txt", stat.S_IFREG | 0o666, b"x"),
+                ("tool", stat.S_IFREG | 0o777, b"#!"),
+                ("shared/", stat.S_IFDIR | 0o777, b""),
+                ("shared/f", stat.S_IFREG | 0o646, b"f"),
+                ("implicit/f", stat.S_IFREG | 0o644, b"i"),
+                ("sticky/", stat.S_IFDIR | 0o1777, b""),
+            ],
+        )
     umask_of(mask)
     assert extract(archive, work / "out", V1) is True
     out = work / "out"
@@ -665,8 +756,7 @@ def test_global_pax_headers_are_capped(work: Path) -> None:
     small.size = 0
     blocks = []
     for i in range(3):
-        blocks += [pax_header({f"k{i}": "v" * (512 * 1024)}, tarfile.XGLTYPE),
-                   small.tobuf(tarfile.USTAR_FORMAT)]
+        blocks += [pax_header({f"k{i}": "v" * (512 * 1024)}, tarfile.XGLTYPE), small.tobuf(tarfile.USTAR_FORMAT)]
         small = tarfile.TarInfo(f"f{i}")
         small.size = 0
     path = work.parent / "in" / "g.tar"

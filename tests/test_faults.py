@@ -12,14 +12,13 @@ from faultproxy import FaultProxy, Rule
 
 
 @pytest.fixture
-def proxied(s3_ws: Workspace):
-    proxy = FaultProxy(s3_ws.seaweed.endpoint)
-    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
-    s3_ws.config["s3"]["config"] = {"retries": {"mode": "standard", "max_attempts": 3}}
-    s3_ws.write_config()
-    s3_ws.ok("init", "narf", "narf.bin")
-    yield s3_ws, proxy
-    proxy.close()
+def proxied(proxied_s3: tuple[Workspace, FaultProxy]) -> tuple[Workspace, FaultProxy]:
+    """Package narf through the proxy, with few retries (each injected fault costs one)."""
+    ws, proxy = proxied_s3
+    ws.config["s3"]["config"] = {"retries": {"mode": "standard", "max_attempts": 3}}
+    ws.write_config()
+    ws.ok("init", "narf", "narf.bin")
+    return ws, proxy
 
 
 @pytest.mark.parametrize("size", [1000, 9 * 1024 * 1024], ids=["put", "multipart"])
@@ -38,11 +37,15 @@ def test_failed_commit_releases_the_claim(proxied, size: int) -> None:
     assert ws.read_stored("narf/tycho_1.0.pkg") == data
 
 
-@pytest.mark.parametrize("size,method,target", [
-    (1000, "PUT", "narf/tycho_1.0.pkg"),
-    (9 * 1024 * 1024, "POST", "narf/tycho_1.0.pkg?uploadId"),
-    (1000, "PUT", "narf/.tycho/versions/1.0.json"),
-], ids=["data-put", "multipart-complete", "claim"])
+@pytest.mark.parametrize(
+    "size,method,target",
+    [
+        (1000, "PUT", "narf/tycho_1.0.pkg"),
+        (9 * 1024 * 1024, "POST", "narf/tycho_1.0.pkg?uploadId"),
+        (1000, "PUT", "narf/.tycho/versions/1.0.json"),
+    ],
+    ids=["data-put", "multipart-complete", "claim"],
+)
 def test_lost_response_of_own_write_is_recognised(proxied, size: int, method: str, target: str) -> None:
     """The server did the write, the client saw a 503 and retried into a 412: still our push."""
     ws, proxy = proxied

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import Result, Seaweed, Workspace, s3_config
 
-VICTIM_SECRET = "victim-SECRET-4d7c1e9a0b"   # what the attacker is after
+VICTIM_SECRET = "victim-SECRET-4d7c1e9a0b"  # what the attacker is after
 VICTIM_TOKEN = "glcbt-victimTOKEN-77aa31"
 ESC = "\x1b"
 
@@ -38,8 +38,9 @@ class Recorder:
     def __init__(self, status: int = 403, code: str = "AccessDenied", message: str = "no") -> None:
         seen: list[str] = []
         self.seen = seen
-        payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-                   f"<Message>{message}</Message></Error>").encode()
+        payload = (
+            f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        ).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def _any(self) -> None:
@@ -95,9 +96,15 @@ def project(tmp_path: Path) -> Workspace:
 def attacker_s3(endpoint: str, **s3) -> dict:
     """An S3 section pointing at ``endpoint`` with the attacker's own (literal) credentials, so
     that requests are made and signed; one attempt, short timeouts."""
-    return {"bucket": "loot", "endpoint_url": endpoint, "region_name": "us-east-1",
-            "aws_access_key_id": "AKIAATTACKER00000000", "aws_secret_access_key": "attacker-own-secret",
-            "config": {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 5}, **s3}
+    return {
+        "bucket": "loot",
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "AKIAATTACKER00000000",
+        "aws_secret_access_key": "attacker-own-secret",
+        "config": {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 5},
+        **s3,
+    }
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
@@ -135,8 +142,9 @@ def kit(project: Workspace) -> Workspace:
     """Package ``kit`` (an archive) and ``narf`` (a plain file), a config declaring both, and a
     good ``tycho.lock`` written by ``lock``."""
     project.ok("init", "kit", "kit.tar.gz")
-    project.ok("push", "kit", "1.0", str(project.file("src/kit.tgz", tar_gz({"bin/tool": b"#!/bin/sh\n"}))),
-               "--promote-latest")
+    project.ok(
+        "push", "kit", "1.0", str(project.file("src/kit.tgz", tar_gz({"bin/tool": b"#!/bin/sh\n"}))), "--promote-latest"
+    )
     project.ok("init", "narf", "narf.bin")
     project.ok("push", "narf", "1.0", str(project.file("src/narf", b"narf bytes\n")), "--promote-latest")
     project.config["packages"] = {"kit": {"version": "1.0", "extract": "tools/kit"}, "narf": "1.0"}
@@ -157,8 +165,9 @@ ESCAPES = ["../../escaped", "ABS", "~/escaped", "tools/../../escaped", ".git/hoo
 
 @pytest.mark.parametrize("extract", ESCAPES)
 @pytest.mark.parametrize("command", ["pull-list", "sync"])
-def test_lock_extract_outside_the_project_is_refused(kit: Workspace, tmp_path: Path, extract: str,
-                                                     command: str) -> None:
+def test_lock_extract_outside_the_project_is_refused(
+    kit: Workspace, tmp_path: Path, extract: str, command: str
+) -> None:
     """A lock that unpacks outside its folder: exit 2 naming package and path, nothing installed
     at all (not even the other, harmless package)."""
     if extract == "ABS":
@@ -229,22 +238,29 @@ def victim_home(tmp_path: Path) -> Path:
     home = tmp_path / "victim"
     (home / ".aws").mkdir(parents=True)
     (home / ".aws" / "credentials").write_text(
-        f"[default]\naws_access_key_id = AKIAVICTIM0000000000\naws_secret_access_key = {VICTIM_SECRET}\n")
+        f"[default]\naws_access_key_id = AKIAVICTIM0000000000\naws_secret_access_key = {VICTIM_SECRET}\n"
+    )
     return home
 
 
 @pytest.mark.parametrize("how", ["home", "absolute", "dotdot", "symlink"])
-def test_dotenv_outside_the_config_folder_is_refused(project: Workspace, recorder: Recorder,
-                                                     victim_home: Path, how: str) -> None:
+def test_dotenv_outside_the_config_folder_is_refused(
+    project: Workspace, recorder: Recorder, victim_home: Path, how: str
+) -> None:
     """The reported attack: ``"dotenv": "~/.aws/credentials"`` plus ``"prefix": {"env":
     "aws_secret_access_key"}`` sent the secret in the URL path and printed it."""
     credentials = victim_home / ".aws" / "credentials"
-    dotenv = {"home": "~/.aws/credentials", "absolute": str(credentials),
-              "dotdot": os.path.relpath(credentials, project.root), "symlink": ".env"}[how]
+    dotenv = {
+        "home": "~/.aws/credentials",
+        "absolute": str(credentials),
+        "dotdot": os.path.relpath(credentials, project.root),
+        "symlink": ".env",
+    }[how]
     if how == "symlink":
         (project.root / ".env").symlink_to(credentials)
-    project.write_config({"tycho": {"dotenv": dotenv},
-                          "s3": attacker_s3(recorder.url, prefix={"env": "aws_secret_access_key"})})
+    project.write_config(
+        {"tycho": {"dotenv": dotenv}, "s3": attacker_s3(recorder.url, prefix={"env": "aws_secret_access_key"})}
+    )
     for args in (("list", "--json"), ("pull", "narf")):
         result = project.run(*args, env={"HOME": str(victim_home)})
         one_error(result, 2, "tycho.dotenv")
@@ -252,20 +268,25 @@ def test_dotenv_outside_the_config_folder_is_refused(project: Workspace, recorde
     assert recorder.seen == []
 
 
-def test_dotenv_of_an_explicit_config_may_be_in_the_current_directory(project: Workspace, tmp_path: Path,
-                                                                      victim_home: Path) -> None:
+def test_dotenv_of_an_explicit_config_may_be_in_the_current_directory(
+    project: Workspace, tmp_path: Path, victim_home: Path
+) -> None:
     """With --config, ``dotenv`` is relative to the current directory (as in 0.4.0), so a file
     there is fine; one elsewhere is not, even for a config the user named."""
     registry = tmp_path / "reg-from-dotenv"
     config = tmp_path / "configs" / "team.json"
     config.parent.mkdir()
-    config.write_text(json.dumps({"tycho": {"backend": "file", "dotenv": ".env"},
-                                  "file": {"path": {"env": "TEAM_REGISTRY"}}}))
+    config.write_text(
+        json.dumps({"tycho": {"backend": "file", "dotenv": ".env"}, "file": {"path": {"env": "TEAM_REGISTRY"}}})
+    )
     (project.root / ".env").write_text(f"TEAM_REGISTRY={registry}\n")
     project.ok("init", "narf", "narf.bin", "--config", str(config))
     assert (registry / "narf" / "tycho.json").is_file()
-    config.write_text(json.dumps({"tycho": {"backend": "file", "dotenv": str(victim_home / ".aws" / "credentials")},
-                                  "file": {"path": "reg"}}))
+    config.write_text(
+        json.dumps(
+            {"tycho": {"backend": "file", "dotenv": str(victim_home / ".aws" / "credentials")}, "file": {"path": "reg"}}
+        )
+    )
     one_error(project.run("list", "--json", "--config", str(config)), 2, "tycho.dotenv")
 
 
@@ -286,12 +307,15 @@ SMUGGLES = {
 
 
 @pytest.mark.parametrize("case", sorted(SMUGGLES))
-def test_secret_named_variables_cannot_feed_other_settings(project: Workspace, recorder: Recorder,
-                                                           case: str) -> None:
+def test_secret_named_variables_cannot_feed_other_settings(project: Workspace, recorder: Recorder, case: str) -> None:
     """``"bucket": {"env": "CI_JOB_TOKEN"}`` printed the token; the same trick on any setting
     that is sent (URL, header, record) or printed is refused before any request."""
     where, variable = SMUGGLES[case]
-    config: dict = {"tycho": {"backend": "s3"}, "s3": attacker_s3(recorder.url), "packages": {"narf": {"version": "^1"}}}
+    config: dict = {
+        "tycho": {"backend": "s3"},
+        "s3": attacker_s3(recorder.url),
+        "packages": {"narf": {"version": "^1"}},
+    }
     node = config
     for key in where[:-1]:
         node = node.setdefault(key, {})
@@ -305,8 +329,7 @@ def test_secret_named_variables_cannot_feed_other_settings(project: Workspace, r
     assert recorder.seen == [], recorder.text()
 
 
-def test_a_variable_holding_a_url_with_a_password_cannot_feed_a_setting(project: Workspace,
-                                                                        recorder: Recorder) -> None:
+def test_a_variable_holding_a_url_with_a_password_cannot_feed_a_setting(project: Workspace, recorder: Recorder) -> None:
     project.write_config({"s3": attacker_s3(recorder.url, prefix={"env": "DATABASE_URL"})})
     result = project.run("list", "--json", env={"DATABASE_URL": f"postgres://app:{VICTIM_SECRET}@db:5432/app"})
     one_error(result, 2, "DATABASE_URL", "s3.prefix")
@@ -319,8 +342,9 @@ def test_dotenv_cannot_copy_a_secret_by_expansion(project: Workspace, recorder: 
     a harmless-looking name; ``${...}`` is not expanded."""
     (project.root / ".env").write_text("REG_BUCKET=${CI_JOB_TOKEN}\nREG_PREFIX=x${CI_JOB_TOKEN}\n")
     for key in ("bucket", "prefix"):
-        project.write_config({"tycho": {"dotenv": ".env"},
-                              "s3": attacker_s3(recorder.url, **{key: {"env": f"REG_{key.upper()}"}})})
+        project.write_config(
+            {"tycho": {"dotenv": ".env"}, "s3": attacker_s3(recorder.url, **{key: {"env": f"REG_{key.upper()}"}})}
+        )
         result = project.run("list", "--json", env={"CI_JOB_TOKEN": VICTIM_TOKEN})
         no_secret(result, VICTIM_TOKEN)
     assert VICTIM_TOKEN not in recorder.text()
@@ -332,7 +356,8 @@ def test_dotenv_cannot_make_boto3_run_a_command(project: Workspace, recorder: Re
     marker = project.root.parent / "PWNED"
     (project.root / "evil.ini").write_text(
         f"[default]\ncredential_process = sh -c 'touch {marker}; "
-        "echo {{\\\"Version\\\": 1, \\\"AccessKeyId\\\": \\\"a\\\", \\\"SecretAccessKey\\\": \\\"b\\\"}}'\n")
+        'echo {{\\"Version\\": 1, \\"AccessKeyId\\": \\"a\\", \\"SecretAccessKey\\": \\"b\\"}}\'\n'
+    )
     (project.root / ".env").write_text(f"AWS_CONFIG_FILE={project.root / 'evil.ini'}\n")
     s3 = {k: v for k, v in attacker_s3(recorder.url).items() if not k.startswith("aws_")}
     project.write_config({"tycho": {"dotenv": ".env"}, "s3": s3})
@@ -347,11 +372,21 @@ def test_zero_four_config_with_env_values_keeps_working(s3_ws: Workspace, seawee
     endpoint, region and bucket, from the environment or from a ``.env`` beside the config."""
     from conftest import ACCESS_KEY, SECRET_KEY
 
-    ref = {"bucket": "REG_BUCKET", "endpoint_url": "REG_ENDPOINT", "region_name": "REG_REGION",
-           "aws_access_key_id": "REG_WRITE_KEY", "aws_secret_access_key": "REG_WRITE_SECRET"}
+    ref = {
+        "bucket": "REG_BUCKET",
+        "endpoint_url": "REG_ENDPOINT",
+        "region_name": "REG_REGION",
+        "aws_access_key_id": "REG_WRITE_KEY",
+        "aws_secret_access_key": "REG_WRITE_SECRET",
+    }
     s3_ws.write_config({"s3": {k: {"env": v, "default": "placeholder"} for k, v in ref.items()}})
-    values = {"REG_BUCKET": s3_ws.bucket, "REG_ENDPOINT": seaweed.endpoint, "REG_REGION": "us-east-1",
-              "REG_WRITE_KEY": ACCESS_KEY, "REG_WRITE_SECRET": SECRET_KEY}
+    values = {
+        "REG_BUCKET": s3_ws.bucket,
+        "REG_ENDPOINT": seaweed.endpoint,
+        "REG_REGION": "us-east-1",
+        "REG_WRITE_KEY": ACCESS_KEY,
+        "REG_WRITE_SECRET": SECRET_KEY,
+    }
     data = os.urandom(2000)
     s3_ws.ok("init", "narf", "narf.bin", env=values)
     s3_ws.ok("push", "narf", "1.0", str(s3_ws.file("src/narf", data)), "--promote-latest", env=values)
@@ -363,14 +398,19 @@ def test_zero_four_config_with_env_values_keeps_working(s3_ws: Workspace, seawee
     dotenv = s3_ws.root / ".env"
     dotenv.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     dotenv.chmod(0o600)
-    s3_ws.write_config({"tycho": {"dotenv": str(dotenv)},
-                        "s3": {k: {"env": v, "default": "placeholder"} for k, v in ref.items()}})
+    s3_ws.write_config(
+        {"tycho": {"dotenv": str(dotenv)}, "s3": {k: {"env": v, "default": "placeholder"} for k, v in ref.items()}}
+    )
     assert s3_ws.ok("list", "--json").json() == [{"name": "narf", "latest": "1.0"}]
 
     # and AWS_* credentials in the .env for boto3's own chain, with none in the config
     dotenv.write_text(f"AWS_ACCESS_KEY_ID={ACCESS_KEY}\nAWS_SECRET_ACCESS_KEY={SECRET_KEY}\n")
-    s3_ws.write_config({"tycho": {"dotenv": ".env"},
-                        "s3": {"bucket": s3_ws.bucket, "endpoint_url": seaweed.endpoint, "region_name": "us-east-1"}})
+    s3_ws.write_config(
+        {
+            "tycho": {"dotenv": ".env"},
+            "s3": {"bucket": s3_ws.bucket, "endpoint_url": seaweed.endpoint, "region_name": "us-east-1"},
+        }
+    )
     s3_ws.ok("pull", "narf", "--force")
     assert (s3_ws.root / "tycho_packages" / "narf.bin").read_bytes() == data
 
@@ -396,8 +436,14 @@ def test_values_from_variables_are_masked_in_errors(project: Workspace, recorder
     result = project.run("list", "--json", env=env)
     one_error(result, 2)
     no_secret(result, hidden)
-    proc = subprocess.run([sys.executable, "-m", "tychoreg", "list", "--json", "--debug"], cwd=project.root,
-                          env={**project.base_env(), **env}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tychoreg", "list", "--json", "--debug"],
+        cwd=project.root,
+        env={**project.base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr
     assert hidden not in proc.stdout + proc.stderr
 
@@ -407,19 +453,30 @@ def deep_json(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-@pytest.mark.parametrize("text", [deep_json(100_000), '{"tycho": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
-                                  '{"tycho": {"backend": "file"}, "file": {"path": "r"}, "pad": "'
-                                  + "x" * (17 * 1024 * 1024) + '"}'],
-                         ids=["100000-deep", "500-deep-objects", "17MiB"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        deep_json(100_000),
+        '{"tycho": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
+        '{"tycho": {"backend": "file"}, "file": {"path": "r"}, "pad": "' + "x" * (17 * 1024 * 1024) + '"}',
+    ],
+    ids=["100000-deep", "500-deep-objects", "17MiB"],
+)
 def test_damaged_config_is_a_config_error(project: Workspace, text: str) -> None:
     (project.root / ".tychoreg.json").write_text(text)
     for args in (("list", "--json"), ("sync",)):
         one_error(project.run(*args), 2, ".tychoreg.json")
 
 
-@pytest.mark.parametrize("text", [deep_json(100_000), '{"packages": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
-                                  '{"packages": {}, "pad": "' + "x" * (17 * 1024 * 1024) + '"}'],
-                         ids=["100000-deep", "500-deep-objects", "17MiB"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        deep_json(100_000),
+        '{"packages": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
+        '{"packages": {}, "pad": "' + "x" * (17 * 1024 * 1024) + '"}',
+    ],
+    ids=["100000-deep", "500-deep-objects", "17MiB"],
+)
 def test_damaged_lock_is_reported_as_damaged(kit: Workspace, text: str) -> None:
     (kit.root / "tycho.lock").write_text(text)
     for args in (("sync", "--locked"), ("sync",), ("lock",), ("pull-list", "--from", "tycho.lock")):
@@ -452,12 +509,26 @@ def test_huge_age_is_a_usage_error(project: Workspace, age: str) -> None:
 LONG = "a" * 5000
 
 
-@pytest.mark.parametrize("args", [
-    ("init", "narf", LONG), ("init", LONG, "x.bin"), ("pull", "narf", "--version", LONG), ("info", "narf", LONG),
-    ("pull", f"narf@{LONG}"), ("tag", "narf", "1.0", LONG), ("lock", "--upgrade", LONG), ("gc", "--older-than", LONG),
-    ("push", "narf", "2.0", LONG), ("list-versions", LONG), ("--config", LONG, "list"), ("yank", "narf", LONG),
-    ("pull-list", "--from", LONG), ("no-such-command-" + LONG,),
-], ids=lambda a: "-".join(x[:12] for x in a))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("init", "narf", LONG),
+        ("init", LONG, "x.bin"),
+        ("pull", "narf", "--version", LONG),
+        ("info", "narf", LONG),
+        ("pull", f"narf@{LONG}"),
+        ("tag", "narf", "1.0", LONG),
+        ("lock", "--upgrade", LONG),
+        ("gc", "--older-than", LONG),
+        ("push", "narf", "2.0", LONG),
+        ("list-versions", LONG),
+        ("--config", LONG, "list"),
+        ("yank", "narf", LONG),
+        ("pull-list", "--from", LONG),
+        ("no-such-command-" + LONG,),
+    ],
+    ids=lambda a: "-".join(x[:12] for x in a),
+)
 def test_long_input_is_cut_in_messages(kit: Workspace, args: tuple[str, ...]) -> None:
     result = kit.run(*args)
     assert result.code in (1, 2), result.all
@@ -481,12 +552,19 @@ def test_control_characters_from_storage_are_escaped(kit: Workspace) -> None:
     there, print escaped in tables, info and warnings; JSON output carries them exactly."""
     kit.ok("push", "narf", "1.1", str(kit.file("src/n11", b"eleven")), "--note", HOSTILE_TEXT)
     doc = json.loads((Path(kit.config["file"]["path"]) / "narf" / "tycho.json").read_text())
-    doc["tychoreg"] = {"yanked": {"1.0": {"reason": HOSTILE_TEXT, "at": "2026-01-01T00:00:00+00:00",
-                                          "by": HOSTILE_TEXT}}}
+    doc["tychoreg"] = {
+        "yanked": {"1.0": {"reason": HOSTILE_TEXT, "at": "2026-01-01T00:00:00+00:00", "by": HOSTILE_TEXT}}
+    }
     kit.write_stored("narf/tycho.json", json.dumps(doc).encode())
 
-    for args in (("info", "narf", "1.1"), ("info", "narf", "1.0"), ("info", "narf"), ("list-versions", "narf"),
-                 ("pull", "narf", "--version", "1.0", "--outfile", "x.bin"), ("list",)):
+    for args in (
+        ("info", "narf", "1.1"),
+        ("info", "narf", "1.0"),
+        ("info", "narf"),
+        ("list-versions", "narf"),
+        ("pull", "narf", "--version", "1.0", "--outfile", "x.bin"),
+        ("list",),
+    ):
         result = kit.ok(*args)
         assert_no_raw_controls(result)
     info = kit.ok("info", "narf", "1.1")

@@ -131,6 +131,7 @@ def assert_tools(folder: Path) -> None:
 
 # -- 1. part files: never followed, never someone else's ------------------------------------
 
+
 @pytest.mark.parametrize("plant", ["symlink", "dangling symlink", "hard link", "fifo"])
 def test_planted_part_file_is_never_written_through(fws: Workspace, plant: str) -> None:
     data, _ = publish(fws)
@@ -181,12 +182,11 @@ def test_resumable_write_without_a_tag_is_fresh_private_and_cleaned_up(tmp_path:
     dest = tmp_path / "out" / "file.bin"
     names = []
     for _ in range(2):
-        with pytest.raises(RuntimeError):
-            with resumable_write(dest, None) as fh:
-                names.append(os.listdir(dest.parent))
-                assert stat.S_IMODE(os.fstat(fh.fileno()).st_mode) == 0o600
-                fh.write(b"half")
-                raise RuntimeError("interrupted")
+        with pytest.raises(RuntimeError), resumable_write(dest, None) as fh:
+            names.append(os.listdir(dest.parent))
+            assert stat.S_IMODE(os.fstat(fh.fileno()).st_mode) == 0o600
+            fh.write(b"half")
+            raise RuntimeError("interrupted")
         assert os.listdir(dest.parent) == []  # removed on any failure, not kept for a resume
     assert names[0] != names[1]  # unpredictable
     old = os.umask(0o022)
@@ -210,12 +210,11 @@ def test_part_file_swapped_before_the_rename_is_not_renamed_into_place(tmp_path:
     rc.write_bytes(RC)
     dest = tmp_path / "out" / "narf.bin"
     for tag in ("0123456789abcdef-5", None):
-        with pytest.raises(OperationError, match="replaced by someone else") as info:
-            with resumable_write(dest, tag) as fh:
-                fh.write(b"bytes")
-                (part,) = [p for p in dest.parent.iterdir() if p.name.startswith(".narf.bin.")]
-                part.rename(tmp_path / "moved-away")
-                os.symlink(rc, part)  # the attacker's swap
+        with pytest.raises(OperationError, match="replaced by someone else") as info, resumable_write(dest, tag) as fh:
+            fh.write(b"bytes")
+            (part,) = [p for p in dest.parent.iterdir() if p.name.startswith(".narf.bin.")]
+            part.rename(tmp_path / "moved-away")
+            os.symlink(rc, part)  # the attacker's swap
         assert info.value.hint and "only you can write" in info.value.hint
         assert not dest.exists() and not dest.is_symlink()
         assert rc.read_bytes() == RC
@@ -286,9 +285,11 @@ def test_eviction_stamp_link_is_not_followed(fws: Workspace) -> None:
 
 # -- 3. verified, then swapped ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cached", [True, False], ids=["cache", "no-cache"])
-def test_archive_swapped_after_verification_is_not_extracted(fws: Workspace, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch, cached: bool) -> None:
+def test_archive_swapped_after_verification_is_not_extracted(
+    fws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
     """Right after the archive was verified and right before it is unpacked, other bytes are
     renamed over it (a writer to a shared cache, or to the folder beside DIR)."""
     _, archive = publish(fws)
@@ -333,6 +334,7 @@ def test_editing_a_pulled_file_never_changes_the_cache_entry(fws: Workspace) -> 
 
 # -- 8. pax headers ---------------------------------------------------------------------------
 
+
 def test_pax_header_memory_bomb_stays_small(fws: Workspace) -> None:
     """100 members with 8 MB pax comments each: under 1 MB compressed, 800 MB of headers."""
     time_bin = shutil.which("time") or "/usr/bin/time"
@@ -347,8 +349,14 @@ def test_pax_header_memory_bomb_stays_small(fws: Workspace) -> None:
     assert len(buf.getvalue()) < 1 * MiB
     fws.ok("init", "bomb", "bomb.tar.gz")
     fws.ok("push", "bomb", "1.0", str(fws.file("bomb.tgz", buf.getvalue())), "--promote-latest")
-    proc = subprocess.run([time_bin, "-v", sys.executable, "-m", "tychoreg", "pull", "bomb", "--extract", "out"],
-                          cwd=fws.root, env=fws.base_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [time_bin, "-v", sys.executable, "-m", "tychoreg", "pull", "bomb", "--extract", "out"],
+        cwd=fws.root,
+        env=fws.base_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     assert proc.returncode == 0, proc.stderr
     assert (fws.root / "out" / "f99").read_bytes() == b"x"
@@ -361,6 +369,7 @@ def test_pax_header_memory_bomb_stays_small(fws: Workspace) -> None:
 
 
 # -- 10a. FIFOs where we read -------------------------------------------------------------------
+
 
 def test_fifos_planted_where_we_read_never_hang(fws: Workspace) -> None:
     """As a cache entry (file and archive), as the extraction stamp, and as a digest memo."""
@@ -392,6 +401,7 @@ def test_fifos_planted_where_we_read_never_hang(fws: Workspace) -> None:
 
 # -- 10b. forged digest memos ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["memo writable by others", "folder writable by others"])
 def test_forged_digest_memo_is_not_believed(fws: Workspace, how: str) -> None:
     """A memo claiming the destination holds the new version (its stat copied from the file):
@@ -415,8 +425,12 @@ def test_forged_digest_memo_is_not_believed(fws: Workspace, how: str) -> None:
 
 def forge_memo(memo: Path, dest: Path, claimed: str) -> None:
     st = dest.stat()
-    record = {"path": str(dest.resolve()), "sha256": claimed, "at": time.time_ns() + 10**12,
-              "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
+    record = {
+        "path": str(dest.resolve()),
+        "sha256": claimed,
+        "at": time.time_ns() + 10**12,
+        "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns],
+    }
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps(record))
 
@@ -458,33 +472,63 @@ class Accounts:
     def command(self, uid: int, code: str, *args: str) -> list[str]:
         """Python ``code`` as ``uid`` (own private group plus the shared one), umask 002."""
         code = "import os\nos.umask(0o002)\n" + textwrap.dedent(code)
-        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={GROUP}", "--",
-                sys.executable, "-c", code, *args]
+        return [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            f"--groups={GROUP}",
+            "--",
+            sys.executable,
+            "-c",
+            code,
+            *args,
+        ]
 
     def victim(self, *args: str, timeout: float = 120, **env: str) -> Result:
-        proc = subprocess.run(self.command(VICTIM, RUN_CLI, *args),
-                              cwd=self.shared, env=self.env(**env), capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            self.command(VICTIM, RUN_CLI, *args),
+            cwd=self.shared,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         assert "Traceback" not in result.all, result.all
         return result
 
     def attacker(self, code: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(ATTACKER, code, *args),
-                              cwd=self.shared, env=self.env(HOME=str(self.base)), capture_output=True,
-                              text=True, timeout=120, check=True)
+        return subprocess.run(
+            self.command(ATTACKER, code, *args),
+            cwd=self.shared,
+            env=self.env(HOME=str(self.base)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
 
     def spawn_attacker(self, code: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(self.command(ATTACKER, code, *args),
-                                cwd=self.shared, env=self.env(HOME=str(self.base)), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            self.command(ATTACKER, code, *args),
+            cwd=self.shared,
+            env=self.env(HOME=str(self.base)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def push(self, package: str, localname: str, version: str, data: bytes) -> None:
         src = self.base / f"{package}-{version}.src"
         src.write_bytes(data)
         for args in (["init", package, localname], ["push", package, version, str(src), "--promote-latest"]):
-            proc = subprocess.run([sys.executable, "-m", "tychoreg", *args], env=self.env(HOME=str(self.base)),
-                                  capture_output=True, text=True, cwd=self.base)
+            proc = subprocess.run(
+                [sys.executable, "-m", "tychoreg", *args],
+                env=self.env(HOME=str(self.base)),
+                capture_output=True,
+                text=True,
+                cwd=self.base,
+            )
             assert proc.returncode == 0 or "already exists" in proc.stderr, proc.stderr
 
     def shared_folder(self, *parts: str) -> Path:
@@ -558,8 +602,10 @@ def test_attacker_links_in_shared_outdir_and_cache(accounts: Accounts) -> None:
     cache = Cache(accounts.shared_folder("cache", "files", "tmp").parent)
     names = [str(out / part_name("narf.bin", data))]
     for digest, size in ((sha(data), len(data)), (sha(archive), len(archive))):
-        names += [str(cache.root / "tmp" / f"{digest}.part"),
-                  str(cache.root / "tmp" / f".{digest}.part.{digest[:16]}-{size}.part")]
+        names += [
+            str(cache.root / "tmp" / f"{digest}.part"),
+            str(cache.root / "tmp" / f".{digest}.part.{digest[:16]}-{size}.part"),
+        ]
     planted = accounts.attacker(PLANT_LINKS, str(accounts.home / ".bashrc"), *names)
     assert int(planted.stdout) == len(names), planted.stderr
     accounts.attacker(PLANT_LINKS, str(accounts.home), str(cache.root / "tmp" / f"uid-{VICTIM}"))
@@ -624,12 +670,15 @@ def test_attacker_fifo_in_shared_cache_does_not_hang_the_victim(accounts: Accoun
     accounts.push("tools", "tools.tar.gz", "1.0", archive)
     cache = Cache(accounts.shared_folder("cache", "files"))
     fifos = [str(cache.path(sha(data))), str(cache.path(sha(archive)))]
-    accounts.attacker("""
+    accounts.attacker(
+        """
         import os, sys
         for name in sys.argv[1:]:
             os.makedirs(os.path.dirname(name), exist_ok=True)
             os.mkfifo(name)
-    """, *fifos)
+    """,
+        *fifos,
+    )
     env = {"TYCHOREG_CACHE_DIR": str(cache.root.parent)}
     pulled = accounts.victim("pull", "narf", "--outfile", str(accounts.shared / "narf.bin"), timeout=60, **env)
     assert pulled.code == 0, pulled.all
@@ -666,13 +715,18 @@ def test_memo_forged_by_another_account_is_not_believed(accounts: Accounts) -> N
     cache_dir = accounts.shared_folder("cache")
     dest = accounts.shared / "narf.bin"
     name = hashlib.sha256(str(dest).encode()).hexdigest()
-    memos = [cache_dir / "verified" / name[:2] / name,  # every place a memo about dest could be
-             cache_dir / "verified" / f"uid-{VICTIM}" / name[:2] / name]
-    accounts.attacker("""
+    memos = [
+        cache_dir / "verified" / name[:2] / name,  # every place a memo about dest could be
+        cache_dir / "verified" / f"uid-{VICTIM}" / name[:2] / name,
+    ]
+    accounts.attacker(
+        """
         import os, sys
         for folder in sys.argv[1:]:
             os.makedirs(folder, exist_ok=True)
-    """, *[str(m.parent) for m in memos])  # before the victim ever uses the cache
+    """,
+        *[str(m.parent) for m in memos],
+    )  # before the victim ever uses the cache
     env = {"TYCHOREG_CACHE_DIR": str(cache_dir)}
     assert accounts.victim("pull", "narf", "--version", "1.0", "--outfile", str(dest), **env).code == 0
     forged = accounts.attacker(FORGE_MEMO, str(dest), sha(v2), *map(str, memos))

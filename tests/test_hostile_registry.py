@@ -109,8 +109,11 @@ def test_documents_nested_past_the_parser_limit_are_damage_not_a_crash(ws: Works
     ws.ok("push", "narf", "1.0", str(ws.file("a", DATA)), "--promote-latest")
     ws.ok("push", "other", "2.0", str(ws.file("b", DATA)), "--promote-latest")
     deep = b"[" * 100_000 + b"]" * 100_000
-    key = {"tycho.json": "narf/tycho.json", "record": "narf/.tycho/versions/1.0.json",
-           "catalog": "narf/.tycho/index.json"}[what]
+    key = {
+        "tycho.json": "narf/tycho.json",
+        "record": "narf/.tycho/versions/1.0.json",
+        "catalog": "narf/.tycho/index.json",
+    }[what]
     ws.write_stored(key, b'{"x": ' + deep + b"}")
     listed = ws.run("list", "--json")
     assert listed.code == 0
@@ -144,7 +147,9 @@ def test_a_removed_record_is_refused_by_the_cli_unless_allowed(ws: Workspace) ->
     if ws.backend == "file":
         (registry(ws) / "narf" / ".tycho" / "versions" / "1.0.json").unlink()
     else:
-        ws.seaweed.client().delete_object(Bucket=ws.bucket, Key=f"{ws.config['s3']['prefix']}/narf/.tycho/versions/1.0.json")
+        ws.seaweed.client().delete_object(
+            Bucket=ws.bucket, Key=f"{ws.config['s3']['prefix']}/narf/.tycho/versions/1.0.json"
+        )
     refused = ws.run("pull", "narf")
     assert refused.code == 1
     assert refused.err.startswith("error: narf 1.0 has no record") and "--allow-unverified" in refused.err

@@ -5,7 +5,6 @@ were not verified against it. Each case here failed on the protocol before it wa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -367,10 +366,12 @@ def test_file_backend_delete_waits_for_a_compare_and_swap_in_progress(tmp_path: 
             if threading.current_thread() in promoter and str(dst).endswith("tycho.json"):
                 gate()
             return real(src, dst, *args, **kwargs)
+
         return move
 
     monkeypatch.setattr(file_store.os, "rename", pausing(real_rename))
     monkeypatch.setattr(file_store.os, "replace", pausing(real_replace))
+
     def promote_it() -> None:
         promoter.append(threading.current_thread())
         Registry(FileStore(root)).promote("narf", "1.0")
@@ -395,12 +396,21 @@ def test_file_backend_lock_is_a_record_lock_other_processes_and_nfs_honour(tmp_p
     reg = Registry(FileStore(root), outdir=tmp_path / "out")
     reg.init("narf", "narf.bin")
     reg.push("narf", "1.0", write(tmp_path, "a", b"a"))
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(root / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time\n"
+                f"fd = os.open({str(root / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
+                "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+                "print('locked', flush=True)\n"
+                "time.sleep(1.5)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     started = time.monotonic()
     reg.promote("narf", "1.0")
@@ -451,6 +461,7 @@ def test_a_lost_commit_answer_is_recognised_without_md5_etags(narf: Backend) -> 
         info = real_head(key)
         if info is not None and key == DATA and info.etag:
             from dataclasses import replace
+
             return replace(info, etag='"an-etag-that-is-no-md5"')
         return info
 

@@ -10,7 +10,6 @@ the protocol before these fixes. The promise:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
@@ -19,7 +18,7 @@ from datetime import timedelta
 
 import pytest
 
-from interleave import Actor, Backend, Gate, pulled, sha, with_narf, write
+from interleave import Actor, Backend, Gate, pulled, sha, write
 from tychoreg import layout
 from tychoreg.errors import AlreadyExists, StorageError
 
@@ -111,6 +110,7 @@ def test_a_push_whose_commit_landed_keeps_its_claim_when_the_data_head_fails(nar
     def answer_lost(_key: str) -> None:
         def head_fails(_k: str) -> None:
             raise StorageError("cannot reach the store")
+
         store.on("head", DATA, head_fails)  # the next head of the data (the one that checks our write)
         raise StorageError("the connection was reset")
 
@@ -148,9 +148,9 @@ def test_a_confirm_that_cannot_look_at_the_data_does_not_report_success(s3_narf:
         assert narf.raw().head(RECORD) is not None, "the push reported success, its record is gone"
         assert pulled(narf) == (A_BYTES, "sha256")
 
+
 # -- H3: a takeover decided before a commit lands, on a store that keeps no metadata ---------------
-def test_takeover_after_commit_on_a_store_without_metadata_puts_the_claim_back(narf: Backend,
-                                                                                   monkeypatch) -> None:
+def test_takeover_after_commit_on_a_store_without_metadata_puts_the_claim_back(narf: Backend, monkeypatch) -> None:
     """`_claim` heads the data (none) and then replaces the stale claim with If-Match: two
     requests. A commits and confirms in between (its record is unchanged, so C's If-Match still
     matches): C's takeover lands on a version whose data exists (FORMAT.md says this cannot
@@ -178,8 +178,7 @@ def test_takeover_after_commit_on_a_store_without_metadata_puts_the_claim_back(n
     assert narf.raw().head(RECORD) is not None, "the loser deleted the record describing A's data"
 
 
-def test_killed_push_after_a_takeover_on_a_store_without_metadata_stays_verified(s3_narf: Backend,
-                                                                                    monkeypatch) -> None:
+def test_killed_push_after_a_takeover_on_a_store_without_metadata_stays_verified(s3_narf: Backend, monkeypatch) -> None:
     """FORMAT.md's own case ("if A dies first, B loses at its commit and puts A's claim back"),
     on an S3 store that keeps no metadata: B took A's stale claim over, A commits and is killed
     before it confirms. B's commit fails; A's data has no push id, so B takes it for 0.4.0's and
@@ -262,16 +261,16 @@ def test_a_size_only_pull_on_the_file_backend_is_pinned_to_the_object_it_resolve
     dest = narf.tmp / "pulled.bin"
     try:
         result = reg.pull("narf", "1.0", outfile=dest)
-    except Exception:  # refusing (the object changed) is what the promise allows
+    except Exception:  # noqa: BLE001 - refusing (the object changed) is what the promise allows
         return
     data = dest.read_bytes()
-    assert not (data == B_BYTES and result.checked_by == "size"), \
+    assert not (data == B_BYTES and result.checked_by == "size"), (
         "the pull wrote the bytes of a tychoreg push (with a record) checked by size only"
+    )
 
 
 # -- H3, triggered by a clock: on the file backend claim ages are read by the client's clock -------
-def test_file_backend_client_clock_ahead_does_not_take_a_fresh_claim_over(
-        file_narf: Backend, monkeypatch) -> None:
+def test_file_backend_client_clock_ahead_does_not_take_a_fresh_claim_over(file_narf: Backend, monkeypatch) -> None:
     """H3 without any stall: a claim's age was the client's clock minus the file's mtime, which
     NFS sets by the server's clock, so a client two hours ahead took every claim for a dead one,
     and on a file system without user xattrs the takeover race of H3 then left A's version

@@ -22,13 +22,11 @@ verified by SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,8 +109,9 @@ class Scheduler:
     def settle(self, live: dict[int, Op]) -> None:
         """Until every live operation waits at a gate or has finished."""
         with self.cond:
-            ok = self.cond.wait_for(lambda: self.turn is None and all(o.finished or i in self.at_gate
-                                                                      for i, o in live.items()), timeout=60)
+            ok = self.cond.wait_for(
+                lambda: self.turn is None and all(o.finished or i in self.at_gate for i, o in live.items()), timeout=60
+            )
         assert ok, "an operation neither finished nor reached its next request"
 
     def release(self, ident: int) -> None:
@@ -175,8 +174,10 @@ class World:
     def start(self) -> None:
         self.counter += 1
         r = self.rng
-        kind = r.choices(["push", "pull", "promote", "tag", "untag", "yank", "unyank", "delete", "gc", "list"],
-                         [30, 25, 8, 8, 3, 6, 3, 10, 4, 3])[0]
+        kind = r.choices(
+            ["push", "pull", "promote", "tag", "untag", "yank", "unyank", "delete", "gc", "list"],
+            [30, 25, 8, 8, 3, 6, 3, 10, 4, 3],
+        )[0]
         version = r.choice(VERSIONS)
         if kind == "push":
             payload = f"{version} push {self.counter} ".encode() * r.randint(1, 40)
@@ -239,8 +240,9 @@ class World:
             op = self.live.pop(ident)
             self.stats[f"{op.kind} {'ok' if op.error is None else type(op.error).__name__}"] += 1
             if op.error is not None and not isinstance(op.error, TychoError):
-                raise AssertionError(f"{op.kind} {op.version} {op.args[1:] if op.kind == 'push' else op.args}: "
-                                     f"unexpected {op.error!r}") from op.error
+                raise AssertionError(
+                    f"{op.kind} {op.version} {op.args[1:] if op.kind == 'push' else op.args}: unexpected {op.error!r}"
+                ) from op.error
             if op.kind == "pull" and op.error is None:
                 result, data = op.result
                 assert result.checked_by == "sha256", (op, result)
@@ -268,8 +270,9 @@ class World:
                 self.stats["transient: record being put back"] += 1
                 continue
             assert expected.sha256 is not None, f"{version} has no record"
-            assert (expected.sha256, expected.size) == self._stored(version), \
+            assert (expected.sha256, expected.size) == self._stored(version), (
                 f"{version}: the record that resolves does not describe the stored bytes"
+            )
 
     def check_refs(self) -> None:
         doc = PackageDoc.parse(PACKAGE, self.raw.get(layout.package_doc(PACKAGE))[0])

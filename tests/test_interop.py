@@ -18,8 +18,14 @@ def seed(seed_tychoreg: Path, s3_ws: Workspace):
     """Run tycho-station 0.4.0 in the workspace, with the same config file."""
 
     def run(*args: str) -> Result:
-        proc = subprocess.run([str(seed_tychoreg), *args], cwd=s3_ws.root, env=s3_ws.base_env(),
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(seed_tychoreg), *args],
+            cwd=s3_ws.root,
+            env=s3_ws.base_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -38,7 +44,8 @@ def test_seed_pushes_tychoreg_reads(s3_ws: Workspace, seed) -> None:
     contract_keys = ("version", "size", "sha256", "pushed_at")
     assert [{k: row[k] for k in contract_keys} for row in s3_ws.ok("list-versions", "narf", "--json").json()] == [
         {"version": "1.0", "size": len(one), "sha256": None, "pushed_at": None},
-        {"version": "1.10", "size": len(ten), "sha256": None, "pushed_at": None}]
+        {"version": "1.10", "size": len(ten), "sha256": None, "pushed_at": None},
+    ]
 
     pulled = s3_ws.ok("pull", "narf")
     assert (s3_ws.root / "tycho_packages/narf.bin").read_bytes() == one
@@ -74,8 +81,7 @@ def test_tychoreg_pushes_seed_reads(s3_ws: Workspace, seed) -> None:
     assert seed("pull", "narf").code == 0
     assert (s3_ws.root / "tycho_packages/narf.bin").read_bytes() == one
     assert seed("promote", "narf", "2.0").code == 0
-    assert s3_ws.ok("list", "--json").json() == [{"name": "empty", "latest": None},
-                                                 {"name": "narf", "latest": "2.0"}]
+    assert s3_ws.ok("list", "--json").json() == [{"name": "empty", "latest": None}, {"name": "narf", "latest": "2.0"}]
     pulled = s3_ws.ok("pull", "narf")
     assert "sha256 verified" in pulled.out
     assert (s3_ws.root / "tycho_packages/narf.bin").read_bytes() == two
@@ -119,9 +125,12 @@ def test_foreign_multipart_part_size_checked_by_etag(s3_ws: Workspace) -> None:
 
     data = os.urandom(11 * 1024 * 1024)
     s3_ws.ok("init", "other", "o.bin")
-    s3_ws.seaweed.client().upload_file(str(s3_ws.file("o.bin", data)), s3_ws.bucket, "other/tycho_3.pkg",
-                                       Config=TransferConfig(multipart_threshold=5 * 2**20,
-                                                             multipart_chunksize=5 * 2**20))
+    s3_ws.seaweed.client().upload_file(
+        str(s3_ws.file("o.bin", data)),
+        s3_ws.bucket,
+        "other/tycho_3.pkg",
+        Config=TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20),
+    )
     pulled = s3_ws.ok("pull", "other", "--version", "3", "--outfile", "got.bin")
     assert "size and ETag" in pulled.err
     assert (s3_ws.root / "got.bin").read_bytes() == data

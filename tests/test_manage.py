@@ -31,10 +31,20 @@ def narf(ws: Workspace) -> Workspace:
     return ws
 
 
-@pytest.mark.parametrize("selector,expected", [
-    ("^1.2", "1.10.0"), ("~1.2.0", "1.2.5"), (">=1.2,<2", "1.10.0"), ("1.x", "1.10.0"), ("1.2.*", "1.2.5"),
-    ("*", "2.0.0"), ("latest", "2.0.0"), ("1.2.0", "1.2.0"), ("^2.1.0-rc.1", "2.1.0-rc.1"),
-])
+@pytest.mark.parametrize(
+    "selector,expected",
+    [
+        ("^1.2", "1.10.0"),
+        ("~1.2.0", "1.2.5"),
+        (">=1.2,<2", "1.10.0"),
+        ("1.x", "1.10.0"),
+        ("1.2.*", "1.2.5"),
+        ("*", "2.0.0"),
+        ("latest", "2.0.0"),
+        ("1.2.0", "1.2.0"),
+        ("^2.1.0-rc.1", "2.1.0-rc.1"),
+    ],
+)
 def test_selectors(narf: Workspace, selector: str, expected: str) -> None:
     assert pulled(narf, "narf", "--version", selector) == expected
 

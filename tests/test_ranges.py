@@ -9,43 +9,84 @@ from tychoreg.ranges import parse_constraint, resolve
 # Every semver release 0.0.0 .. 3.3.4 plus pre-releases around the interesting boundaries.
 RELEASES = itertools.product(range(4), range(4), range(5))
 UNIVERSE = [f"{a}.{b}.{c}" for a, b, c in RELEASES] + [
-    "0.0.3-beta", "0.0.4-0", "0.1.0-rc.1", "0.3.0-rc.1", "1.0.0-rc.1", "1.2.0-rc.1",
-    "1.2.3-alpha.3", "1.2.3-alpha.7", "1.2.3-beta.2", "1.2.3-beta.4", "1.2.4-beta.2",
-    "1.3.0-rc.1", "2.0.0-0", "2.0.0-rc.1", "3.4.5-alpha.9", "3.4.5",
+    "0.0.3-beta",
+    "0.0.4-0",
+    "0.1.0-rc.1",
+    "0.3.0-rc.1",
+    "1.0.0-rc.1",
+    "1.2.0-rc.1",
+    "1.2.3-alpha.3",
+    "1.2.3-alpha.7",
+    "1.2.3-beta.2",
+    "1.2.3-beta.4",
+    "1.2.4-beta.2",
+    "1.3.0-rc.1",
+    "2.0.0-0",
+    "2.0.0-rc.1",
+    "3.4.5-alpha.9",
+    "3.4.5",
 ]
 
 # (constraint, lower bound or None, upper bound (exclusive) or None) as documented:
 # cargo book "Specifying dependencies" and the node-semver README (caret, tilde, X-ranges).
 DOCUMENTED = [
     # cargo: caret
-    ("^1.2.3", "1.2.3", "2.0.0"), ("^1.2", "1.2.0", "2.0.0"), ("^1", "1.0.0", "2.0.0"),
-    ("^0.2.3", "0.2.3", "0.3.0"), ("^0.2", "0.2.0", "0.3.0"), ("^0.0.3", "0.0.3", "0.0.4"),
-    ("^0.0", "0.0.0", "0.1.0"), ("^0", "0.0.0", "1.0.0"),
+    ("^1.2.3", "1.2.3", "2.0.0"),
+    ("^1.2", "1.2.0", "2.0.0"),
+    ("^1", "1.0.0", "2.0.0"),
+    ("^0.2.3", "0.2.3", "0.3.0"),
+    ("^0.2", "0.2.0", "0.3.0"),
+    ("^0.0.3", "0.0.3", "0.0.4"),
+    ("^0.0", "0.0.0", "0.1.0"),
+    ("^0", "0.0.0", "1.0.0"),
     # cargo: tilde
-    ("~1.2.3", "1.2.3", "1.3.0"), ("~1.2", "1.2.0", "1.3.0"), ("~1", "1.0.0", "2.0.0"),
+    ("~1.2.3", "1.2.3", "1.3.0"),
+    ("~1.2", "1.2.0", "1.3.0"),
+    ("~1", "1.0.0", "2.0.0"),
     # cargo: wildcard
-    ("*", None, None), ("1.*", "1.0.0", "2.0.0"), ("1.2.*", "1.2.0", "1.3.0"),
+    ("*", None, None),
+    ("1.*", "1.0.0", "2.0.0"),
+    ("1.2.*", "1.2.0", "1.3.0"),
     # cargo: comparison and multiple requirements
-    (">= 1.2.0", "1.2.0", None), ("> 1", "2.0.0", None), ("< 2", None, "2.0.0"),
+    (">= 1.2.0", "1.2.0", None),
+    ("> 1", "2.0.0", None),
+    ("< 2", None, "2.0.0"),
     (">= 1.2, < 1.5", "1.2.0", "1.5.0"),
     # npm: caret
-    ("^1.2.x", "1.2.0", "2.0.0"), ("^0.0.x", "0.0.0", "0.1.0"), ("^1.x", "1.0.0", "2.0.0"),
+    ("^1.2.x", "1.2.0", "2.0.0"),
+    ("^0.0.x", "0.0.0", "0.1.0"),
+    ("^1.x", "1.0.0", "2.0.0"),
     ("^0.x", "0.0.0", "1.0.0"),
     # npm: tilde
-    ("~0.2.3", "0.2.3", "0.3.0"), ("~0.2", "0.2.0", "0.3.0"), ("~0", "0.0.0", "1.0.0"),
+    ("~0.2.3", "0.2.3", "0.3.0"),
+    ("~0.2", "0.2.0", "0.3.0"),
+    ("~0", "0.0.0", "1.0.0"),
     # npm: X-ranges (a partial version is an X-range), whitespace as AND
-    ("x", None, None), ("1.x", "1.0.0", "2.0.0"), ("1.2.x", "1.2.0", "1.3.0"),
-    ("1.X", "1.0.0", "2.0.0"), ("1.x.x", "1.0.0", "2.0.0"), ("1", "1.0.0", "2.0.0"),
-    ("1.2", "1.2.0", "1.3.0"), ("=1.2", "1.2.0", "1.3.0"), (">=1.2 <2", "1.2.0", "2.0.0"),
-    (">=1.2,<2", "1.2.0", "2.0.0"), ("<=1.2", None, "1.3.0"), (">1.2", "1.3.0", None),
-    ("=1.2.3", "1.2.3", "1.2.4"), ("1.2.3", "1.2.3", "1.2.4"), ("==v1.2.3", "1.2.3", "1.2.4"),
+    ("x", None, None),
+    ("1.x", "1.0.0", "2.0.0"),
+    ("1.2.x", "1.2.0", "1.3.0"),
+    ("1.X", "1.0.0", "2.0.0"),
+    ("1.x.x", "1.0.0", "2.0.0"),
+    ("1", "1.0.0", "2.0.0"),
+    ("1.2", "1.2.0", "1.3.0"),
+    ("=1.2", "1.2.0", "1.3.0"),
+    (">=1.2 <2", "1.2.0", "2.0.0"),
+    (">=1.2,<2", "1.2.0", "2.0.0"),
+    ("<=1.2", None, "1.3.0"),
+    (">1.2", "1.3.0", None),
+    ("=1.2.3", "1.2.3", "1.2.4"),
+    ("1.2.3", "1.2.3", "1.2.4"),
+    ("==v1.2.3", "1.2.3", "1.2.4"),
 ]
 
 
 def _expected(version: str, lower: str | None, upper: str | None) -> bool:
     v = semver.Version.parse(version)
-    return (v.prerelease is None and (lower is None or v >= semver.Version.parse(lower))
-            and (upper is None or v < semver.Version.parse(upper)))
+    return (
+        v.prerelease is None
+        and (lower is None or v >= semver.Version.parse(lower))
+        and (upper is None or v < semver.Version.parse(upper))
+    )
 
 
 @pytest.mark.parametrize("text,lower,upper", DOCUMENTED)
@@ -60,8 +101,7 @@ def test_documented_ranges(text: str, lower: str | None, upper: str | None) -> N
 EXAMPLES = [
     # npm pre-release tag rule
     (">1.2.3-alpha.3", ["1.2.3-alpha.7", "1.2.3", "3.4.5"], ["3.4.5-alpha.9", "1.2.3-alpha.3"]),
-    ("^1.2.3-beta.2", ["1.2.3-beta.2", "1.2.3-beta.4", "1.2.3", "1.9.0"],
-     ["1.2.4-beta.2", "1.2.3-alpha.7", "2.0.0"]),
+    ("^1.2.3-beta.2", ["1.2.3-beta.2", "1.2.3-beta.4", "1.2.3", "1.9.0"], ["1.2.4-beta.2", "1.2.3-alpha.7", "2.0.0"]),
     ("~1.2.3-beta.2", ["1.2.3-beta.4", "1.2.9"], ["1.2.4-beta.2", "1.3.0"]),
     ("^0.0.3-beta", ["0.0.3-beta", "0.0.3-pr.2", "0.0.3"], ["0.0.4-0", "0.0.4"]),
     # npm "advanced range" example with ||
@@ -98,8 +138,7 @@ def test_pre_flag_admits_prereleases_but_not_past_derived_upper_bounds() -> None
     assert parse_constraint(">1").matches("2.0.0-rc.1", pre=True)
 
 
-SEMVER = ["1.0.0", "1.1.0", "1.2.0", "1.2.1", "1.3.0-rc.1", "2.0.0-beta.1", "2.0.0", "2.1.0",
-          "3.0.0-alpha.1"]
+SEMVER = ["1.0.0", "1.1.0", "1.2.0", "1.2.1", "1.3.0-rc.1", "2.0.0-beta.1", "2.0.0", "2.1.0", "3.0.0-alpha.1"]
 PEP = ["1.2", "1.9", "1.10", "1.10.post1", "2.0rc1", "2.0", "2.1.dev3"]
 LEADING_V = ["v1.2.3", "v1.3.0", "V1.3.1", "v2.0.0", "v2.1.0-beta.1"]
 NATURAL = ["focal", "jammy", "noble-rc"]
@@ -156,43 +195,106 @@ RESOLVE = [
 
 
 @pytest.mark.parametrize("text,versions,yanked,pre,expected", RESOLVE)
-def test_resolve(text: str, versions: list[str], yanked: object, pre: bool,
-                 expected: str | None) -> None:
+def test_resolve(text: str, versions: list[str], yanked: object, pre: bool, expected: str | None) -> None:
     assert resolve(text, versions, yanked=yanked, pre=pre) == expected  # type: ignore[arg-type]
     backwards = list(reversed(versions))
     assert resolve(text, backwards, yanked=yanked, pre=pre) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text,names", [
-    (">1.2.3-alpha.3", True), ("^2.0.0-beta.1", True), (">=2.0rc1", True),
-    ("1.x || =1.0.0-rc.1", True),
-    ("^1.2.3", False), ("*", False), (">=1.0.post1", False), ("=jammy", False),
-])
+@pytest.mark.parametrize(
+    "text,names",
+    [
+        (">1.2.3-alpha.3", True),
+        ("^2.0.0-beta.1", True),
+        (">=2.0rc1", True),
+        ("1.x || =1.0.0-rc.1", True),
+        ("^1.2.3", False),
+        ("*", False),
+        (">=1.0.post1", False),
+        ("=jammy", False),
+    ],
+)
 def test_names_prerelease(text: str, names: bool) -> None:
     assert parse_constraint(text).names_prerelease is names
 
 
-@pytest.mark.parametrize("text", [
-    "^1.2", "~1.2.3", ">=1.2,<2", "1.x", "1.2.X", "1.2.*", "*", "x", "<2", "=1.0.0",
-    "1.x || 2.x", ">= 1.2", "1.2.3.x.y",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "^1.2",
+        "~1.2.3",
+        ">=1.2,<2",
+        "1.x",
+        "1.2.X",
+        "1.2.*",
+        "*",
+        "x",
+        "<2",
+        "=1.0.0",
+        "1.x || 2.x",
+        ">= 1.2",
+        "1.2.3.x.y",
+    ],
+)
 def test_is_constraint(text: str) -> None:
     assert is_constraint(text)
 
 
-@pytest.mark.parametrize("text", [
-    "1.2.3", "v1.2.3", "1.2", "1", "latest", "stable", "1.0.0-rc.1", "2.0rc1", "1.0+x", "jammy",
-    "xenial", "box.x", "2024-01-05", "nightly-5",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.2.3",
+        "v1.2.3",
+        "1.2",
+        "1",
+        "latest",
+        "stable",
+        "1.0.0-rc.1",
+        "2.0rc1",
+        "1.0+x",
+        "jammy",
+        "xenial",
+        "box.x",
+        "2024-01-05",
+        "nightly-5",
+    ],
+)
 def test_is_not_constraint(text: str) -> None:
     assert not is_constraint(text)
 
 
-@pytest.mark.parametrize("text", [
-    "", " ", ">=", "^", "~", "= ", "1.2.3.x.y", ">=a.b", "^jammy", "jammy", "1.x.3", "x.1",
-    "1..2", "=>1.2", "~=1.2", ">=1.2,", ",1.2", "||", "1.x ||", "1.2 - 2.0", "<*", ">x",
-    ">=1.2.3-", "^1.2.3-beta..1", "1.x-beta", "^^1", ">=1.2||<",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        ">=",
+        "^",
+        "~",
+        "= ",
+        "1.2.3.x.y",
+        ">=a.b",
+        "^jammy",
+        "jammy",
+        "1.x.3",
+        "x.1",
+        "1..2",
+        "=>1.2",
+        "~=1.2",
+        ">=1.2,",
+        ",1.2",
+        "||",
+        "1.x ||",
+        "1.2 - 2.0",
+        "<*",
+        ">x",
+        ">=1.2.3-",
+        "^1.2.3-beta..1",
+        "1.x-beta",
+        "^^1",
+        ">=1.2||<",
+    ],
+)
 def test_malformed(text: str) -> None:
     with pytest.raises(ValueError):
         parse_constraint(text)

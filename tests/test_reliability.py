@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -50,167 +51,166 @@ def report(line: str) -> None:
 _client_lock = threading.Lock()  # boto3's default session is not safe to build clients from in parallel
 
 
-def test_random_faults_figures(s3_ws: Workspace) -> None:
+def test_random_faults_figures(s3_ws: Workspace, through_proxy: Callable[..., FaultProxy]) -> None:
     ws = s3_ws
-    proxy = FaultProxy(ws.seaweed.endpoint, rate=0.0, seed=20240611, stall_seconds=1.5)
-    try:
-        ws.config["s3"]["endpoint_url"] = proxy.endpoint
-        ws.config["s3"]["config"] = {"connect_timeout": 1, "read_timeout": 1,
-                                     "retries": {"mode": "standard", "max_attempts": 8}}
-        config = ws.write_config()
+    proxy = through_proxy(rate=0.0, seed=20240611, stall_seconds=1.5)
+    ws.config["s3"]["config"] = {
+        "connect_timeout": 1,
+        "read_timeout": 1,
+        "retries": {"mode": "standard", "max_attempts": 8},
+    }
+    config = ws.write_config()
 
-        def registry() -> Registry:
-            # One client per operation, as every CLI run has (boto3's retry quota is per client).
-            with _client_lock:
-                return Registry.from_config(config)
+    def registry() -> Registry:
+        # One client per operation, as every CLI run has (boto3's retry quota is per client).
+        with _client_lock:
+            return Registry.from_config(config)
 
-        rng = random.Random(7)
-        packages = [f"pkg{i}" for i in range(10)]
-        sources: dict[tuple[str, str], str] = {}  # (package, version) -> sha256 of what was pushed
-        files: dict[tuple[str, str], Path] = {}
-        setup = registry()
-        for name in packages:
-            setup.init(name, f"{name}.bin")
-            for version in ("1.0", "1.1"):
-                data = rng.randbytes(rng.randint(200 * KiB, 2 * MiB))
-                path = ws.file(f"src/{name}-{version}.bin", data)
-                setup.push(name, version, path)
-                sources[(name, version)] = sha(data)
-                files[(name, version)] = path
-        base = list(sources)
+    rng = random.Random(7)
+    packages = [f"pkg{i}" for i in range(10)]
+    sources: dict[tuple[str, str], str] = {}  # (package, version) -> sha256 of what was pushed
+    files: dict[tuple[str, str], Path] = {}
+    setup = registry()
+    for name in packages:
+        setup.init(name, f"{name}.bin")
+        for version in ("1.0", "1.1"):
+            data = rng.randbytes(rng.randint(200 * KiB, 2 * MiB))
+            path = ws.file(f"src/{name}-{version}.bin", data)
+            setup.push(name, version, path)
+            sources[(name, version)] = sha(data)
+            files[(name, version)] = path
+    base = list(sources)
 
-        pushes = []
-        for i in range(50):
-            key = (packages[i % 10], f"2.{i}")
-            data = rng.randbytes(rng.randint(100 * KiB, 1 * MiB))
-            files[key] = ws.file(f"src/{key[0]}-{key[1]}.bin", data)
-            sources[key] = sha(data)
-            pushes.append(("push", key, None))
-        pulls = [("pull", rng.choice(base), ws.root / "out" / f"p{i:03}" / "file.bin") for i in range(200)]
-        ops = pulls + pushes
-        rng.shuffle(ops)
+    pushes = []
+    for i in range(50):
+        key = (packages[i % 10], f"2.{i}")
+        data = rng.randbytes(rng.randint(100 * KiB, 1 * MiB))
+        files[key] = ws.file(f"src/{key[0]}-{key[1]}.bin", data)
+        sources[key] = sha(data)
+        pushes.append(("push", key, None))
+    pulls = [("pull", rng.choice(base), ws.root / "out" / f"p{i:03}" / "file.bin") for i in range(200)]
+    ops = pulls + pushes
+    rng.shuffle(ops)
 
-        unclean: list[str] = []
-        errors: list[str] = []
-        corrupt: list[str] = []
-        outcome: dict[str, list[int]] = {"pull": [0, 0], "push": [0, 0]}
-        pushed_ok: set[tuple[str, str]] = set()
-        pull_failed: set[Path] = set()
-        resumes = 0
-        lock = threading.Lock()
+    unclean: list[str] = []
+    errors: list[str] = []
+    corrupt: list[str] = []
+    outcome: dict[str, list[int]] = {"pull": [0, 0], "push": [0, 0]}
+    pushed_ok: set[tuple[str, str]] = set()
+    pull_failed: set[Path] = set()
+    resumes = 0
+    lock = threading.Lock()
 
-        def run(op: tuple[str, tuple[str, str], Path | None]) -> None:
-            nonlocal resumes
-            kind, (name, version), out = op
-            try:
-                reg = registry()
-                if kind == "push":
-                    reg.push(name, version, files[(name, version)])
-                else:
-                    result = reg.pull(name, version, outfile=out, force=True)
-                    if sha_file(out) != sources[(name, version)]:
-                        with lock:
-                            corrupt.append(f"{out}: {name} {version}")
+    def run(op: tuple[str, tuple[str, str], Path | None]) -> None:
+        nonlocal resumes
+        kind, (name, version), out = op
+        try:
+            reg = registry()
+            if kind == "push":
+                reg.push(name, version, files[(name, version)])
+            else:
+                result = reg.pull(name, version, outfile=out, force=True)
+                if sha_file(out) != sources[(name, version)]:
                     with lock:
-                        resumes += result.resumes
-            except TychoError as exc:
+                        corrupt.append(f"{out}: {name} {version}")
                 with lock:
-                    errors.append(f"{kind} {name} {version}: {type(exc).__name__}: {exc}")
-                    outcome[kind][1] += 1
-                    if kind == "pull":
-                        pull_failed.add(out)
-                return
-            except Exception as exc:  # noqa: BLE001 - anything but a TychoError is a bug
-                with lock:
-                    unclean.append(f"{kind} {name} {version}: {type(exc).__name__}: {exc}")
-                    outcome[kind][1] += 1
-                return
+                    resumes += result.resumes
+        except TychoError as exc:
             with lock:
-                outcome[kind][0] += 1
-                if kind == "push":
-                    pushed_ok.add((name, version))
+                errors.append(f"{kind} {name} {version}: {type(exc).__name__}: {exc}")
+                outcome[kind][1] += 1
+                if kind == "pull":
+                    pull_failed.add(out)
+            return
+        except Exception as exc:  # noqa: BLE001 - anything but a TychoError is a bug
+            with lock:
+                unclean.append(f"{kind} {name} {version}: {type(exc).__name__}: {exc}")
+                outcome[kind][1] += 1
+            return
+        with lock:
+            outcome[kind][0] += 1
+            if kind == "push":
+                pushed_ok.add((name, version))
 
-        proxy.rate = 0.2
-        started = time.monotonic()
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(run, ops))
-        elapsed = time.monotonic() - started
-        proxy.rate = 0.0
+    proxy.rate = 0.2
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(run, ops))
+    elapsed = time.monotonic() - started
+    proxy.rate = 0.0
 
-        # Destinations: a complete, verified file, or nothing; .part files only beside failed pulls.
-        partial = []
-        for _, key, out in pulls:
-            if out.exists():
-                if sha_file(out) != sources[key]:
-                    corrupt.append(f"{out} (at the end)")
-            elif out not in pull_failed:
-                partial.append(f"{out} missing after a successful pull")
-            for leftover in (out.parent.iterdir() if out.parent.exists() else ()):
-                if leftover != out and (out not in pull_failed or not leftover.name.endswith(".part")):
-                    partial.append(str(leftover))
+    # Destinations: a complete, verified file, or nothing; .part files only beside failed pulls.
+    partial = []
+    for _, key, out in pulls:
+        if out.exists():
+            if sha_file(out) != sources[key]:
+                corrupt.append(f"{out} (at the end)")
+        elif out not in pull_failed:
+            partial.append(f"{out} missing after a successful pull")
+        for leftover in out.parent.iterdir() if out.parent.exists() else ():
+            if leftover != out and (out not in pull_failed or not leftover.name.endswith(".part")):
+                partial.append(str(leftover))
 
-        # The registry: every visible version holds exactly what was pushed, with its record.
-        check = registry()
-        visible = {(name, v.version): v.sha256 for name in packages for v in check.versions(name)}
-        wrong = {k: s for k, s in visible.items() if s != sources.get(k)}
-        missing = (set(base) | pushed_ok) - set(visible)
-        failed_but_visible = set(visible) - set(base) - pushed_ok
-        verified = check.verify()
-        bad = [r for r in verified if not r.ok]
-        debris = check.gc(older_than=timedelta(0))
-        truncated_doc = [e for e in errors if "IncompleteRead" in e]  # see the next test
+    # The registry: every visible version holds exactly what was pushed, with its record.
+    check = registry()
+    visible = {(name, v.version): v.sha256 for name in packages for v in check.versions(name)}
+    wrong = {k: s for k, s in visible.items() if s != sources.get(k)}
+    missing = (set(base) | pushed_ok) - set(visible)
+    failed_but_visible = set(visible) - set(base) - pushed_ok
+    verified = check.verify()
+    bad = [r for r in verified if not r.ok]
+    debris = check.gc(older_than=timedelta(0))
+    truncated_doc = [e for e in errors if "IncompleteRead" in e]  # see the next test
 
-        parts_left = sum(1 for _, _, o in pulls if o.parent.exists() for _ in o.parent.glob(".*.part"))
-        report(f"FIGURES random faults: pulls ok {outcome['pull'][0]} failed {outcome['pull'][1]}; "
-               f"pushes ok {outcome['push'][0]} failed {outcome['push'][1]} "
-               f"(failed but visible {len(failed_but_visible)}); "
-               f"failures from one truncated metadata read {len(truncated_doc)}; "
-               f"faults injected {dict(sorted(proxy.injected.items()))} of {len(proxy.seen)} requests; "
-               f"resumes {resumes}; corrupt {len(corrupt)}; partial {len(partial)}; "
-               f"leftover .part {parts_left}; verify {len(verified) - len(bad)}/{len(verified)} ok; "
-               f"debris {len(debris)}; {elapsed:.1f}s")
-        for e in sorted(set(errors) - set(truncated_doc)):
-            report(f"  other failure: {e}")
-        assert not unclean, unclean
-        assert not corrupt, corrupt
-        assert not partial, partial
-        assert not wrong, wrong
-        assert not missing, missing
-        assert not bad, bad
-        assert len(verified) == len(visible)
-        assert sum(proxy.injected.values()) > 100
-        total_ok = outcome["pull"][0] + outcome["push"][0]
-        assert total_ok >= 0.9 * len(ops), (outcome, errors)
-    finally:
-        proxy.close()
+    parts_left = sum(1 for _, _, o in pulls if o.parent.exists() for _ in o.parent.glob(".*.part"))
+    report(
+        f"FIGURES random faults: pulls ok {outcome['pull'][0]} failed {outcome['pull'][1]}; "
+        f"pushes ok {outcome['push'][0]} failed {outcome['push'][1]} "
+        f"(failed but visible {len(failed_but_visible)}); "
+        f"failures from one truncated metadata read {len(truncated_doc)}; "
+        f"faults injected {dict(sorted(proxy.injected.items()))} of {len(proxy.seen)} requests; "
+        f"resumes {resumes}; corrupt {len(corrupt)}; partial {len(partial)}; "
+        f"leftover .part {parts_left}; verify {len(verified) - len(bad)}/{len(verified)} ok; "
+        f"debris {len(debris)}; {elapsed:.1f}s"
+    )
+    for e in sorted(set(errors) - set(truncated_doc)):
+        report(f"  other failure: {e}")
+    assert not unclean, unclean
+    assert not corrupt, corrupt
+    assert not partial, partial
+    assert not wrong, wrong
+    assert not missing, missing
+    assert not bad, bad
+    assert len(verified) == len(visible)
+    assert sum(proxy.injected.values()) > 100
+    total_ok = outcome["pull"][0] + outcome["push"][0]
+    assert total_ok >= 0.9 * len(ops), (outcome, errors)
 
 
-@pytest.mark.parametrize("target", ["narf/tycho.json", "narf/.tycho/versions/1.0.json"],
-                         ids=["package-doc", "version-record"])
-def test_one_truncated_metadata_read_does_not_fail_the_pull(s3_ws: Workspace, target: str) -> None:
+@pytest.mark.parametrize(
+    "target", ["narf/tycho.json", "narf/.tycho/versions/1.0.json"], ids=["package-doc", "version-record"]
+)
+def test_one_truncated_metadata_read_does_not_fail_the_pull(
+    proxied_s3: tuple[Workspace, FaultProxy], target: str
+) -> None:
     """One interrupted response body of a small document should be retried like any other fault.
 
     boto3 retries failed requests, and data downloads resume, but ``S3Store.get`` turns an
     interrupted body read of tycho.json or a version record straight into a StorageError: a single
     truncated response fails the whole pull (or push). In the random-fault test above this causes
     nearly all failed operations (~10% of them at a 20% fault rate)."""
-    ws = s3_ws
-    proxy = FaultProxy(ws.seaweed.endpoint)
-    try:
-        ws.config["s3"]["endpoint_url"] = proxy.endpoint
-        ws.write_config()
-        ws.ok("init", "narf", "narf.bin")
-        ws.ok("push", "narf", "1.0", str(ws.file("a.bin", b"payload")), "--promote-latest")
-        proxy.rules.append(Rule("GET", target, "truncate", times=1))
-        result = ws.run("pull", "narf")
-        assert proxy.injected["truncate"] == 1
-        assert result.code == 0, result.all
-        assert (ws.root / "tycho_packages/narf.bin").read_bytes() == b"payload"
-    finally:
-        proxy.close()
+    ws, proxy = proxied_s3
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("a.bin", b"payload")), "--promote-latest")
+    proxy.rules.append(Rule("GET", target, "truncate", times=1))
+    result = ws.run("pull", "narf")
+    assert proxy.injected["truncate"] == 1
+    assert result.code == 0, result.all
+    assert (ws.root / "tycho_packages/narf.bin").read_bytes() == b"payload"
 
 
 # -- 2. pushes killed at random moments ---------------------------------------------------------
+
 
 def _stored_debris(ws: Workspace) -> list[str]:
     """Staged uploads nobody will commit: .tmp files, or multipart uploads under our prefix."""
@@ -240,8 +240,9 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
             proc.wait(60)
             out, err = proc.communicate()
             assert "Traceback" not in out + err, out + err
-            (completed if proc.returncode == 0 else killed if proc.returncode == -signal.SIGKILL
-             else failed).append((version, err))
+            (completed if proc.returncode == 0 else killed if proc.returncode == -signal.SIGKILL else failed).append(
+                (version, err)
+            )
             path.unlink()
             running.remove(item)
 
@@ -277,11 +278,13 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
     removed = [line for line in gc.out.splitlines() if line.startswith("removed")]
     again = ws.ok("gc", "--older-than", "0s")
     after = _stored_debris(ws)
-    report(f"FIGURES killed pushes ({ws.backend}): {len(completed)} completed, {len(killed)} killed, "
-           f"{len(listed) - 1} of them visible (kill window 0-{window:.1f}s); gc removed {len(removed)} "
-           f"({sum('unfinished upload' in r for r in removed)} unfinished uploads, "
-           f"{sum('orphaned claim' in r for r in removed)} orphaned claims; {len(before)} staged before); "
-           f"{time.monotonic() - started:.1f}s")
+    report(
+        f"FIGURES killed pushes ({ws.backend}): {len(completed)} completed, {len(killed)} killed, "
+        f"{len(listed) - 1} of them visible (kill window 0-{window:.1f}s); gc removed {len(removed)} "
+        f"({sum('unfinished upload' in r for r in removed)} unfinished uploads, "
+        f"{sum('orphaned claim' in r for r in removed)} orphaned claims; {len(before)} staged before); "
+        f"{time.monotonic() - started:.1f}s"
+    )
     assert again.out.strip() == "" and "No debris found" in again.err, again.all
     assert after == [], after
     # gc did not touch the versions
@@ -289,6 +292,7 @@ def test_killed_pushes_leave_nothing_visible_that_does_not_verify(ws: Workspace)
 
 
 # -- 3. many processes at once ------------------------------------------------------------------
+
 
 def test_many_pushes_and_promotes_at_once(ws: Workspace) -> None:
     ws.ok("init", "narf", "narf.bin")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from conftest import Workspace
-from faultproxy import FaultProxy
 
 
 def _tar_gz(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -62,11 +61,21 @@ def test_sync_locks_installs_and_extracts(narf_and_gcc) -> None:
     ws.ok("sync")
     lock = _lock(ws)
     assert lock["format"] == 1 and list(lock["packages"]) == ["gcc", "narf"]
-    assert lock["packages"]["narf"] == {"version": "1.2.0", "sha256": hashlib.sha256(narf).hexdigest(),
-                                        "size": 3000, "localname": "narf.bin", "requested": "^1.2"}
-    assert lock["packages"]["gcc"] == {"version": "12.1", "sha256": hashlib.sha256(gcc).hexdigest(),
-                                       "size": len(gcc), "localname": "gcc.tar.gz", "requested": "stable",
-                                       "extract": "tools/gcc"}
+    assert lock["packages"]["narf"] == {
+        "version": "1.2.0",
+        "sha256": hashlib.sha256(narf).hexdigest(),
+        "size": 3000,
+        "localname": "narf.bin",
+        "requested": "^1.2",
+    }
+    assert lock["packages"]["gcc"] == {
+        "version": "12.1",
+        "sha256": hashlib.sha256(gcc).hexdigest(),
+        "size": len(gcc),
+        "localname": "gcc.tar.gz",
+        "requested": "stable",
+        "extract": "tools/gcc",
+    }
     assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == narf
     tree = ws.root / "tools" / "gcc"
     assert (tree / "bin" / "gcc").read_bytes() == b"#!/bin/sh\necho gcc 12\n"
@@ -119,8 +128,11 @@ def test_offline_works_from_cache_and_lock_only(narf_and_gcc) -> None:
     ws.ok("sync")
     shutil.rmtree(ws.root / "tycho_packages")
     shutil.rmtree(ws.root / "tools")
-    ws.config[ws.backend] = ({"path": str(ws.root / "nowhere")} if ws.backend == "file" else
-                             {**ws.config["s3"], "endpoint_url": "http://127.0.0.1:9"})
+    ws.config[ws.backend] = (
+        {"path": str(ws.root / "nowhere")}
+        if ws.backend == "file"
+        else {**ws.config["s3"], "endpoint_url": "http://127.0.0.1:9"}
+    )
     ws.write_config()  # the registry is unreachable now
     result = ws.ok("sync", "--offline")
     assert "from the cache" in result.out
@@ -156,7 +168,7 @@ def test_no_cache_leaves_the_cache_alone(narf_and_gcc) -> None:
 
 
 def test_cache_prune_older_than(narf_and_gcc) -> None:
-    ws, narf, _ = narf_and_gcc
+    ws, _, _ = narf_and_gcc
     ws.ok("sync")
     assert "Removed 0 cached files" in ws.ok("cache", "prune", "--older-than", "1d").out
     for entry in (ws.root / "home").rglob("sha256/*/*"):
@@ -215,7 +227,11 @@ def test_pull_extract_swaps_atomically_and_refuses_escapes(ws: Workspace) -> Non
     ws.ok("push", "kit", "5", str(ws.file("k5", b"\x1f\x8b" + os.urandom(200))))  # gzip that is not
     out = ws.root / "out"
     ws.ok("pull", "kit", "--version", "1", "--extract", "out")
-    assert _tree(out) == {"a.txt": b"one", "sub/b.txt": b"bee", ".tycho-extract.json": _tree(out)[".tycho-extract.json"]}
+    assert _tree(out) == {
+        "a.txt": b"one",
+        "sub/b.txt": b"bee",
+        ".tycho-extract.json": _tree(out)[".tycho-extract.json"],
+    }
     assert "already extracted" in ws.ok("pull", "kit", "--version", "1", "--extract", "out").out
     before = _tree(out)
     for bad in ("3", "4", "5"):
@@ -248,18 +264,11 @@ def test_extract_limit_from_config(ws: Workspace) -> None:
     assert not (ws.root / "out").exists()
 
 
-# -- requests counted at the wire -----------------------------------------------------------
-@pytest.fixture
-def counted(s3_ws: Workspace):
-    proxy = FaultProxy(s3_ws.seaweed.endpoint)
-    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
-    s3_ws.write_config()
-    yield s3_ws, proxy
-    proxy.close()
+# -- requests counted at the wire (the proxy: see conftest) -----------------------------------
 
 
-def test_cache_hit_across_projects_and_second_sync_sends_nothing(counted) -> None:
-    ws, proxy = counted
+def test_cache_hit_across_projects_and_second_sync_sends_nothing(proxied_s3) -> None:
+    ws, proxy = proxied_s3
     data = os.urandom(2 * 1024 * 1024)
     ws.ok("init", "narf", "narf.bin")
     ws.ok("push", "narf", "1.0", str(ws.file("n", data)), "--promote-latest")
@@ -321,7 +330,7 @@ def test_two_packages_installed_to_one_place_are_refused(ws: Workspace) -> None:
 
 def test_a_record_without_data_is_not_a_version_even_if_cached(narf_and_gcc) -> None:
     """A record whose data is gone (a dead push or delete) must not pull, from the cache or not."""
-    ws, narf, _ = narf_and_gcc
+    ws, _, _ = narf_and_gcc
     ws.ok("pull", "narf")
     if ws.backend == "file":
         (Path(ws.config["file"]["path"]) / "narf" / "tycho_1.2.0.pkg").unlink()
@@ -335,7 +344,7 @@ def test_a_record_without_data_is_not_a_version_even_if_cached(narf_and_gcc) -> 
 
 
 def test_a_cache_hit_leaves_other_projects_files_untouched(narf_and_gcc) -> None:
-    ws, narf, _ = narf_and_gcc
+    ws, _, _ = narf_and_gcc
     ws.ok("pull", "narf")
     mine = ws.root / "tycho_packages" / "narf.bin"
     os.utime(mine, (1000, 1000))
@@ -349,7 +358,7 @@ def test_a_cache_hit_leaves_other_projects_files_untouched(narf_and_gcc) -> None
 def test_uppercase_digest_in_the_lock_is_accepted(narf_and_gcc) -> None:
     """A lock edited by hand (or by another tool) with an upper-case SHA-256 installs as usual,
     from the cache too."""
-    ws, narf, gcc = narf_and_gcc
+    ws, narf, _gcc = narf_and_gcc
     ws.ok("lock")
     doc = _lock(ws)
     for entry in doc["packages"].values():

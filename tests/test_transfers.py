@@ -21,14 +21,13 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def counted(s3_ws: Workspace):
-    proxy = FaultProxy(s3_ws.seaweed.endpoint)
-    s3_ws.config["s3"]["endpoint_url"] = proxy.endpoint
-    s3_ws.config["tycho"]["part_size"] = "5MiB"
-    s3_ws.write_config()
-    s3_ws.ok("init", "narf", "narf.bin")
-    yield s3_ws, proxy
-    proxy.close()
+def counted(proxied_s3: tuple[Workspace, FaultProxy]) -> tuple[Workspace, FaultProxy]:
+    """Package narf through the proxy, with 5 MiB parts (so a few MiB make several ranges)."""
+    ws, proxy = proxied_s3
+    ws.config["tycho"]["part_size"] = "5MiB"
+    ws.write_config()
+    ws.ok("init", "narf", "narf.bin")
+    return ws, proxy
 
 
 def test_large_pull_uses_parallel_ranges_in_order(counted) -> None:
@@ -54,8 +53,9 @@ def test_cut_off_range_resumes_where_the_written_bytes_end(counted) -> None:
     if first.code != 0:
         assert "resumes" in first.err
     ws.ok("pull", "narf", "--no-cache")
-    assert hashlib.sha256((ws.root / "tycho_packages" / "narf.bin").read_bytes()).digest() == \
-        hashlib.sha256(data).digest()
+    assert (
+        hashlib.sha256((ws.root / "tycho_packages" / "narf.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    )
     assert not [p for p in (ws.root / "tycho_packages").iterdir() if p.name.startswith(".")]
 
 
@@ -63,19 +63,25 @@ def test_no_op_pull_needs_no_boto3(s3_ws: Workspace) -> None:
     s3_ws.ok("init", "narf", "narf.bin")
     s3_ws.ok("push", "narf", "1.0", str(s3_ws.file("n", b"narf")), "--promote-latest")
     s3_ws.ok("pull", "narf")
-    probe = ("import sys\nfrom tychoreg.cli import main\ncode = main(['pull', 'narf'])\n"
-             "print(code, 'boto3' in sys.modules, 'botocore' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=s3_ws.root, env=s3_ws.base_env(),
-                         capture_output=True, text=True, timeout=60)
+    probe = (
+        "import sys\nfrom tychoreg.cli import main\ncode = main(['pull', 'narf'])\n"
+        "print(code, 'boto3' in sys.modules, 'botocore' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=s3_ws.root, env=s3_ws.base_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.stdout.splitlines()[-1] == "0 False False", out.stdout + out.stderr
     assert "Up to date" in out.stdout
 
 
 def test_help_and_version_import_no_boto3(ws: Workspace) -> None:
-    probe = ("import sys\nfrom tychoreg.cli import main\nfor a in (['--help'], ['--version']):\n"
-             "    main(a)\nprint('boto3' in sys.modules, 'rich' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ws.root, env=ws.base_env(),
-                         capture_output=True, text=True, timeout=60)
+    probe = (
+        "import sys\nfrom tychoreg.cli import main\nfor a in (['--help'], ['--version']):\n"
+        "    main(a)\nprint('boto3' in sys.modules, 'rich' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ws.root, env=ws.base_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.stdout.splitlines()[-1] == "False False"
 
 
@@ -124,9 +130,15 @@ def test_catalog_never_outranks_the_records(ws: Workspace) -> None:
     assert listed["1.3"]["note"] == "second try"
     ws.write_stored("narf/.tycho/index.json", b"{not json")
     assert {v["version"]: v for v in ws.ok("list-versions", "narf", "--json").json()} == listed
-    ws.write_stored("narf/.tycho/index.json", json.dumps(
-        {"format": 1, "records": {"1.4": {"etag": "forged", "record": {"version": "1.4", "size": 2,
-                                                                       "sha256": "0" * 64}}}}).encode())
+    ws.write_stored(
+        "narf/.tycho/index.json",
+        json.dumps(
+            {
+                "format": 1,
+                "records": {"1.4": {"etag": "forged", "record": {"version": "1.4", "size": 2, "sha256": "0" * 64}}},
+            }
+        ).encode(),
+    )
     assert {v["version"]: v for v in ws.ok("list-versions", "narf", "--json").json()} == listed
 
 
@@ -143,9 +155,14 @@ def test_progress_bar_on_a_terminal_goes_to_stderr(ws: Workspace) -> None:
     ws.ok("init", "narf", "narf.bin")
     ws.ok("push", "narf", "1.0", str(ws.file("n", os.urandom(4 * MiB))), "--promote-latest")
     main, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tychoreg", "pull", "narf", "--force", "--no-cache"],
-                            cwd=ws.root, env={**ws.base_env(), "TERM": "xterm", "COLUMNS": "100"},
-                            stdout=subprocess.PIPE, stderr=child, text=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tychoreg", "pull", "narf", "--force", "--no-cache"],
+        cwd=ws.root,
+        env={**ws.base_env(), "TERM": "xterm", "COLUMNS": "100"},
+        stdout=subprocess.PIPE,
+        stderr=child,
+        text=False,
+    )
     os.close(child)
     seen = b""
     while True:
@@ -167,7 +184,7 @@ def test_progress_bar_on_a_terminal_goes_to_stderr(ws: Workspace) -> None:
     assert b"MiB" not in out
 
 
-def _part_file(ws: Workspace, data: bytes) -> "os.PathLike[str]":
+def _part_file(ws: Workspace, data: bytes) -> os.PathLike[str]:
     sha = hashlib.sha256(data).hexdigest()
     return ws.root / "tycho_packages" / f".narf.bin.{sha[:16]}-{len(data)}.part"
 
@@ -183,7 +200,7 @@ def test_part_file_with_holes_resumes_from_its_written_prefix(counted) -> None:
     with open(part, "wb") as fh:
         fh.write(data[: 2 * MiB])
         fh.seek(8 * MiB)
-        fh.write(data[8 * MiB: 9 * MiB])  # a range written ahead, with a hole before it
+        fh.write(data[8 * MiB : 9 * MiB])  # a range written ahead, with a hole before it
     proxy.ranges.clear()
     ws.ok("pull", "narf", "--no-cache")
     assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == data
@@ -240,7 +257,9 @@ def test_a_listing_without_the_s3_namespace_is_read_or_left_to_boto3(counted) ->
         ws.ok("push", "narf", v, str(ws.file(v, v.encode())))
     ns = b' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
     for replacement in (b"", b' xmlns="urn:another-store"'):
-        proxy.transform = lambda method, path, body, r=replacement: body.replace(ns, r) if "list-type=2" in path else body
+        proxy.transform = lambda method, path, body, r=replacement: (
+            body.replace(ns, r) if "list-type=2" in path else body
+        )
         listed = ws.ok("list-versions", "narf", "--json").json()
         assert [v["version"] for v in listed] == ["1.0", "1.1"]
     ws.ok("delete", "narf", "--yes")
@@ -254,14 +273,16 @@ def test_lean_listing_pages_it_does_not_fully_understand_go_to_boto3() -> None:
     def page(inner: str, root: str = "ListBucketResult") -> bytes:
         return f"<?xml version='1.0'?><{root}>{inner}</{root}>".encode()
 
-    item = "<Contents><Key>p/a</Key><Size>3</Size><ETag>\"x\"</ETag></Contents>"
+    item = '<Contents><Key>p/a</Key><Size>3</Size><ETag>"x"</ETag></Contents>'
     found, commons, token = _page(page(f"{item}<KeyCount>1</KeyCount><IsTruncated>false</IsTruncated>"), "p/")
     assert [(o.key, o.size) for o in found] == [("p/a", 3)] and commons == [] and token is None
-    for bad in (page(f"{item}<KeyCount>2</KeyCount><IsTruncated>false</IsTruncated>"),  # says 2, holds 1
-                page(f"{item}<IsTruncated>maybe</IsTruncated>"),
-                page(f"{item}<IsTruncated>true</IsTruncated>"),  # truncated without a token
-                page(f"{item}<IsTruncated>false</IsTruncated>", root="Error"),
-                page("<Contents><Key>elsewhere</Key><Size>1</Size></Contents><IsTruncated>false</IsTruncated>"),
-                b"<not xml"):
+    for bad in (
+        page(f"{item}<KeyCount>2</KeyCount><IsTruncated>false</IsTruncated>"),  # says 2, holds 1
+        page(f"{item}<IsTruncated>maybe</IsTruncated>"),
+        page(f"{item}<IsTruncated>true</IsTruncated>"),  # truncated without a token
+        page(f"{item}<IsTruncated>false</IsTruncated>", root="Error"),
+        page("<Contents><Key>elsewhere</Key><Size>1</Size></Contents><IsTruncated>false</IsTruncated>"),
+        b"<not xml",
+    ):
         with pytest.raises(Fallback):
             _page(bad, "p/")

@@ -1,4 +1,4 @@
-"""Unit tests of the small pure modules: names and ETag recomputation."""
+"""Unit tests of the small pure modules: names, ETag recomputation, the public names."""
 
 from __future__ import annotations
 
@@ -18,8 +18,27 @@ def test_valid_names(name: str) -> None:
     assert is_valid_segment(name)
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "-opt", "a/b", "a\\b", "x" * 129, "has space",
-                                  "caf\u00e9", "tab\t", "new\nline", "a:b", "a*b", None, 5])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "-opt",
+        "a/b",
+        "a\\b",
+        "x" * 129,
+        "has space",
+        "caf\u00e9",
+        "tab\t",
+        "new\nline",
+        "a:b",
+        "a*b",
+        None,
+        5,
+    ],
+)
 def test_invalid_names(name: object) -> None:
     assert not is_valid_segment(name)
 
@@ -31,19 +50,21 @@ def test_latest_is_reserved_for_push_only() -> None:
 
 
 def _multipart_etag(data: bytes, part: int) -> str:
-    digests = [hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part)]
+    digests = [hashlib.md5(data[i : i + part]).digest() for i in range(0, len(data), part)]
     return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'
 
 
-@pytest.mark.parametrize("size,part", [(8 * 2**20 + 1, 8 * 2**20), (16 * 2**20, 8 * 2**20),
-                                       (20 * 2**20 + 7, 16 * 2**20), (5 * 2**20 * 3, 5 * 2**20)])
+@pytest.mark.parametrize(
+    "size,part",
+    [(8 * 2**20 + 1, 8 * 2**20), (16 * 2**20, 8 * 2**20), (20 * 2**20 + 7, 16 * 2**20), (5 * 2**20 * 3, 5 * 2**20)],
+)
 def test_multipart_etag_recomputed(size: int, part: int) -> None:
     data = os.urandom(size)
     plan = etag_plan(_multipart_etag(data, part), size, part_size=part)
     assert plan is not None and plan.part_size is not None
     digests = Digests(plan)
     for i in range(0, size, 1_000_003):  # chunk boundaries unrelated to part boundaries
-        digests.update(data[i:i + 1_000_003])
+        digests.update(data[i : i + 1_000_003])
     assert digests.etag == plan.etag
     assert digests.sha256 == hashlib.sha256(data).hexdigest()
 
@@ -109,8 +130,21 @@ def test_probe_answers_are_kept_per_endpoint(tmp_path, monkeypatch) -> None:
     stand for the other (the cache key holds the endpoint)."""
     from tychoreg.store.s3 import S3Store
 
-    options = {"bucket": "same-name", "aws_access_key_id": "k", "aws_secret_access_key": "s", "region_name": "us-east-1"}
+    options = {
+        "bucket": "same-name",
+        "aws_access_key_id": "k",
+        "aws_secret_access_key": "s",
+        "region_name": "us-east-1",
+    }
     one = S3Store({**options, "endpoint_url": "http://127.0.0.1:1"})
     two = S3Store({**options, "endpoint_url": "http://127.0.0.1:2"})
     assert one.location == two.location
     assert one.identity != two.identity
+
+
+def test_public_names_are_listed_and_importable() -> None:
+    import tychoreg
+
+    assert set(tychoreg.__all__) == {*tychoreg._HOMES, "__version__"}
+    for name in tychoreg.__all__:
+        assert getattr(tychoreg, name) is not None, name

@@ -19,8 +19,14 @@ def test_verify_reports_each_mismatch(ws: Workspace) -> None:
     assert "narf 1.0" in result.err
     assert ws.ok("verify", "narf", "2.0").code == 0
     assert ws.run("verify", "narf", "1.0", "--json").json() == [
-        {"package": "narf", "version": "1.0", "ok": False, "checked_by": "sha256",
-         "problem": ws.run("verify", "narf", "1.0", "--json").json()[0]["problem"]}]
+        {
+            "package": "narf",
+            "version": "1.0",
+            "ok": False,
+            "checked_by": "sha256",
+            "problem": ws.run("verify", "narf", "1.0", "--json").json()[0]["problem"],
+        }
+    ]
     assert ws.run("verify", "ghost").code == 1
 
 

@@ -9,8 +9,19 @@ from tychoreg.versions import is_prerelease, scheme_of, sort_versions, version_s
 # (expected scheme, versions in expected ascending order)
 ORDERS = [
     # semver spec 11.4 precedence example
-    ("semver", ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
-                "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0"]),
+    (
+        "semver",
+        [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+        ],
+    ),
     # leading v mixed with bare semver; equal precedence broken by the raw string
     ("semver", ["0.9.0", "v0.10.0-rc.1", "0.10.0", "1.0.0", "v1.0.0", "V1.0.1", "v2.0.0"]),
     ("semver", ["1.0.0+a", "1.0.0+b", "1.0.1+a"]),
@@ -42,9 +53,17 @@ def test_exact_order(scheme: str, expected: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "lo,hi",
-    [("1.9", "1.10"), ("build-2", "build-10"), ("1.0-rc1", "1.0"), ("1.0-beta", "1.0-rc"),
-     ("1.0-alpha", "1.0-beta"), ("2024-01-05", "2024-01-15"), ("1.0", "1.0.1"), ("r9", "r10"),
-     ("1.0", "1.0-hotfix")],
+    [
+        ("1.9", "1.10"),
+        ("build-2", "build-10"),
+        ("1.0-rc1", "1.0"),
+        ("1.0-beta", "1.0-rc"),
+        ("1.0-alpha", "1.0-beta"),
+        ("2024-01-05", "2024-01-15"),
+        ("1.0", "1.0.1"),
+        ("r9", "r10"),
+        ("1.0", "1.0-hotfix"),
+    ],
 )
 def test_pairs(lo: str, hi: str) -> None:
     assert sort_versions([hi, lo]) == [lo, hi]
@@ -62,11 +81,19 @@ def test_non_pep440_member_forces_natural_order() -> None:
 @pytest.mark.parametrize(
     "version,among,expected",
     [
-        ("1.0.0-rc.1", None, True), ("v1.0.0", None, False), ("1.0.0+build.5", None, False),
-        ("1.0rc1", None, True), ("1.0.dev3", None, True), ("1.0.post1", None, False),
+        ("1.0.0-rc.1", None, True),
+        ("v1.0.0", None, False),
+        ("1.0.0+build.5", None, False),
+        ("1.0rc1", None, True),
+        ("1.0.dev3", None, True),
+        ("1.0.post1", None, False),
         ("1.0", None, False),
-        ("1.0-rc1", ["nightly-5"], True), ("nightly-5", None, False), ("2.0-beta", None, True),
-        ("build-7", None, False), ("1.0-preview", ["x"], True), ("1.0-hotfix", None, False),
+        ("1.0-rc1", ["nightly-5"], True),
+        ("nightly-5", None, False),
+        ("2.0-beta", None, True),
+        ("build-7", None, False),
+        ("1.0-preview", ["x"], True),
+        ("1.0-hotfix", None, False),
         # the collection decides the scheme: "1.0.0-rc1" is semver alone, PEP 440 here
         ("1.0.0-rc1", ["1.0"], True),
     ],
@@ -76,9 +103,11 @@ def test_is_prerelease(version: str, among: list[str] | None, expected: bool) ->
 
 
 def test_order_is_total_over_every_permutation() -> None:
-    for versions in (["1.0.0", "v1.0.0", "1.0.0+b", "1.0.0+a", "1.0.0-rc.1"],
-                     ["1.0", "1.0.0", "v1.0", "1.0.post0", "1.0rc1"],
-                     ["1.0", "1.00", "01.0", "1_0", "1-0", "1.0-rc"]):
+    for versions in (
+        ["1.0.0", "v1.0.0", "1.0.0+b", "1.0.0+a", "1.0.0-rc.1"],
+        ["1.0", "1.0.0", "v1.0", "1.0.post0", "1.0rc1"],
+        ["1.0", "1.00", "01.0", "1_0", "1-0", "1.0-rc"],
+    ):
         results = {tuple(sort_versions(p)) for p in itertools.permutations(versions)}
         assert len(results) == 1
 
@@ -90,15 +119,13 @@ def test_key_for_records() -> None:
 
     recs = [Rec("v1.10.0"), Rec("1.2.0"), Rec("1.10.0-beta.1")]
     key = version_sort_key(r.version for r in recs)
-    assert [r.version for r in sorted(recs, key=lambda r: key(r.version))] == [
-        "1.2.0", "1.10.0-beta.1", "v1.10.0"]
+    assert [r.version for r in sorted(recs, key=lambda r: key(r.version))] == ["1.2.0", "1.10.0-beta.1", "v1.10.0"]
     with pytest.raises(ValueError):
         key("nightly-5")
 
 
 def test_shuffled_large_collection_is_stable() -> None:
-    versions = [f"{a}.{b}{s}" for a in range(3) for b in (0, 1, 9, 10)
-                for s in ("", "-rc1", "-beta2", "-hotfix", ".1")]
+    versions = [f"{a}.{b}{s}" for a in range(3) for b in (0, 1, 9, 10) for s in ("", "-rc1", "-beta2", "-hotfix", ".1")]
     rng = random.Random(42)
     expected = sort_versions(versions)
     for _ in range(20):

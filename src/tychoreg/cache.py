@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 import threading
 import time
 import weakref
@@ -42,8 +43,18 @@ from typing import BinaryIO
 
 from .errors import IntegrityError, OperationError
 from .integrity import CHUNK
-from .localfs import (DIR_FLAGS, NotPrivate, check_destination, fresh_temp, is_private, link_open_file,
-                      open_private_dir, open_regular, pinned, resumable_write)
+from .localfs import (
+    DIR_FLAGS,
+    NotPrivate,
+    check_destination,
+    fresh_temp,
+    is_private,
+    link_open_file,
+    open_private_dir,
+    open_regular,
+    pinned,
+    resumable_write,
+)
 
 CACHE_ENV = "TYCHOREG_CACHE_DIR"
 RACY = 2.0  # seconds: a file changed this close to its record may have changed unseen
@@ -56,10 +67,9 @@ _MEMO_MAX = 64 << 10  # a memo is a few hundred bytes; a bigger one was not writ
 
 def default_root() -> Path:
     """``$TYCHOREG_CACHE_DIR/files``, else ``files`` in the user's cache directory."""
-    from platformdirs import user_cache_dir
+    from platformdirs import user_cache_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only to find the folder
 
-    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("tychoreg", appauthor=False)
-                ).expanduser() / "files"
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("tychoreg", appauthor=False)).expanduser() / "files"
 
 
 @dataclass(frozen=True)
@@ -181,12 +191,14 @@ class Cache:
             raise self._cannot(exc) from None
         try:
             if st.st_uid != os.geteuid() or st.st_nlink != 1:
-                raise OperationError(f"refusing to put {part} into the download cache: it is not a "
-                                     "file of yours alone", "pull again")
+                raise OperationError(
+                    f"refusing to put {part} into the download cache: it is not a file of yours alone", "pull again"
+                )
             if st.st_size != size:
                 part.unlink(missing_ok=True)
-                raise IntegrityError(f"downloaded file for {sha256[:12]} has {st.st_size} "
-                                     f"bytes, expected {size}", "pull again")
+                raise IntegrityError(
+                    f"downloaded file for {sha256[:12]} has {st.st_size} bytes, expected {size}", "pull again"
+                )
             try:
                 os.fsync(fd)
                 os.fchmod(fd, 0o444)  # before it has the entry's name: no entry is ever writable
@@ -348,14 +360,19 @@ class Cache:
             if st.st_uid != os.geteuid():
                 return
             real = str(Path(path).resolve())
-            record = {"path": real, "sha256": sha256, "at": time.time_ns(),
-                      "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
+            record = {
+                "path": real,
+                "sha256": sha256,
+                "at": time.time_ns(),
+                "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns],
+            }
             name = _memo_name(real)
             folder = self._memo_folder(name, create=True)
             try:
                 tmp = f".{name}.{secrets.token_hex(4)}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             0o600, dir_fd=folder)
+                fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder
+                )
                 try:
                     with os.fdopen(fd, "w") as fh:
                         fh.write(json.dumps(record))
@@ -394,8 +411,13 @@ class Cache:
             if not is_private(mst) or len(raw) > _MEMO_MAX:
                 return None
             record = json.loads(raw)
-            same = (record["path"] == real and record["stat"] ==
-                    [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+            same = record["path"] == real and record["stat"] == [
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+            ]
             settled = record["at"] - st.st_ctime_ns > RACY * 1e9
             return record["sha256"] if same and settled and _SHA.match(record["sha256"]) else None
         except (OSError, ValueError, KeyError, TypeError):
@@ -468,8 +490,7 @@ class Cache:
                 os.utime(stamp, follow_symlinks=False)
         except FileNotFoundError:
             with suppress(OSError):
-                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o644))
+                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
         except OSError:
             pass
         entries = self._entries()
@@ -568,9 +589,11 @@ class Cache:
                     self._tmp_fd = self._open_private(create=True)
                 except NotPrivate as exc:
                     folder = self.root / "tmp" / _private_name()
-                    raise OperationError(f"cannot use the download cache {self.root}: {folder} is not a "
-                                         f"private folder of yours ({exc.strerror})",
-                                         "remove it, or point $TYCHOREG_CACHE_DIR elsewhere") from None
+                    raise OperationError(
+                        f"cannot use the download cache {self.root}: {folder} is not a "
+                        f"private folder of yours ({exc.strerror})",
+                        "remove it, or point $TYCHOREG_CACHE_DIR elsewhere",
+                    ) from None
                 except OSError as exc:
                     raise self._cannot(exc) from None
                 weakref.finalize(self, os.close, self._tmp_fd)
@@ -589,8 +612,6 @@ class Cache:
     def _scratch(self) -> BinaryIO:
         """An unnamed private file for a copy: in our folder on the cache's filesystem, else in
         the system's temporary folder."""
-        import tempfile
-
         try:
             folder: Path | None = self._private()
         except OperationError:
@@ -599,5 +620,7 @@ class Cache:
 
     def _cannot(self, exc: OSError) -> OperationError:
         why = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or exc)
-        return OperationError(f"cannot write to the download cache {self.root}: {why}",
-                              f"fix or free that folder, or point ${CACHE_ENV} elsewhere")
+        return OperationError(
+            f"cannot write to the download cache {self.root}: {why}",
+            f"fix or free that folder, or point ${CACHE_ENV} elsewhere",
+        )

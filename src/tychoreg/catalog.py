@@ -38,7 +38,7 @@ Known = VersionRecord | str | None
 
 def _md5_etag(raw: bytes, etag: str | None) -> bool:
     """Is ``etag`` the MD5 of ``raw``, as S3 makes it for an object written in one PUT?"""
-    return bool(etag) and etag.strip('"').lower() == hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    return bool(etag and etag.strip('"').lower() == hashlib.md5(raw, usedforsecurity=False).hexdigest())
 
 
 def scan(store: Store, package: str) -> tuple[dict[str, int], dict[str, Known]]:
@@ -47,11 +47,12 @@ def scan(store: Store, package: str) -> tuple[dict[str, int], dict[str, Known]]:
         data = pool.submit(lambda: list(store.list(layout.data_prefix(package))))
         records = pool.submit(lambda: list(store.list(layout.records_prefix(package))))
         catalog = pool.submit(_read_catalog, store, package)
-        sizes = {v: i.size for i in data.result() if (v := layout.version_of_data(package, i.key))
-                 and is_valid_segment(v)}
+        sizes = {
+            v: i.size for i in data.result() if (v := layout.version_of_data(package, i.key)) and is_valid_segment(v)
+        }
         listed = {v: i for i in records.result() if (v := layout.version_of_record(package, i.key)) in sizes}
         entries, catalog_etag = catalog.result()
-    known: dict[str, Known] = {v: None for v in sizes}
+    known: dict[str, Known] = dict.fromkeys(sizes)
     raws: dict[str, bytes] = {}
     missing: list[ObjectInfo] = []
     for version, info in listed.items():
@@ -100,8 +101,9 @@ def _settle(store: Store, package: str, known: dict[str, Known], data_etags: dic
             info = store.head(layout.data(package, version))
             if info is None:
                 return version, record
-            return version, record_for_data(package, version, record, info.meta.get(PUSH_ID), info.etag,
-                                            keeps_metadata=store.keeps_metadata)
+            return version, record_for_data(
+                package, version, record, info.meta.get(PUSH_ID), info.etag, keeps_metadata=store.keeps_metadata
+            )
         except (IntegrityError, StorageError) as exc:
             return version, str(exc)
 
@@ -165,7 +167,7 @@ def _write_catalog(store: Store, package: str, raws: dict[str, bytes], etag: str
 
 def versions(store: Store, package: str, doc: PackageDoc) -> list[VersionInfo]:
     """Every visible version of ``package`` as listings show it, ascending by precedence."""
-    from .versions import version_sort_key
+    from .versions import version_sort_key  # noqa: PLC0415 - semver, packaging: ~6 ms, only to sort
 
     sizes, known = scan(store, package)
     key = version_sort_key(sizes)
@@ -177,14 +179,22 @@ def describe(doc: PackageDoc, version: str, size: int, record: Known) -> Version
     point to it, its yank state."""
     tags = tuple(t for t, v in doc.tags.items() if v == version)
     yank = doc.yanked.get(version)
-    marks: dict[str, Any] = {"tags": tags, "yanked": yank is not None,
-                             "yank_reason": yank.get("reason") if yank else None}
+    marks: dict[str, Any] = {
+        "tags": tags,
+        "yanked": yank is not None,
+        "yank_reason": yank.get("reason") if yank else None,
+    }
     if record is None:
         return VersionInfo(version, size, **marks)
     if isinstance(record, str):
         return VersionInfo(version, size, problem=record, **marks)
     if record.size != size:
-        return VersionInfo(version, size, problem=f"{doc.package} {version} is damaged: stored size {size} "
-                           f"bytes, recorded {record.size}", **marks)
-    return VersionInfo(version, record.size, record.sha256, record.pushed_at or None, record.pushed_by,
-                       record.note, **marks)
+        return VersionInfo(
+            version,
+            size,
+            problem=f"{doc.package} {version} is damaged: stored size {size} bytes, recorded {record.size}",
+            **marks,
+        )
+    return VersionInfo(
+        version, record.size, record.sha256, record.pushed_at or None, record.pushed_by, record.note, **marks
+    )

@@ -13,25 +13,32 @@ are imported inside the commands so ``--help`` and ``--version`` start fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
-from .errors import ConfirmationNeeded, TychoError, UsageError
+from .errors import ConfirmationNeeded, Reason, TychoError, UsageError
 from .progress import Bars
 from .progress import wanted as progress_wanted
 
 if TYPE_CHECKING:
+    from .cache import Cache
     from .config import Settings
     from .models import PullResult
     from .registry import Registry
+
+
+#: A command function as the option decorators get and return it.
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 class _State:
@@ -45,13 +52,11 @@ class _State:
         self.settings: Settings | None = None
 
     def registry(self) -> Registry:
-        from .config import load_settings
-        from .registry import Registry
+        from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
+        from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
         self.settings = load_settings(self.config)
         if self.no_cache:
-            from dataclasses import replace
-
             self.settings = replace(self.settings, cache=False)
         for warning in self.settings.warnings:
             _warn(warning)
@@ -83,21 +88,41 @@ def _set_no_cache(ctx: click.Context, param: click.Parameter, value: bool) -> No
     _STATE.no_cache = _STATE.no_cache or value
 
 
-def no_cache_option(func: Any) -> Any:
+def no_cache_option(func: _Command) -> _Command:
     """``--no-cache``, for the commands that download."""
-    return click.option("--no-cache", is_flag=True, expose_value=False, callback=_set_no_cache,
-                        help="Neither read nor fill the shared download cache this time.")(func)
+    return click.option(
+        "--no-cache",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_no_cache,
+        help="Neither read nor fill the shared download cache this time.",
+    )(func)
 
 
-def common(func: Any) -> Any:
+def common(func: _Command) -> _Command:
     """``--config``, ``--quiet`` and ``--debug``, accepted before or after the command name."""
-    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
-                        help="No progress bars and no progress lines; errors and warnings still show.")(func)
-    func = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
-                        help="Show tracebacks and request details on errors.")(func)
-    return click.option("--config", metavar="PATH", expose_value=False, callback=_set_config,
-                        help="Config file (default: $TYCHOREG_CONFIG, else ./.tychoreg.json, "
-                             "else the embedded default registry).")(func)
+    func = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_quiet,
+        help="No progress bars and no progress lines; errors and warnings still show.",
+    )(func)
+    func = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_debug,
+        help="Show tracebacks and request details on errors.",
+    )(func)
+    return click.option(
+        "--config",
+        metavar="PATH",
+        expose_value=False,
+        callback=_set_config,
+        help="Config file (default: $TYCHOREG_CONFIG, else ./.tychoreg.json, else the embedded default registry).",
+    )(func)
 
 
 #: Errors, warnings and hints longer than this are cut in the middle (a name can be megabytes).
@@ -130,7 +155,7 @@ def clean(text: str) -> str:
 def _message(text: str) -> str:
     """A message for stderr: secrets masked first (a cut must not split one), then escaped, then
     bounded."""
-    from .names import clip
+    from .names import clip  # noqa: PLC0415 - ~0.3 ms off --help
 
     return clip(clean(_STATE.redact(text)), MAX_MESSAGE)
 
@@ -178,10 +203,8 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
-                            "terminal_width": 100})
-@click.version_option(__version__, "--version", "-V", prog_name="tychoreg",
-                      message="%(prog)s %(version)s")
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="tychoreg", message="%(prog)s %(version)s")
 @common
 def cli() -> None:
     """tychoreg: versioned files and archives in your own S3 bucket or folder.
@@ -211,16 +234,19 @@ def init(package: str, filename: str) -> None:
 @click.argument("file", metavar="FILE", type=click.Path(path_type=Path))
 @click.option("--promote-latest", is_flag=True, help="Also make this version the one `latest` means.")
 @click.option("--note", metavar="TEXT", help="A note recorded with the version (shown by `info`).")
-@click.option("--skip-existing", is_flag=True,
-              help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).",
+)
 @common
-def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None,
-         skip_existing: bool) -> None:
+def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None, skip_existing: bool) -> None:
     """Upload FILE as VERSION of PKG. Versions are immutable."""
     reg = _STATE.registry()
     with _bars() as bars:
-        result = reg.push(package, version, file, promote_latest=promote_latest, note=note,
-                          skip_existing=skip_existing, progress=bars)
+        result = reg.push(
+            package, version, file, promote_latest=promote_latest, note=note, skip_existing=skip_existing, progress=bars
+        )
     if result.skipped:
         _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
     else:
@@ -240,12 +266,17 @@ def _shown(path: Path) -> str:
 
 def _report_pull(result: PullResult) -> None:
     if result.yanked:
-        _warn(f"{result.package} {result.version} is yanked"
-              + (f": {result.yank_reason}" if result.yank_reason else "") + "; no range or latest picks it")
+        _warn(
+            f"{result.package} {result.version} is yanked"
+            + (f": {result.yank_reason}" if result.yank_reason else "")
+            + "; no range or latest picks it"
+        )
     if not result.verified:
         how = "size and ETag" if result.checked_by == "etag" else "size only"
-        _warn(f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
-              f"or another tool): checked by {how}, unverified")
+        _warn(
+            f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
+            f"or another tool): checked by {how}, unverified"
+        )
     check = "sha256 verified" if result.verified else "unverified"
     if result.resumes:
         check += f", resumed {result.resumes}x after interruptions"
@@ -255,35 +286,67 @@ def _report_pull(result: PullResult) -> None:
     elif result.from_cache:
         _info(f"{verb} {result.package} {result.version} -> {_shown(result.path)} (from the cache, {check})")
     elif result.extracted:
-        _info(f"Up to date: {result.package} {result.version} already extracted in {_shown(result.path)} "
-              "(skipped; --force to extract again)")
+        _info(
+            f"Up to date: {result.package} {result.version} already extracted in {_shown(result.path)} "
+            "(skipped; --force to extract again)"
+        )
     else:
-        _info(f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
-             "(skipped; --force to download)")
+        _info(
+            f"Up to date: {result.package} {result.version} already at {_shown(result.path)} "
+            "(skipped; --force to download)"
+        )
 
 
 @cli.command()
 @click.argument("package", metavar="PKG")
-@click.option("--version", "version", default="latest", show_default=True,
-              help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x.")
+@click.option(
+    "--version",
+    "version",
+    default="latest",
+    show_default=True,
+    help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x.",
+)
 @click.option("--outfile", type=click.Path(path_type=Path), help="Save here instead of OUTDIR/FILENAME.")
 @click.option("--force", is_flag=True, help="Download even when the destination is up to date.")
 @click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
-@click.option("--extract", "extract", metavar="DIR", type=click.Path(path_type=Path),
-              help="Unpack the archive (tar, tar.gz/bz2/xz/zst, zip) into DIR instead of saving the file.")
-@click.option("--allow-unverified", is_flag=True,
-              help="Take a version whose record is missing although it had one, by size and ETag.")
+@click.option(
+    "--extract",
+    "extract",
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    help="Unpack the archive (tar, tar.gz/bz2/xz/zst, zip) into DIR instead of saving the file.",
+)
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Take a version whose record is missing although it had one, by size and ETag.",
+)
 @no_cache_option
 @common
-def pull(package: str, version: str, outfile: Path | None, force: bool, pre: bool, extract: Path | None,
-         allow_unverified: bool) -> None:
+def pull(
+    package: str,
+    version: str,
+    outfile: Path | None,
+    force: bool,
+    pre: bool,
+    extract: Path | None,
+    allow_unverified: bool,
+) -> None:
     """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
     if extract is not None and outfile is not None:
         raise UsageError("--extract and --outfile do not go together", "give one of them")
     reg = _STATE.registry()
     with _bars() as bars:
-        result = reg.pull(package, version, outfile=outfile, force=force, pre=pre, progress=bars, extract=extract,
-                          allow_unverified=allow_unverified)
+        result = reg.pull(
+            package,
+            version,
+            outfile=outfile,
+            force=force,
+            pre=pre,
+            progress=bars,
+            extract=extract,
+            allow_unverified=allow_unverified,
+        )
     _report_pull(result)
 
 
@@ -296,9 +359,13 @@ def _done(name: str, outcome: PullResult | TychoError) -> None:
 
 @cli.command("pull-list")
 @click.argument("packages", metavar="PKG...", nargs=-1)
-@click.option("--from", "source", metavar="FILE", type=click.Path(path_type=Path),
-              help="Also pull what FILE names: a tycho.lock (exact versions, verified), or a list "
-                   "with one PKG per line.")
+@click.option(
+    "--from",
+    "source",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Also pull what FILE names: a tycho.lock (exact versions, verified), or a list with one PKG per line.",
+)
 @click.option("--force", is_flag=True, help="Download even when destinations are up to date.")
 @click.option("--offline", is_flag=True, help="With a lock file: use the cache only, never the registry.")
 @no_cache_option
@@ -455,7 +522,7 @@ def delete(package: str, version: str | None, yes: bool, force: bool) -> None:
 @common
 def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
     """Show PKG (localname, tags, newest versions) or one VERSION (size, sha256, who, when, note)."""
-    from .models import PackageDetails
+    from .models import PackageDetails  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
     reg = _STATE.registry()
     details = reg.info(package) if version is None else reg.version_info(package, version, pre=pre)
@@ -463,17 +530,26 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
         _json(details.to_json())
         return
     if isinstance(details, PackageDetails):
-        rows = [("package", details.name), ("localname", details.localname or "-"),
-                ("tags", ", ".join(f"{t} -> {v}" for t, v in details.tags.items()) or "-"),
-                ("yanked", ", ".join(details.yanked) or "-"), ("versions", str(details.version_count)),
-                ("newest", ", ".join(v.version for v in details.newest) or "-")]
+        rows = [
+            ("package", details.name),
+            ("localname", details.localname or "-"),
+            ("tags", ", ".join(f"{t} -> {v}" for t, v in details.tags.items()) or "-"),
+            ("yanked", ", ".join(details.yanked) or "-"),
+            ("versions", str(details.version_count)),
+            ("newest", ", ".join(v.version for v in details.newest) or "-"),
+        ]
     else:
         v = details
-        rows = [("version", v.version), ("size", f"{_size(v.size)} ({v.size} bytes)"),
-                ("sha256", v.sha256 or "- (unverified: pushed without a record)"),
-                ("pushed at", v.pushed_at or "-"), ("pushed by", v.pushed_by or "-"), ("note", v.note or "-"),
-                ("tags", ", ".join(v.tags) or "-"),
-                ("yanked", ("yes" + (f": {v.yank_reason}" if v.yank_reason else "")) if v.yanked else "no")]
+        rows = [
+            ("version", v.version),
+            ("size", f"{_size(v.size)} ({v.size} bytes)"),
+            ("sha256", v.sha256 or "- (unverified: pushed without a record)"),
+            ("pushed at", v.pushed_at or "-"),
+            ("pushed by", v.pushed_by or "-"),
+            ("note", v.note or "-"),
+            ("tags", ", ".join(v.tags) or "-"),
+            ("yanked", ("yes" + (f": {v.yank_reason}" if v.yank_reason else "")) if v.yanked else "no"),
+        ]
         if v.problem:
             _warn(v.problem)
     for label, value in rows:
@@ -490,32 +566,52 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
     results = _STATE.registry().verify(package, version)
     bad = [r for r in results if not r.ok]
     if as_json:
-        _json([{"package": r.package, "version": r.version, "ok": r.ok, "checked_by": r.checked_by,
-                "problem": r.problem} for r in results])
+        _json(
+            [
+                {
+                    "package": r.package,
+                    "version": r.version,
+                    "ok": r.ok,
+                    "checked_by": r.checked_by,
+                    "problem": r.problem,
+                }
+                for r in results
+            ]
+        )
     else:
         for r in results:
             _out(f"{'ok    ' if r.ok else 'FAILED'}  {r.package} {r.version}  ({r.checked_by})")
     for r in bad:
         _warn(r.problem or f"{r.package} {r.version} failed")
     if bad:
-        raise TychoError(f"{len(bad)} of {len(results)} versions failed verification",
-                         "re-push good copies as new versions and delete or yank the damaged ones")
+        raise TychoError(
+            f"{len(bad)} of {len(results)} versions failed verification",
+            "re-push good copies as new versions and delete or yank the damaged ones",
+        )
     _note(f"{len(results)} versions verified")
 
 
 @cli.command(short_help="List (or --yes: delete) what interrupted pushes left behind.")
-@click.option("--older-than", "older_than", default="24h", show_default=True, metavar="AGE",
-              help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="24h",
+    show_default=True,
+    metavar="AGE",
+    help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.",
+)
 @click.option("--yes", is_flag=True, help="Delete what is found (default: only list it).")
 @common
 def gc(older_than: str, yes: bool) -> None:
     """Find debris of interrupted pushes (unfinished uploads, orphaned claims); --yes deletes it."""
-    from .units import parse_age
+    from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
     for d in found:
-        _out(f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
-             + (f"  ({_size(d.size)})" if d.size is not None else ""))
+        _out(
+            f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
+            + (f"  ({_size(d.size)})" if d.size is not None else "")
+        )
     if not found:
         _note("No debris found")
     elif not yes:
@@ -565,9 +661,9 @@ def cache() -> None:
     """The shared download cache: files by SHA-256, shared by every project of this user."""
 
 
-def _cache() -> Any:
-    from .config import load_settings
-    from .registry import Registry
+def _cache() -> Cache:
+    from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
+    from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
     return Registry.download_cache(load_settings(_STATE.config))
 
@@ -579,12 +675,22 @@ def cache_info(as_json: bool) -> None:
     """Where the cache is, how many files it holds and their size."""
     info = _cache().info()
     if as_json:
-        _json({"path": str(info.root), "entries": info.entries, "bytes": info.total_bytes,
-               "limit_bytes": info.limit_bytes})
+        _json(
+            {
+                "path": str(info.root),
+                "entries": info.entries,
+                "bytes": info.total_bytes,
+                "limit_bytes": info.limit_bytes,
+            }
+        )
         return
     limit = _size(info.limit_bytes) if info.limit_bytes is not None else "none"
-    for label, value in (("path", info.root), ("entries", info.entries), ("size", _size(info.total_bytes)),
-                         ("limit", limit)):
+    for label, value in (
+        ("path", info.root),
+        ("entries", info.entries),
+        ("size", _size(info.total_bytes)),
+        ("limit", limit),
+    ):
         _out(f"{label + ':':9} {value}")
 
 
@@ -593,7 +699,7 @@ def cache_info(as_json: bool) -> None:
 @common
 def cache_prune(older_than: str | None) -> None:
     """Remove cached files (all, or those unused for AGE). Pulled files stay where they are."""
-    from .units import parse_age
+    from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     age = parse_age(older_than).total_seconds() if older_than is not None else None
     removed, freed = _cache().prune(age)
@@ -611,12 +717,17 @@ def _fields(exc: TychoError) -> tuple[str, str]:
     return exc.package or "PKG", exc.version or "VERSION"
 
 
+def _lockfile_name(exc: TychoError) -> str:
+    lockfile = exc.details.get("lockfile")
+    return lockfile.name if isinstance(lockfile, Path) else "the lock file"
+
+
 def _versions_hint(exc: TychoError) -> str:
     return f"see the versions with: tychoreg list-versions {_fields(exc)[0]}"
 
 
 #: What to do next, said with this command line's commands and flags: one place for all of them.
-_HINTS: dict[str, Callable[[TychoError], str]] = {
+_HINTS: dict[Reason, Callable[[TychoError], str]] = {
     "no-package": lambda e: f"create it with: tychoreg init {_fields(e)[0]} FILENAME",
     "no-version": _versions_hint,
     "no-latest": lambda e: f"pull one with --version, or set it: tychoreg promote {_fields(e)[0]} VERSION",
@@ -624,8 +735,11 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     "no-tag": lambda e: f"see its tags with: tychoreg info {_fields(e)[0]}",
     "not-yanked": lambda e: f"see the yanked versions with: tychoreg info {_fields(e)[0]}",
     "package-exists": lambda e: f"see it with: tychoreg list-versions {_fields(e)[0]}",
-    "version-exists": lambda e: ("versions are immutable: push a new version number" if e.details.get("other_bytes")
-                                 else "push a new version number"),
+    "version-exists": lambda e: (
+        "versions are immutable: push a new version number"
+        if e.details.get("other_bytes")
+        else "push a new version number"
+    ),
     "being-pushed": lambda e: f"wait, then check with: tychoreg list-versions {_fields(e)[0]}",
     "confirm": lambda e: "pass --yes to go ahead",
     "tagged": lambda e: "move the tags first, or pass --force to delete it and its tags",
@@ -635,10 +749,13 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     "range-not-allowed": lambda e: f"see the versions with: tychoreg list-versions {_fields(e)[0]}",
     "not-promoted": lambda e: "run: tychoreg promote {} {}".format(*_fields(e)),
     "deleted-while-pushing": lambda e: f"create it again with: tychoreg init {_fields(e)[0]} FILENAME",
-    "record-missing": lambda e: ("someone removed the record; if you trust the stored bytes anyway, pull with "
-                                 "--allow-unverified, else delete the version and push it again"),
-    "foreign-record": lambda e: ("check it with: tychoreg verify {} {}; then re-push it as a new version"
-                                 .format(*_fields(e))),
+    "record-missing": lambda e: (
+        "someone removed the record; if you trust the stored bytes anyway, pull with "
+        "--allow-unverified, else delete the version and push it again"
+    ),
+    "foreign-record": lambda e: "check it with: tychoreg verify {} {}; then re-push it as a new version".format(
+        *_fields(e)
+    ),
     "record-unsettled": lambda e: "check it with: tychoreg verify {} {}".format(*_fields(e)),
     "replaced-or-damaged": lambda e: "check it with: tychoreg verify",
     "upload-removed": lambda e: "push it again",
@@ -648,16 +765,18 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
     "dest-is-folder": lambda e: "name a file path with --outfile, or remove the folder",
     "dest-permission": lambda e: "choose another --outfile or fix the folder's permissions",
     "extract-target": lambda e: "choose another folder for --extract, or remove that one",
-    "not-an-archive": lambda e: ("--extract unpacks tar (plain, gzip, bzip2, xz, zstd) and zip; "
-                                 "pull without --extract to keep the file as it is"),
+    "not-an-archive": lambda e: (
+        "--extract unpacks tar (plain, gzip, bzip2, xz, zstd) and zip; pull without --extract to keep the file as it is"
+    ),
     "offline-miss": lambda e: "run once without --offline to fill the cache",
     "offline-no-digest": lambda e: "run without --offline",
     "repushed": lambda e: f"if you trust the new bytes: tychoreg lock --upgrade {_fields(e)[0]}",
-    "no-lock": lambda e: "create it with: tychoreg lock" + (" (needs the registry)" if e.details.get("offline") else ""),
+    "no-lock": lambda e: (
+        "create it with: tychoreg lock" + (" (needs the registry)" if e.details.get("offline") else "")
+    ),
     "stale-lock": lambda e: "run: tychoreg lock, then commit the updated lock file",
     "lock-damaged": lambda e: "restore it from version control, or delete it and run: tychoreg lock",
-    "lock-extract": lambda e: (f"{e.hint}; fix the entry or delete "
-                               f"{getattr(e.details.get('lockfile'), 'name', 'the lock file')} and run: tychoreg lock"),
+    "lock-extract": lambda e: f"{e.hint}; fix the entry or delete {_lockfile_name(e)} and run: tychoreg lock",
     "shared-destination": lambda e: 'give one of them an "extract" folder, or pull it with --outfile instead',
     "explicit-config-missing": lambda e: "check the path, or drop --config to use the default resolution",
     "nothing-to-pull": lambda e: "e.g. tychoreg pull-list narf toolchain",
@@ -668,13 +787,13 @@ _HINTS: dict[str, Callable[[TychoError], str]] = {
 def hint_for(exc: TychoError) -> str | None:
     """What to tell a command-line user to do about ``exc``: this CLI's own advice for its
     ``reason``, else the error's own hint."""
-    render = _HINTS.get(exc.reason or "")
+    render = _HINTS.get(exc.reason) if exc.reason else None
     return render(exc) if render else exc.hint
 
 
 def _debug_traceback() -> None:
     if _STATE.debug:
-        import traceback
+        import traceback  # noqa: PLC0415 - ~1 ms off --help; used only with --debug
 
         for line in _STATE.redact(traceback.format_exc()).splitlines():
             click.echo(clean(line), err=True)
@@ -715,12 +834,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(_message(f"error: internal error: {type(exc).__name__}: {exc}"), err=True)
         click.echo("hint: rerun with --debug and report it with the output", err=True)
         return 1
-    return 1
 
 
 def _silence_stdout() -> NoReturn:
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     sys.exit(1)

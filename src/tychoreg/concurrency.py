@@ -37,8 +37,9 @@ def parallel_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int = P
         return list(pool.map(func, items))
 
 
-def each_package(names: Sequence[str], work: Callable[[str], _R],
-                 done: Callable[[str, _R | TychoError], None] | None = None) -> list[tuple[str, _R | TychoError]]:
+def each_package(
+    names: Sequence[str], work: Callable[[str], _R], done: Callable[[str, _R | TychoError], None] | None = None
+) -> list[tuple[str, _R | TychoError]]:
     """``work`` for each package, in parallel, in order; a failure is that package's outcome,
     not an exception. ``done`` hears of each as it finishes (one at a time, from a worker)."""
     lock = threading.Lock()
@@ -59,4 +60,4 @@ def each_package(names: Sequence[str], work: Callable[[str], _R],
 
 def backoff(attempt: int, first: float, cap: float) -> None:
     """Sleep a random while up to ``first * 2**attempt`` seconds, at most ``cap`` ("full jitter")."""
-    time.sleep(random.uniform(0, min(first * 2 ** attempt, cap)))
+    time.sleep(random.uniform(0, min(first * 2**attempt, cap)))

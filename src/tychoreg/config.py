@@ -22,45 +22,79 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .errors import ConfigError, TychoError
-from .names import clip, shown
+from .errors import ConfigError, TychoError, UsageError
+from .names import check_package, clip, shown
 from .selector import Selector
 from .units import DEFAULT_EXTRACT_LIMIT, parse_size
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
 LOCAL_CONFIG = ".tychoreg.json"
-BACKENDS = ("s3", "file")
+Backend = Literal["s3", "file"]
+BACKENDS: tuple[Backend, ...] = ("s3", "file")
 DEFAULT_OUTDIR = "tycho_packages"
 LOCK_NAME = "tycho.lock"
-DEFAULT_CACHE_LIMIT = 10 * 1024 ** 3
+DEFAULT_CACHE_LIMIT = 10 * 1024**3
 _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}\Z")
 _S3_STRINGS = ("region_name", "endpoint_url", "api_version", "prefix")
 # Keys whose values must never be shown, whatever the section.
 _SECRET_WORDS = ("secret", "token", "password", "access_key")
 #: Local documents (config, lock, dotenv) larger than this are refused unread.
-MAX_DOCUMENT = 16 * 1024 ** 2
+MAX_DOCUMENT = 16 * 1024**2
 #: Deeper JSON than this is damage (or an attack on the parser), never configuration.
 MAX_DEPTH = 32
 #: Variables the user allows a config to read whatever their names say (comma or space separated).
 ALLOW_ENV = "TYCHOREG_ALLOW_ENV"
 # Settings whose values are configuration that messages may show, even when they come from a
 # variable; any other value taken from the environment or a dotenv file is masked in output.
-_PUBLIC = frozenset({"tycho.backend", "tycho.outdir", "tycho.dotenv", "tycho.identity", "tycho.cache",
-                     "tycho.cache_limit", "tycho.extract_limit", "tycho.part_size", "tycho.concurrency",
-                     "s3.bucket", "s3.prefix", "s3.endpoint_url", "s3.region_name", "file.path"})
+_PUBLIC = frozenset(
+    {
+        "tycho.backend",
+        "tycho.outdir",
+        "tycho.dotenv",
+        "tycho.identity",
+        "tycho.cache",
+        "tycho.cache_limit",
+        "tycho.extract_limit",
+        "tycho.part_size",
+        "tycho.concurrency",
+        "s3.bucket",
+        "s3.prefix",
+        "s3.endpoint_url",
+        "s3.region_name",
+        "file.path",
+    }
+)
 _CREDENTIALS = frozenset({"s3.aws_access_key_id", "s3.aws_secret_access_key", "s3.aws_session_token"})
 # What a dotenv file may still put into the process environment: boto3's own credential chain
 # reads these when the config names no credentials, as it did with tycho-station 0.4.0. Anything
 # else (AWS_CONFIG_FILE, AWS_ENDPOINT_URL, proxies, TYCHOREG_*) would let a repository's .env
 # file run commands or redirect requests, so it only answers the config's {"env"} references.
-_DOTENV_EXPORTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                   "AWS_REGION", "AWS_DEFAULT_REGION")
+_DOTENV_EXPORTS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
 # A variable name holding any of these says it holds a secret ...
-_SECRET_PARTS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "PRIVATE", "CREDENTIAL", "COOKIE",
-                 "AUTHORIZATION", "APIKEY", "API_KEY", "JWT")
+_SECRET_PARTS = (
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "PRIVATE",
+    "CREDENTIAL",
+    "COOKIE",
+    "AUTHORIZATION",
+    "APIKEY",
+    "API_KEY",
+    "JWT",
+)
 # ... and so does one with any of these as a word (SSH_KEY, DB_PASS, GH_PAT, SENTRY_DSN).
 _SECRET_NAME_WORDS = frozenset({"AUTH", "OAUTH", "PAT", "PASS", "PWD", "PW", "DSN", "KEY"})
 _URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
@@ -70,7 +104,7 @@ _URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
 class Settings:
     """Everything a command needs to know about where the registry is and where pulls go."""
 
-    backend: str
+    backend: Backend
     outdir: Path
     options: dict[str, Any]
     source: str
@@ -137,7 +171,7 @@ class Requirement:
 
 def default_registry_path() -> Path:
     """The embedded default registry: a folder in the user's data directory."""
-    from platformdirs import user_data_dir
+    from platformdirs import user_data_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only for the embedded default
 
     return Path(user_data_dir("tychoreg", appauthor=False)) / "registry"
 
@@ -147,15 +181,17 @@ def find_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> Path | No
     if explicit is not None and str(explicit) != "":
         path = cwd / Path(explicit).expanduser()
         if not _is_file(path):
-            raise ConfigError(f"config file {clip(explicit)} does not exist", "check the path",
-                              reason="explicit-config-missing")
+            raise ConfigError(
+                f"config file {clip(explicit)} does not exist", "check the path", reason="explicit-config-missing"
+            )
         return path
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
         path = cwd / Path(from_env).expanduser()
         if not _is_file(path):
-            raise ConfigError(f"config file {clip(from_env)} (named by {CONFIG_ENV}) does not exist",
-                              f"fix or unset {CONFIG_ENV}")
+            raise ConfigError(
+                f"config file {clip(from_env)} (named by {CONFIG_ENV}) does not exist", f"fix or unset {CONFIG_ENV}"
+            )
         return path
     local = cwd / LOCAL_CONFIG
     return local if local.is_file() else None
@@ -174,10 +210,13 @@ def load_settings(config: str | os.PathLike[str] | None = None, *, cwd: Path | N
     cwd = Path.cwd() if cwd is None else cwd
     path = find_config(config, cwd)
     if path is None:
-        return Settings(backend="file", outdir=cwd / DEFAULT_OUTDIR,
-                        options={"path": str(default_registry_path())},
-                        source="the embedded default (no config file found)",
-                        identity=os.environ.get(IDENTITY_ENV) or None)
+        return Settings(
+            backend="file",
+            outdir=cwd / DEFAULT_OUTDIR,
+            options={"path": str(default_registry_path())},
+            source="the embedded default (no config file found)",
+            identity=os.environ.get(IDENTITY_ENV) or None,
+        )
     return _from_file(path, cwd)
 
 
@@ -198,13 +237,13 @@ def read_document(path: Path, *, limit: int = MAX_DOCUMENT, head: int | None = N
         if head is not None:
             return os.read(fd, head).decode("utf-8", errors="replace")
         if info.st_size > limit:
-            raise ValueError(f"it is larger than {limit // 1024 ** 2} MiB")
+            raise ValueError(f"it is larger than {limit // 1024**2} MiB")
         chunks, size = [], 0
-        while chunk := os.read(fd, 1024 ** 2):
+        while chunk := os.read(fd, 1024**2):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise ValueError(f"it is larger than {limit // 1024 ** 2} MiB")
+                raise ValueError(f"it is larger than {limit // 1024**2} MiB")
     finally:
         os.close(fd)
     return b"".join(chunks).decode("utf-8")
@@ -285,12 +324,13 @@ class _Environment:
         if not isinstance(name, str) or not name or "=" in name or "\0" in name:
             raise ConfigError(f"{where} in {clip(self.path)}: 'env' must name an environment variable")
         if name not in self.allowed and not _may_read(where, name):
-            raise ConfigError(f"{where} in {clip(self.path)} reads environment variable {shown(name)}, whose "
-                              "name says it holds a secret; such a variable may only feed "
-                              "s3.aws_secret_access_key (or s3.aws_session_token / s3.aws_access_key_id "
-                              "from variables named for them)",
-                              f"if {shown(name)} really is meant for {where}, allow it: "
-                              f"export {ALLOW_ENV}={clip(name, 60)}")
+            raise ConfigError(
+                f"{where} in {clip(self.path)} reads environment variable {shown(name)}, whose "
+                "name says it holds a secret; such a variable may only feed "
+                "s3.aws_secret_access_key (or s3.aws_session_token / s3.aws_access_key_id "
+                "from variables named for them)",
+                f"if {shown(name)} really is meant for {where}, allow it: export {ALLOW_ENV}={clip(name, 60)}",
+            )
         if name in os.environ:
             found = os.environ[name]
         elif name in self.dotenv:
@@ -298,21 +338,34 @@ class _Environment:
         elif "default" in ref:
             return ref["default"]
         else:
-            raise ConfigError(f"environment variable {clip(name, 60)} is not set (needed by {where} in "
-                              f"{clip(self.path)})", f"set {clip(name, 60)}, or give a default in the config file")
-        if (where not in _CREDENTIALS and name not in self.allowed and isinstance(found, str)
-                and _URL_WITH_PASSWORD.match(found)):
-            raise ConfigError(f"{where} in {clip(self.path)} reads environment variable {shown(name)}, which "
-                              "holds a URL with a password", f"use a variable meant for {where}")
+            raise ConfigError(
+                f"environment variable {clip(name, 60)} is not set (needed by {where} in {clip(self.path)})",
+                f"set {clip(name, 60)}, or give a default in the config file",
+            )
+        if (
+            where not in _CREDENTIALS
+            and name not in self.allowed
+            and isinstance(found, str)
+            and _URL_WITH_PASSWORD.match(found)
+        ):
+            raise ConfigError(
+                f"{where} in {clip(self.path)} reads environment variable {shown(name)}, which "
+                "holds a URL with a password",
+                f"use a variable meant for {where}",
+            )
         self.taken.append((where, name, found))
         return found
 
     def masked(self) -> list[str]:
         """Values from variables that output must not show: those of settings that are not known
         to be public, and those of variables named as secrets."""
-        return [value for where, name, value in self.taken
-                if isinstance(value, str) and len(value) >= 4
-                and (where not in _PUBLIC and not where.startswith("packages.") or secret_marks(name))]
+        return [
+            value
+            for where, name, value in self.taken
+            if isinstance(value, str)
+            and len(value) >= 4
+            and ((where not in _PUBLIC and not where.startswith("packages.")) or secret_marks(name))
+        ]
 
 
 def _from_file(path: Path, cwd: Path) -> Settings:
@@ -338,14 +391,19 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {clip(path)}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {clip(path)} is not valid JSON: {exc.reason}",
-                          "fix the file; see the README's configuration reference") from None
+        raise ConfigError(
+            f"config file {clip(path)} is not valid JSON: {exc.reason}",
+            "fix the file; see the README's configuration reference",
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"config file {clip(path)} is not valid JSON: {exc}",
-                          "fix the file; see the README's configuration reference") from None
+        raise ConfigError(
+            f"config file {clip(path)} is not valid JSON: {exc}",
+            "fix the file; see the README's configuration reference",
+        ) from None
     except ValueError as exc:  # not a regular file, too large, nested too deeply
-        raise ConfigError(f"config file {clip(path)} cannot be used: {exc}",
-                          "fix the file; see the README's configuration reference") from None
+        raise ConfigError(
+            f"config file {clip(path)} cannot be used: {exc}", "fix the file; see the README's configuration reference"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {clip(path)} must hold a JSON object")
     tycho = _section(raw, "tycho", path)
@@ -357,8 +415,9 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
     tycho = {k: env.resolve(v, f"tycho.{k}") for k, v in tycho.items()}
     backend = tycho.get("backend", "s3")
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {shown(backend)} in {clip(path)}",
-                          f"set tycho.backend to one of: {', '.join(BACKENDS)}")
+        raise ConfigError(
+            f"unknown backend {shown(backend)} in {clip(path)}", f"set tycho.backend to one of: {', '.join(BACKENDS)}"
+        )
     outdir = tycho.get("outdir", DEFAULT_OUTDIR)
     if not isinstance(outdir, str) or not outdir:
         raise ConfigError(f"tycho.outdir in {clip(path)} must be a non-empty path")
@@ -375,12 +434,22 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
     else:
         reg = options.get("path")
         if not isinstance(reg, str) or not reg:
-            raise ConfigError(f"the file backend needs file.path in {clip(path)}",
-                              'add "file": {"path": "/srv/tycho-registry"}')
+            raise ConfigError(
+                f"the file backend needs file.path in {clip(path)}", 'add "file": {"path": "/srv/tycho-registry"}'
+            )
         options["path"] = str(path.parent / Path(reg).expanduser())
-    return Settings(backend=backend, outdir=cwd / Path(outdir).expanduser(), options=options,
-                    source=f"config file {path}", secrets=secrets, identity=identity, warnings=warnings,
-                    packages=packages, project=path.parent, **_tuning(tycho, path))
+    return Settings(
+        backend=backend,
+        outdir=cwd / Path(outdir).expanduser(),
+        options=options,
+        source=f"config file {path}",
+        secrets=secrets,
+        identity=identity,
+        warnings=warnings,
+        packages=packages,
+        project=path.parent,
+        **_tuning(tycho, path),
+    )
 
 
 def _inside(child: str, folder: str) -> bool:
@@ -401,10 +470,15 @@ def _load_dotenv(value: Any, path: Path, cwd: Path, env: _Environment) -> Path |
     real = os.path.realpath(file)
     if not any(_inside(real, os.path.realpath(folder)) for folder in (path.parent, cwd)):
         via = f" (through a symbolic link, it is {clip(real)})" if real != os.path.abspath(file) else ""
-        where = "folder" + (f" {clip(path.parent)}" if os.path.realpath(path.parent) == os.path.realpath(cwd)
-                            else f"s {clip(path.parent)} and {clip(cwd)}")
-        raise ConfigError(f"tycho.dotenv in {clip(path)} names {shown(value)}{via}, which is outside the "
-                          f"{where}", "keep the .env file beside the config file: a config may not read other files")
+        where = "folder" + (
+            f" {clip(path.parent)}"
+            if os.path.realpath(path.parent) == os.path.realpath(cwd)
+            else f"s {clip(path.parent)} and {clip(cwd)}"
+        )
+        raise ConfigError(
+            f"tycho.dotenv in {clip(path)} names {shown(value)}{via}, which is outside the {where}",
+            "keep the .env file beside the config file: a config may not read other files",
+        )
     try:
         text = read_document(Path(real))
     except FileNotFoundError:
@@ -413,7 +487,7 @@ def _load_dotenv(value: Any, path: Path, cwd: Path, env: _Environment) -> Path |
         raise ConfigError(f"cannot read the dotenv file {clip(file)}: {exc.strerror or exc}") from None
     except ValueError as exc:  # also UnicodeDecodeError
         raise ConfigError(f"cannot read the dotenv file {clip(file)}: {exc}") from None
-    from dotenv import dotenv_values
+    from dotenv import dotenv_values  # noqa: PLC0415 - python-dotenv: ~2 ms, only with tycho.dotenv
 
     # No ${VAR} expansion: it would let the file copy a secret into a harmless-looking name.
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
@@ -435,7 +509,7 @@ def _tuning(tycho: Mapping[str, Any], path: Path) -> dict[str, Any]:
     for key in ("cache_limit", "extract_limit", "part_size"):
         if tycho.get(key) is not None:
             out[key] = parse_size(tycho[key], f"tycho.{key} in {where}")
-    if out.get("part_size") is not None and not 5 * 1024 ** 2 <= out["part_size"] <= 5 * 1024 ** 3:
+    if out.get("part_size") is not None and not 5 * 1024**2 <= out["part_size"] <= 5 * 1024**3:
         raise ConfigError(f"tycho.part_size in {where} must be between 5MiB and 5GiB (S3's limits)")
     if "concurrency" in tycho:
         value = tycho["concurrency"]
@@ -472,9 +546,6 @@ def extract_problem(text: str) -> str | None:
 
 def _packages(section: Any, path: Path) -> dict[str, Requirement]:
     """The ``packages`` section: ``{"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}``."""
-    from .errors import UsageError
-    from .names import check_package
-
     where = clip(path)
     if not isinstance(section, dict):
         raise ConfigError(f"section 'packages' of {where} must be a JSON object of package: version")
@@ -487,19 +558,20 @@ def _packages(section: Any, path: Path) -> dict[str, Requirement]:
                 found[name] = Requirement(name, spec, None, Selector.parse(spec))
                 continue
             if not isinstance(spec, dict) or set(spec) - {"version", "extract"}:
-                raise ConfigError(f"{entry} in {where} must be a version string or "
-                                  '{"version": ..., "extract": DIR}')
+                raise ConfigError(f'{entry} in {where} must be a version string or {{"version": ..., "extract": DIR}}')
             version = spec.get("version", "latest")
             extract = spec.get("extract")
             if not isinstance(version, str) or (extract is not None and (not isinstance(extract, str) or not extract)):
                 raise ConfigError(f"{entry} in {where}: version and extract must be strings")
             problem = extract_problem(extract) if extract is not None else None
             if problem:
-                raise ConfigError(f"{entry}.extract in {where} is {shown(extract, 200)}: {problem}",
-                                  "extract folders must be relative paths inside the folder that holds "
-                                  "the config file")
-            found[name] = Requirement(name, version, Path(extract) if extract is not None else None,
-                                      Selector.parse(version))
+                raise ConfigError(
+                    f"{entry}.extract in {where} is {shown(extract, 200)}: {problem}",
+                    "extract folders must be relative paths inside the folder that holds the config file",
+                )
+            found[name] = Requirement(
+                name, version, Path(extract) if extract is not None else None, Selector.parse(version)
+            )
         except UsageError as exc:
             raise ConfigError(f"{entry} in {where}: {exc}", exc.hint) from None
     return found
@@ -548,8 +620,12 @@ def _exposed_secrets(raw: Mapping[str, Any], path: Path) -> tuple[str, ...]:
             elif _is_env_ref(value) and isinstance(value.get("default"), str) and value["default"]:
                 literal.append(f"{section}.{key} (its default)")
     if literal and _readable_by_others(path):
-        return (f"{clip(path)} holds {', '.join(clip(name, 80) for name in literal[:6])} and other users can "
-                f"read it: run 'chmod 600 {clip(path)}', or use {{\"env\": NAME}} values without a default",)
+        return (
+            (
+                f"{clip(path)} holds {', '.join(clip(name, 80) for name in literal[:6])} and other users can "
+                f"read it: run 'chmod 600 {clip(path)}', or use {{\"env\": NAME}} values without a default"
+            ),
+        )
     return ()
 
 
@@ -562,23 +638,27 @@ def _exposed_dotenv(file: Path | None, env: _Environment, path: Path) -> tuple[s
     held = sorted(n for n in env.dotenv if n in used or secret_marks(n) - {"KEY"})
     if not held:
         return ()
-    return (f"{clip(file)} (the dotenv file of {clip(path)}) holds {', '.join(clip(n, 60) for n in held[:6])} "
-            f"and other users can read it: run 'chmod 600 {clip(file)}'",)
+    return (
+        (
+            f"{clip(file)} (the dotenv file of {clip(path)}) holds {', '.join(clip(n, 60) for n in held[:6])} "
+            f"and other users can read it: run 'chmod 600 {clip(file)}'"
+        ),
+    )
 
 
 def _check_s3(options: dict[str, Any], path: Path) -> None:
     where = clip(path)
     bucket = options.get("bucket")
     if not isinstance(bucket, str) or not bucket:
-        raise ConfigError(f"the s3 backend needs s3.bucket in {where}",
-                          'add "s3": {"bucket": "my-registry"}')
+        raise ConfigError(f"the s3 backend needs s3.bucket in {where}", 'add "s3": {"bucket": "my-registry"}')
     if not _BUCKET.match(bucket):
-        raise ConfigError(f"s3.bucket {shown(bucket)} in {where} is not a valid bucket name",
-                          "use the bucket's name only (letters, digits, . - _), not a URL or path")
+        raise ConfigError(
+            f"s3.bucket {shown(bucket)} in {where} is not a valid bucket name",
+            "use the bucket's name only (letters, digits, . - _), not a URL or path",
+        )
     for key, value in options.items():
-        if key in _S3_STRINGS or key.startswith("aws_"):
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"s3.{clip(key, 60)} in {where} must be a string")
+        if (key in _S3_STRINGS or key.startswith("aws_")) and value is not None and not isinstance(value, str):
+            raise ConfigError(f"s3.{clip(key, 60)} in {where} must be a string")
     prefix = options.get("prefix", "")
     if not isinstance(prefix, str):
         raise ConfigError(f"s3.prefix in {where} must be a string")

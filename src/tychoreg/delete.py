@@ -44,8 +44,12 @@ def delete_package(store: Store, package: str, *, force: bool = False) -> list[s
     doc, _ = refs.read(store, package)
     tags = sorted(doc.tags)
     if tags and not force:
-        raise OperationError(f"package {package} has tags ({', '.join(tags)}); not deleted",
-                             reason="package-tagged", package=package, tags=tags)
+        raise OperationError(
+            f"package {package} has tags ({', '.join(tags)}); not deleted",
+            reason="package-tagged",
+            package=package,
+            tags=tags,
+        )
     store.delete(layout.package_doc(package))
     keys = [info.key for info in store.list(f"{package}/") if info.key != layout.package_doc(package)]
     data = [k for k in keys if layout.version_of_data(package, k)]

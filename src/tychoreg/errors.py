@@ -10,7 +10,62 @@ line renders its own hints, naming commands and flags, from ``reason`` and the f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+#: Every kind of failure an error may name in its ``reason`` (see :attr:`TychoError.reason`).
+Reason = Literal[
+    "bad-latest",
+    "bad-localname",
+    "bad-name",
+    "bad-selector",
+    "being-pushed",
+    "confirm",
+    "damaged",
+    "deleted-during-download",
+    "deleted-while-pushing",
+    "dest-is-folder",
+    "dest-permission",
+    "explicit-config-missing",
+    "extract-target",
+    "failed-verification",
+    "foreign-record",
+    "lock-damaged",
+    "lock-extract",
+    "no-latest",
+    "no-lock",
+    "no-match",
+    "no-package",
+    "no-packages",
+    "no-project",
+    "no-tag",
+    "no-version",
+    "not-an-archive",
+    "not-promoted",
+    "not-yanked",
+    "nothing-to-pull",
+    "offline-miss",
+    "offline-needs-lock",
+    "offline-no-digest",
+    "package-exists",
+    "package-tagged",
+    "range-not-allowed",
+    "record-missing",
+    "record-unsettled",
+    "replaced-during-download",
+    "replaced-or-damaged",
+    "repushed",
+    "reserved-version",
+    "shared-destination",
+    "stale-lock",
+    "tag-is-version",
+    "tagged",
+    "unresolved",
+    "upgrade-undeclared",
+    "upload-removed",
+    "version-exists",
+    "version-is-tag",
+    "yanked-latest",
+]
 
 
 class TychoError(Exception):
@@ -19,10 +74,18 @@ class TychoError(Exception):
     exit_code = 1
     #: What kind of failure this is (``"no-version"``, ``"being-pushed"``, ...), for callers and
     #: for the command line's hints; None when the message is all there is to say.
-    reason: str | None = None
+    reason: Reason | None = None
 
-    def __init__(self, message: str, hint: str | None = None, *, reason: str | None = None,
-                 package: str | None = None, version: str | None = None, **details: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        reason: Reason | None = None,
+        package: str | None = None,
+        version: str | None = None,
+        **details: Any,
+    ) -> None:
         super().__init__(message)
         self.hint = hint
         if reason is not None:
@@ -98,9 +161,13 @@ class NoMatch(NotFound):
     reason = "no-match"
 
     def __init__(self, package: str, selector: str, pre: bool) -> None:
-        super().__init__(f"no version of package {package} matches {selector!r}"
-                         + ("" if pre else " (pre-releases and yanked versions are not considered)"),
-                         package=package, selector=selector, pre=pre)
+        super().__init__(
+            f"no version of package {package} matches {selector!r}"
+            + ("" if pre else " (pre-releases and yanked versions are not considered)"),
+            package=package,
+            selector=selector,
+            pre=pre,
+        )
 
 
 class TagNotFound(NotFound):
@@ -124,16 +191,25 @@ class VersionExists(AlreadyExists):
 
     def __init__(self, package: str, version: str, *, other_bytes: bool = False) -> None:
         what = "already exists with other bytes" if other_bytes else "already exists; versions are immutable"
-        super().__init__(f"version {version} of package {package} {what}", "push a new version number",
-                         package=package, version=version, other_bytes=other_bytes)
+        super().__init__(
+            f"version {version} of package {package} {what}",
+            "push a new version number",
+            package=package,
+            version=version,
+            other_bytes=other_bytes,
+        )
 
 
 class BeingPushed(AlreadyExists):
     reason = "being-pushed"
 
     def __init__(self, package: str, version: str) -> None:
-        super().__init__(f"version {version} of package {package} is being pushed by someone else",
-                         "wait, then look again", package=package, version=version)
+        super().__init__(
+            f"version {version} of package {package} is being pushed by someone else",
+            "wait, then look again",
+            package=package,
+            version=version,
+        )
 
 
 class RecordMissing(IntegrityError):
@@ -142,5 +218,10 @@ class RecordMissing(IntegrityError):
     reason = "record-missing"
 
     def __init__(self, package: str, version: str, why: str) -> None:
-        super().__init__(f"{package} {version} has no record although {why}: its bytes cannot be verified",
-                         "someone removed the record", package=package, version=version, why=why)
+        super().__init__(
+            f"{package} {version} has no record although {why}: its bytes cannot be verified",
+            "someone removed the record",
+            package=package,
+            version=version,
+            why=why,
+        )

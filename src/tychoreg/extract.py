@@ -51,7 +51,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple, Protocol, cast
 
 from .errors import OperationError
 from .integrity import CHUNK
@@ -64,13 +64,25 @@ _HEADER_CAP = 16 << 20  # tarfile reads pax headers and long names whole into me
 _GLOBAL_CAP = 1 << 20  # global pax headers stay in memory for the rest of the archive
 _STAMP_MAX = 64 << 10
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAGIC = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
-          (b"\x28\xb5\x2f\xfd", "zst"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"))
+_MAGIC = (
+    (b"\x1f\x8b", "gz"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zst"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+)
 _UNSAFE_HINT = "nothing was extracted; do not trust this archive, or ask its publisher to repack it"
-_ZIP_KINDS = {0: "file", stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-              stat.S_IFCHR: "device file", stat.S_IFBLK: "device file", stat.S_IFIFO: "FIFO"}
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
-            ValueError, NotImplementedError)
+_ZIP_KINDS = {
+    0: "file",
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFCHR: "device file",
+    stat.S_IFBLK: "device file",
+    stat.S_IFIFO: "FIFO",
+}
+_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, ValueError, NotImplementedError)
 
 
 class UnsafeArchive(OperationError):
@@ -135,15 +147,27 @@ def read_stamp(dest: Path) -> Stamp | None:
 def check_target(dest: Path) -> None:
     """Refuse a ``dest`` that is not a folder, or a non-empty folder tychoreg did not extract."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise OperationError(f"cannot extract into {dest}: it exists and is not a folder",
-                             "choose another folder, or remove that one", reason="extract-target")
+        raise OperationError(
+            f"cannot extract into {dest}: it exists and is not a folder",
+            "choose another folder, or remove that one",
+            reason="extract-target",
+        )
     if dest.is_dir() and not os.path.lexists(dest / STAMP_NAME) and any(dest.iterdir()):
-        raise OperationError(f"cannot extract into {dest}: it holds files that tychoreg did not put there",
-                             "choose a new or empty folder; tychoreg replaces the whole folder on each change")
+        raise OperationError(
+            f"cannot extract into {dest}: it holds files that tychoreg did not put there",
+            "choose a new or empty folder; tychoreg replaces the whole folder on each change",
+        )
 
 
-def extract(archive: Path, dest: Path, stamp: Stamp, *, max_bytes: int = DEFAULT_EXTRACT_LIMIT,
-            force: bool = False, source: BinaryIO | None = None) -> bool:
+def extract(
+    archive: Path,
+    dest: Path,
+    stamp: Stamp,
+    *,
+    max_bytes: int = DEFAULT_EXTRACT_LIMIT,
+    force: bool = False,
+    source: BinaryIO | None = None,
+) -> bool:
     """Unpack ``archive`` into ``dest`` atomically; False if ``dest`` already holds ``stamp``
     (unless ``force``). A folder that holds files but no stamp was not made by us and is
     refused: replacing it would delete someone's work (think ``--extract ~``).
@@ -162,8 +186,7 @@ def extract(archive: Path, dest: Path, stamp: Stamp, *, max_bytes: int = DEFAULT
     return True
 
 
-def _extract(entries: Generator[_Entry, None, None], archive: Path, dest: Path, stamp: Stamp,
-             max_bytes: int) -> None:
+def _extract(entries: Generator[_Entry, None, None], archive: Path, dest: Path, stamp: Stamp, max_bytes: int) -> None:
     missing = []
     for parent in dest.parents:
         if parent.exists():
@@ -214,18 +237,21 @@ def _describe(exc: BaseException, archive: Path, dest: Path) -> BaseException:
     if isinstance(exc, _Refused):
         return UnsafeArchive(f"refusing to extract {archive}: {exc}", exc.hint)
     if isinstance(exc, _Tampered):
-        return OperationError(f"cannot extract into {dest}: {exc} in its staging folder is not what "
-                              "tychoreg made there; something else changed it while extracting",
-                              "nothing was extracted; extract into a folder only you can write, then try again")
+        return OperationError(
+            f"cannot extract into {dest}: {exc} in its staging folder is not what "
+            "tychoreg made there; something else changed it while extracting",
+            "nothing was extracted; extract into a folder only you can write, then try again",
+        )
     if errno_ in (errno.ENOSPC, errno.EDQUOT):
-        return OperationError(f"no space left on the device while extracting into {dest}",
-                              "free some disk space and pull again")
+        return OperationError(
+            f"no space left on the device while extracting into {dest}", "free some disk space and pull again"
+        )
     if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OperationError(f"cannot extract into {dest}: permission denied",
-                              "choose another folder or fix its permissions")
+        return OperationError(
+            f"cannot extract into {dest}: permission denied", "choose another folder or fix its permissions"
+        )
     if isinstance(exc, (OSError, *_CORRUPT)) or type(exc).__name__ == "ZstdError":
-        return OperationError(f"cannot extract {archive}: {exc}",
-                              "the archive is damaged or incomplete; pull it again")
+        return OperationError(f"cannot extract {archive}: {exc}", "the archive is damaged or incomplete; pull it again")
     return exc
 
 
@@ -258,15 +284,18 @@ def _open(archive: Path, source: BinaryIO) -> Generator[_Entry, None, None]:
     kind = next((k for magic, k in _MAGIC if head.startswith(magic)), "")
     kind = kind or ("tar" if _is_tar(head) else "")
     if not kind:
-        raise OperationError(f"{archive} is not a tar or zip archive",
-                             "only tar (plain, gzip, bzip2, xz, zstd) and zip archives are unpacked",
-                             reason="not-an-archive")
+        raise OperationError(
+            f"{archive} is not a tar or zip archive",
+            "only tar (plain, gzip, bzip2, xz, zstd) and zip archives are unpacked",
+            reason="not-an-archive",
+        )
     if kind == "zst":
         try:
-            import zstandard  # noqa: F401
+            import zstandard  # noqa: F401, PLC0415 - is it installed? (only for .zst archives)
         except ImportError:
-            raise OperationError(f"{archive} is zstd-compressed and the zstandard package is "
-                                 "missing", "pip install 'zstandard>=0.22'") from None
+            raise OperationError(
+                f"{archive} is zstd-compressed and the zstandard package is missing", "pip install 'zstandard>=0.22'"
+            ) from None
     return _zip_entries(source, archive) if kind == "zip" else _tar_entries(source, kind)
 
 
@@ -284,7 +313,10 @@ def _is_tar(head: bytes) -> bool:
 class _TarInfo(tarfile.TarInfo):
     """Refuses sparse members while headers are parsed: tarfile would read their maps into
     memory without bound, and artifacts have no use for them. Reports every extended header
-    (pax, GNU long names) to the :class:`_Guard` before it is read, which caps them."""
+    (pax, GNU long names) to the :class:`_Guard` before it is read, which caps them.
+
+    These are tarfile's private hooks, which typeshed does not describe: typed loosely, and the
+    calls to the originals marked for mypy."""
 
     def _refuse_sparse(self, *args: Any) -> Any:
         raise _Refused(f"member {self.name!r} is a sparse file")
@@ -305,7 +337,7 @@ class _Guard:
     fills short reads, and keeps the last read, so a clean end (a zero block) is told from a
     truncated or damaged header, which tarfile silently takes for the end of the archive."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: _Stream) -> None:
         self._f, self.last = stream, b""
         self.pending = 0  # extended header bytes read since the last member
         self.global_bytes = 0
@@ -319,8 +351,7 @@ class _Guard:
             if self.global_bytes > _GLOBAL_CAP:
                 raise _Refused(f"its global pax headers pass {_GLOBAL_CAP} bytes")
         if self.pending > _HEADER_CAP:
-            raise _Refused(f"it has a header of {self.pending} bytes for one member (at most "
-                           f"{_HEADER_CAP} are read)")
+            raise _Refused(f"it has a header of {self.pending} bytes for one member (at most {_HEADER_CAP} are read)")
 
     def take(self) -> int:
         """Extended header bytes read for the member just read."""
@@ -344,30 +375,58 @@ class _Guard:
         return int(self._f.tell())
 
 
-def _decompress(kind: str, raw: IO[bytes]) -> Any:
+class _Stream(Protocol):
+    """What a tar is read from: the archive itself, or a decompressing reader over it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def close(self) -> object: ...
+
+
+def _decompress(kind: str, raw: IO[bytes]) -> _Stream:
     """A streaming reader of the tar inside ``raw``; zstandard is imported only when needed."""
     if kind == "zst":
-        import zstandard
+        import zstandard  # noqa: PLC0415 - zstandard: ~1 ms, only for .zst archives
+
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
-    openers: dict[str, Callable[[IO[bytes]], Any]] = {"gz": gzip.open, "bz2": bz2.open,
-                                                      "xz": lzma.open}
+    openers: dict[str, Callable[[IO[bytes]], _Stream]] = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
     return openers[kind](raw) if kind in openers else raw
+
+
+def _tar_kind(m: tarfile.TarInfo) -> str:
+    if m.isreg():
+        return "file"
+    if m.isdir():
+        return "dir"
+    if m.issym():
+        return "symlink"
+    if m.islnk():
+        return "hardlink"
+    if m.ischr() or m.isblk():
+        return "device file"
+    if m.isfifo():
+        return "FIFO"
+    return f"tar entry of type {m.type!r}"
 
 
 def _tar_entries(raw: BinaryIO, kind: str) -> Generator[_Entry, None, None]:
     stream = _decompress(kind, raw)  # closing it leaves ``raw`` open: it is the caller's
     try:
         guard = _Guard(stream)
-        tf: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]
-            fileobj=guard, mode="r:", tarinfo=_TarInfo)
-        with tf:
+        # cast: reading ("r:") only reads, seeks and tells, which the guard does; typeshed's file
+        # protocol for tarfile also asks for the write and close that only writing uses.
+        with tarfile.open(fileobj=cast("IO[bytes]", guard), mode="r:", tarinfo=_TarInfo) as tf:
             for m in tf:
-                tf.members.clear()  # tarfile would keep every member read, pax headers and all
-                what = ("file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym()
-                        else "hardlink" if m.islnk() else "device file" if m.ischr() or m.isblk()
-                        else "FIFO" if m.isfifo() else f"tar entry of type {m.type!r}")
-                yield _Entry(m.name, what, m.mode, m.mtime, m.linkname, m.size,
-                             partial(tf.extractfile, m), guard.take())
+                # tarfile would keep every member read, pax headers and all (an attribute
+                # typeshed does not list)
+                tf.members.clear()  # type: ignore[attr-defined]
+                yield _Entry(
+                    m.name, _tar_kind(m), m.mode, m.mtime, m.linkname, m.size, partial(tf.extractfile, m), guard.take()
+                )
                 m.pax_headers = {}
         if guard.last != bytes(tarfile.BLOCKSIZE):
             raise tarfile.ReadError("unexpected end of data (truncated archive)")
@@ -380,8 +439,9 @@ def _zip_entries(raw: BinaryIO, archive: Path) -> Generator[_Entry, None, None]:
     with zipfile.ZipFile(raw) as zf:
         for info in zf.infolist():
             if info.flag_bits & 0x1:
-                raise OperationError(f"cannot extract {archive}: member {info.filename!r} is "
-                                     "encrypted", "repack it without a password")
+                raise OperationError(
+                    f"cannot extract {archive}: member {info.filename!r} is encrypted", "repack it without a password"
+                )
             mode, link = info.external_attr >> 16, ""
             fmt = stat.S_IFMT(mode)
             kind = "dir" if info.is_dir() else _ZIP_KINDS.get(fmt, "socket")
@@ -391,12 +451,11 @@ def _zip_entries(raw: BinaryIO, archive: Path) -> Generator[_Entry, None, None]:
                 if len(link) > 4096:
                     raise _Refused(f"symlink {info.filename!r} has an overlong target")
             try:
-                mtime: float | None = time.mktime(info.date_time + (0, 0, -1))
+                mtime: float | None = time.mktime((*info.date_time, 0, 0, -1))
             except (OverflowError, ValueError):
                 mtime = None
             mode = mode & 0o7777 or (0o755 if kind == "dir" else 0o644)
-            yield _Entry(info.filename, kind, mode, mtime, link, info.file_size,
-                         partial(zf.open, info))
+            yield _Entry(info.filename, kind, mode, mtime, link, info.file_size, partial(zf.open, info))
 
 
 def _norm(name: str) -> tuple[str, ...] | None:
@@ -458,10 +517,10 @@ class _Tree:
         for i in range(keep, len(parts)):
             try:
                 os.mkdir(parts[i], 0o700, dir_fd=fd)
-                self.made.add(parts[:i + 1])
+                self.made.add(parts[: i + 1])
             except FileExistsError:
                 pass
-            fd = self._open(parts[:i + 1], fd, DIR_FLAGS)
+            fd = self._open(parts[: i + 1], fd, DIR_FLAGS)
             self._chain.append((parts[i], fd))
         return fd
 
@@ -480,8 +539,7 @@ class _Tree:
     def hardlink(self, parts: tuple[str, ...], source: tuple[str, ...]) -> None:
         src = os.dup(self.folder(source[:-1]))
         try:
-            os.link(source[-1], parts[-1], src_dir_fd=src, dst_dir_fd=self.folder(parts[:-1]),
-                    follow_symlinks=False)
+            os.link(source[-1], parts[-1], src_dir_fd=src, dst_dir_fd=self.folder(parts[:-1]), follow_symlinks=False)
         except (FileExistsError, FileNotFoundError):
             raise _Tampered(parts) from None
         finally:
@@ -537,8 +595,11 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
             raise _Refused(f"{member} is a {e.kind}; only files, folders and links are extracted")
         parts = _norm(e.name)
         if parts is None:
-            raise _Refused(f"{member} has an absolute path" if e.name.startswith("/")
-                           else f"{member} climbs out of the folder with '..'")
+            raise _Refused(
+                f"{member} has an absolute path"
+                if e.name.startswith("/")
+                else f"{member} climbs out of the folder with '..'"
+            )
         if parts[:1] == (STAMP_NAME,):
             raise _Refused(f"{member} uses the name reserved for tychoreg's extraction stamp")
         if not parts and e.kind != "dir":
@@ -546,15 +607,15 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
         for i in range(1, len(parts)):
             above = kinds.setdefault(parts[:i], "dir")
             if above != "dir":
-                raise _Refused(f"{member} would be written through the {above} "
-                               f"{'/'.join(parts[:i])!r}")
+                raise _Refused(f"{member} would be written through the {above} {'/'.join(parts[:i])!r}")
         if parts in kinds and not (kinds[parts] == e.kind == "dir"):
             raise _Refused(f"{member} clashes with an earlier member at the same path")
         if e.kind == "hardlink":
             source = _norm(e.link)
             if source is None or kinds.get(source) != "file":
-                raise _Refused(f"hard link {e.name!r} points at {e.link!r}, which is not an "
-                               "earlier file in the archive")
+                raise _Refused(
+                    f"hard link {e.name!r} points at {e.link!r}, which is not an earlier file in the archive"
+                )
             tree.hardlink(parts, source)
         elif e.kind == "file":
             if written + e.size > max_bytes:
@@ -567,7 +628,7 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
         else:
             links[parts] = e.link
         kinds[parts] = "file" if e.kind == "hardlink" else e.kind
-    done: dict[tuple[str, ...], Any] = {}  # resolutions shared, so chains cost linear time
+    done: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # resolutions shared: chains cost linear time
     for parts, target in links.items():
         if _resolve(links, done, parts[:-1], target, 0) is None:
             raise _Refused(f"symlink {'/'.join(parts)!r} points outside the folder ({target!r})")
@@ -575,8 +636,13 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
         tree.symlink(parts, target)
 
 
-def _resolve(links: dict[tuple[str, ...], str], done: dict[tuple[str, ...], Any],
-             at: tuple[str, ...], target: str, depth: int) -> tuple[str, ...] | None:
+def _resolve(
+    links: dict[tuple[str, ...], str],
+    done: dict[tuple[str, ...], tuple[str, ...] | None],
+    at: tuple[str, ...],
+    target: str,
+    depth: int,
+) -> tuple[str, ...] | None:
     """Where ``target``, read from folder ``at``, lands inside the archive tree, following the
     archive's own symlinks like the kernel would; None if it leaves the tree."""
     if target.startswith("/"):
@@ -593,19 +659,19 @@ def _resolve(links: dict[tuple[str, ...], str], done: dict[tuple[str, ...], Any]
             if key in links:
                 if key not in done:
                     if depth > 40:
-                        raise _Refused(f"symlink {'/'.join(key)!r} is part of a loop or a "
-                                       "chain of more than 40 links")
+                        raise _Refused(f"symlink {'/'.join(key)!r} is part of a loop or a chain of more than 40 links")
                     done[key] = _resolve(links, done, key[:-1], links[key], depth + 1)
-                if done[key] is None:
+                resolved = done[key]
+                if resolved is None:
                     return None
-                parts = list(done[key])
+                parts = list(resolved)
     return tuple(parts)
 
 
 def _write(e: _Entry, tree: _Tree, parts: tuple[str, ...], written: int, max_bytes: int) -> int:
     """Stream one member to a new file, counting bytes as written; the new running total."""
     fd = tree.file(parts)
-    with os.fdopen(fd, "wb") as out, (e.open() or io.BytesIO()) as src:
+    with os.fdopen(fd, "wb") as out, e.open() or io.BytesIO() as src:
         while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > max_bytes:
@@ -626,5 +692,7 @@ def _set_mtime(target: int | Path, mtime: float | None) -> None:
 
 
 def _too_big(member: str, max_bytes: int) -> _Refused:
-    return _Refused(f"it expands past the limit of {max_bytes} bytes (at {member})",
-                    "nothing was extracted; if you trust this archive, raise the size limit")
+    return _Refused(
+        f"it expands past the limit of {max_bytes} bytes (at {member})",
+        "nothing was extracted; if you trust this archive, raise the size limit",
+    )

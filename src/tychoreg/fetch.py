@@ -18,14 +18,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import layout
+from .catalog import known_digest
 from .concurrency import backoff
 from .errors import IntegrityError, NotFound, RecordMissing, VersionNotFound
 from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_stream, etag_plan
 from .localfs import open_regular, resumable_write, written_prefix
-from .models import PUSH_ID, VersionRecord, record_for_data
+from .models import PUSH_ID, CheckedBy, VersionRecord, record_for_data
 from .store import ObjectNotFound, PreconditionFailed, Store
 from .store.base import MultipartStore, ObjectInfo, Progress, TransferInterrupted
 
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 #: How many times one pull resumes an interrupted transfer before giving up (the part file stays).
 RESUME_ATTEMPTS = 6
-#: How a version's bytes are checked: its recorded SHA-256, its S3 ETag recomputed, or only its size.
-CheckedBy = Literal["sha256", "etag", "size"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,9 @@ def read_record(store: Store, package: str, version: str) -> VersionRecord | Non
     return VersionRecord.parse(package, version, raw)
 
 
-def expected_for(store: Store, package: str, version: str, *, allow_unverified: bool = False,
-                 known: KnownDigests | None = None) -> Expected:
+def expected_for(
+    store: Store, package: str, version: str, *, allow_unverified: bool = False, known: KnownDigests | None = None
+) -> Expected:
     """What ``version``'s bytes must be; NotFound unless the version is visible (its data is
     there: a record alone may be a push in progress or what a dead one left). ``known`` is what
     this machine verified before (see :mod:`tychoreg.known`)."""
@@ -90,12 +90,17 @@ def expected_for(store: Store, package: str, version: str, *, allow_unverified: 
     if info is None:
         raise VersionNotFound(package, version)
     if rec is not None:
-        rec = record_for_data(package, version, rec, info.meta.get(PUSH_ID), info.etag,
-                              keeps_metadata=store.keeps_metadata)
+        rec = record_for_data(
+            package, version, rec, info.meta.get(PUSH_ID), info.etag, keeps_metadata=store.keeps_metadata
+        )
         if rec.size != info.size:
-            raise IntegrityError(f"{package} {version} is damaged: stored size {info.size} bytes, "
-                                 f"recorded {rec.size}", "re-push it as a new version", reason="damaged",
-                                 package=package, version=version)
+            raise IntegrityError(
+                f"{package} {version} is damaged: stored size {info.size} bytes, recorded {rec.size}",
+                "re-push it as a new version",
+                reason="damaged",
+                package=package,
+                version=version,
+            )
         return Expected(info.key, rec.size, rec.sha256, None, info.stamp)
     if not allow_unverified:
         _refuse_lost_record(store, package, version, info, known)
@@ -109,8 +114,7 @@ def _read_both(store: Store, package: str, version: str) -> tuple[VersionRecord 
         return record.result(), info
 
 
-def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectInfo,
-                        known: KnownDigests | None) -> None:
+def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectInfo, known: KnownDigests | None) -> None:
     """A version without a record pulls unverified (tycho-station 0.4.0 records nothing), unless
     something says it had one: its data carries a tychoreg push id, this machine verified it
     before, or the package's catalog kept a copy of its record. Then the record was lost or
@@ -120,11 +124,8 @@ def _refuse_lost_record(store: Store, package: str, version: str, info: ObjectIn
         why = "its data was pushed by tychoreg"
     elif known is not None and known.recall(package, version):
         why = f"this machine verified it before (sha256 {known.recall(package, version)})"
-    else:
-        from .catalog import known_digest
-
-        if known_digest(store, package, version):
-            why = "the package's catalog knew its SHA-256"
+    elif known_digest(store, package, version):
+        why = "the package's catalog knew its SHA-256"
     if why:
         raise RecordMissing(package, version, why)
 
@@ -166,12 +167,19 @@ def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None 
         return expected.matches(local)
     # No fingerprint was recorded: compare with the stored bytes themselves (read, not written).
     stored = Digests()
-    store.read(expected.key, HashingWriter(Discard(), stored), if_match=expected.pin)  # type: ignore[arg-type]
+    store.read(expected.key, HashingWriter(Discard(), stored), if_match=expected.pin)
     return stored.size == local.size and stored.sha256 == local.sha256
 
 
-def download(store: Store, package: str, version: str, expected: Expected, dest: Path,
-             progress: Progress | None = None, attempts: int = RESUME_ATTEMPTS) -> int:
+def download(
+    store: Store,
+    package: str,
+    version: str,
+    expected: Expected,
+    dest: Path,
+    progress: Progress | None = None,
+    attempts: int = RESUME_ATTEMPTS,
+) -> int:
     """Stream the version into ``.DEST.TAG.part`` and rename it into place only once verified.
 
     An interrupted transfer resumes with a ranged read from where it stopped, in this run (up to
@@ -196,8 +204,12 @@ def download(store: Store, package: str, version: str, expected: Expected, dest:
                 f"{package} {version} failed verification: got {digests.size} bytes"
                 + (f" with {expected.checked_by} {got}" if got and expected.checked_by != "size" else "")
                 + f", expected {expected.size} bytes"
-                + (f" with sha256 {expected.sha256}" if expected.sha256 else ""), hint, reason="failed-verification",
-                package=package, version=version)
+                + (f" with sha256 {expected.sha256}" if expected.sha256 else ""),
+                hint,
+                reason="failed-verification",
+                package=package,
+                version=version,
+            )
     return resumes
 
 
@@ -211,8 +223,9 @@ def _resume(fd: int, expected: Expected, restart: bool = False) -> Digests:
     return digests
 
 
-def _transfer(store: Store, expected: Expected, fd: int, digests: Digests, progress: Progress | None,
-              attempts: int) -> int:
+def _transfer(
+    store: Store, expected: Expected, fd: int, digests: Digests, progress: Progress | None, attempts: int
+) -> int:
     """Read the rest of the object into the part file, resuming after interruptions; returns
     how often it resumed. Whatever happens, the file ends at the hashed prefix or beyond it
     with only hashed bytes, so the next run can trust it."""
@@ -220,17 +233,29 @@ def _transfer(store: Store, expected: Expected, fd: int, digests: Digests, progr
     for attempt in range(attempts):
         try:
             if digests.size < expected.size or (expected.size == 0 and attempt == 0):
-                store.read(expected.key, writer, start=digests.size, size=expected.size, progress=progress,
-                           if_match=expected.pin)
+                store.read(
+                    expected.key,
+                    writer,
+                    start=digests.size,
+                    size=expected.size,
+                    progress=progress,
+                    if_match=expected.pin,
+                )
             return attempt
         except ObjectNotFound:
             os.ftruncate(fd, digests.size)
-            raise NotFound(f"{expected.key} was deleted while it was being downloaded", "pull again",
-                           reason="deleted-during-download") from None
+            raise NotFound(
+                f"{expected.key} was deleted while it was being downloaded",
+                "pull again",
+                reason="deleted-during-download",
+            ) from None
         except PreconditionFailed:
             os.ftruncate(fd, digests.size)
-            raise NotFound(f"{expected.key} was replaced while it was being downloaded (deleted and pushed "
-                           "again)", "pull again", reason="replaced-during-download") from None
+            raise NotFound(
+                f"{expected.key} was replaced while it was being downloaded (deleted and pushed again)",
+                "pull again",
+                reason="replaced-during-download",
+            ) from None
         except TransferInterrupted:
             os.ftruncate(fd, digests.size)  # ranges written beyond the hashed prefix go
             if attempt == attempts - 1:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .store.base import Sink, Source
+
 MiB = 1024 * 1024
 CHUNK = MiB
 #: boto3's (and so tycho-station 0.4.0's and the aws CLI's) default multipart part size.
@@ -106,7 +108,7 @@ class Digests:
 class HashingReader:
     """Wraps a file opened for reading; every byte read is hashed."""
 
-    def __init__(self, raw: BinaryIO, digests: Digests) -> None:
+    def __init__(self, raw: Source, digests: Digests) -> None:
         self._raw, self.digests = raw, digests
 
     def read(self, n: int = -1) -> bytes:
@@ -118,10 +120,10 @@ class HashingReader:
 class HashingWriter:
     """Wraps a file opened for writing; every byte written is hashed."""
 
-    def __init__(self, raw: BinaryIO, digests: Digests) -> None:
+    def __init__(self, raw: Sink, digests: Digests) -> None:
         self._raw, self.digests = raw, digests
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> object:
         self.digests.update(data)
         return self._raw.write(data)
 

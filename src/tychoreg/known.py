@@ -25,7 +25,7 @@ _SHA = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def default_root() -> Path:
-    from platformdirs import user_cache_dir
+    from platformdirs import user_cache_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only to find the folder
 
     return Path(user_cache_dir("tychoreg", appauthor=False)) / "known"
 

@@ -43,13 +43,13 @@ def records_prefix(package: str) -> str:
 def version_of_data(package: str, key: str) -> str | None:
     """The version a data key holds, or None when the key is not one."""
     head = data_prefix(package)
-    if key.startswith(head) and key.endswith(DATA_SUFFIX) and "/" not in key[len(head):]:
-        return key[len(head):-len(DATA_SUFFIX)] or None
+    if key.startswith(head) and key.endswith(DATA_SUFFIX) and "/" not in key[len(head) :]:
+        return key[len(head) : -len(DATA_SUFFIX)] or None
     return None
 
 
 def version_of_record(package: str, key: str) -> str | None:
     head = records_prefix(package)
-    if key.startswith(head) and key.endswith(RECORD_SUFFIX) and "/" not in key[len(head):]:
-        return key[len(head):-len(RECORD_SUFFIX)] or None
+    if key.startswith(head) and key.endswith(RECORD_SUFFIX) and "/" not in key[len(head) :]:
+        return key[len(head) : -len(RECORD_SUFFIX)] or None
     return None

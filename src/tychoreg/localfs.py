@@ -40,19 +40,24 @@ _UMASK_LOCK = threading.Lock()
 
 def describe_write_error(exc: OSError, path: Path) -> OperationError:
     if exc.errno == errno.ENOSPC:
-        return OperationError(f"no space left on the device while writing {path}",
-                              "free some disk space and pull again")
+        return OperationError(
+            f"no space left on the device while writing {path}", "free some disk space and pull again"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OperationError(f"cannot write {path}: permission denied",
-                              "choose another destination or fix the folder's permissions", reason="dest-permission")
+        return OperationError(
+            f"cannot write {path}: permission denied",
+            "choose another destination or fix the folder's permissions",
+            reason="dest-permission",
+        )
     return OperationError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def check_destination(path: Path) -> None:
     """Refuse destinations that cannot be replaced by a file."""
     if path.is_dir():
-        raise OperationError(f"destination {path} is a folder", "name a file path, or remove the folder",
-                             reason="dest-is-folder")
+        raise OperationError(
+            f"destination {path} is a folder", "name a file path, or remove the folder", reason="dest-is-folder"
+        )
 
 
 def umask() -> int:
@@ -290,9 +295,10 @@ def _replace_checked(tmp: Path, path: Path, fd: int) -> None:
     """Rename ``tmp`` over ``path``, but only while ``tmp`` is still the file open as ``fd``: in
     a folder others can write, they may have swapped it for a link or a file of theirs."""
     if not _same(tmp, os.fstat(fd)):
-        raise OperationError(f"cannot write {path}: its temporary file {tmp.name} was replaced by "
-                             "someone else while pulling",
-                             f"pull into a folder that only you can write, not {path.parent}")
+        raise OperationError(
+            f"cannot write {path}: its temporary file {tmp.name} was replaced by someone else while pulling",
+            f"pull into a folder that only you can write, not {path.parent}",
+        )
     os.replace(tmp, path)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Requirement, extract_problem, parse_document, read_document
-from .errors import ConfigError, OperationError
+from .errors import ConfigError, OperationError, UsageError
 from .localfs import default_mode, fresh_temp
 from .models import Resolved
-from .names import clip, is_valid_segment, shown
+from .names import check_package, clip, is_valid_segment, shown
 
 FORMAT = 1
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
@@ -39,8 +39,15 @@ class Locked:
 
     @classmethod
     def of(cls, resolved: Resolved, requirement: Requirement) -> Locked:
-        return cls(resolved.package, resolved.version, resolved.sha256, resolved.size, resolved.localname,
-                   requirement.version, str(requirement.extract) if requirement.extract is not None else None)
+        return cls(
+            resolved.package,
+            resolved.version,
+            resolved.sha256,
+            resolved.size,
+            resolved.localname,
+            requirement.version,
+            str(requirement.extract) if requirement.extract is not None else None,
+        )
 
     def answers(self, requirement: Requirement) -> bool:
         return self.describe() == requirement.describe()
@@ -52,8 +59,13 @@ class Locked:
         return out
 
     def to_object(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"version": self.version, "sha256": self.sha256, "size": self.size,
-                               "localname": self.localname, "requested": self.requested}
+        out: dict[str, Any] = {
+            "version": self.version,
+            "sha256": self.sha256,
+            "size": self.size,
+            "localname": self.localname,
+            "requested": self.requested,
+        }
         if self.extract is not None:
             out["extract"] = self.extract
         return out
@@ -82,32 +94,52 @@ def read(path: Path) -> dict[str, Locked] | None:
     for name, entry in packages.items():
         try:
             sha, extract = entry.get("sha256"), entry.get("extract")
-            locked = Locked(name, entry["version"], sha, entry["size"], entry["localname"],
-                            entry.get("requested", "latest"), extract)
+            locked = Locked(
+                name,
+                entry["version"],
+                sha,
+                entry["size"],
+                entry["localname"],
+                entry.get("requested", "latest"),
+                extract,
+            )
         except (AttributeError, KeyError, TypeError):
             raise _damaged(path, f"entry {shown(name)} lacks version, size or localname") from None
         if isinstance(sha, str) and _SHA256.match(sha):
             locked = replace(locked, sha256=sha.lower())
         elif sha is not None:
             raise _damaged(path, f"entry {shown(name)} has a sha256 that is not 64 hexadecimal digits")
-        if not (is_valid_segment(name) and is_valid_segment(locked.version) and is_valid_segment(locked.localname)
-                and isinstance(locked.size, int) and not isinstance(locked.size, bool)
-                and 0 <= locked.size < 2 ** 63
-                and isinstance(locked.requested, str) and (extract is None or isinstance(extract, str))):
+        if not (
+            is_valid_segment(name)
+            and is_valid_segment(locked.version)
+            and is_valid_segment(locked.localname)
+            and isinstance(locked.size, int)
+            and not isinstance(locked.size, bool)
+            and 0 <= locked.size < 2**63
+            and isinstance(locked.requested, str)
+            and (extract is None or isinstance(extract, str))
+        ):
             raise _damaged(path, f"entry {shown(name)} has an invalid field")
         problem = extract_problem(extract) if extract is not None else None
         if problem:
-            raise ConfigError(f"{clip(path)}: package {name} would be extracted to {shown(extract, 200)}: {problem}",
-                              f"extract folders must be relative paths inside {clip(os.path.abspath(path.parent))}",
-                              reason="lock-extract", package=name, lockfile=path)
+            raise ConfigError(
+                f"{clip(path)}: package {name} would be extracted to {shown(extract, 200)}: {problem}",
+                f"extract folders must be relative paths inside {clip(os.path.abspath(path.parent))}",
+                reason="lock-extract",
+                package=name,
+                lockfile=path,
+            )
         found[name] = locked
     return found
 
 
 def write(path: Path, entries: dict[str, Locked], registry: str) -> None:
     """Replace the lock atomically (a reader sees the old lock or the new one)."""
-    body = {"format": FORMAT, "registry": registry,
-            "packages": {name: entries[name].to_object() for name in sorted(entries)}}
+    body = {
+        "format": FORMAT,
+        "registry": registry,
+        "packages": {name: entries[name].to_object() for name in sorted(entries)},
+    }
     tmp: Path | None = None
     try:
         fh, tmp = fresh_temp(path)  # never written through anything planted at its name
@@ -118,8 +150,9 @@ def write(path: Path, entries: dict[str, Locked], registry: str) -> None:
     except OSError as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        raise OperationError(f"cannot write {path}: {exc.strerror or exc}",
-                             "check the project folder's permissions") from None
+        raise OperationError(
+            f"cannot write {path}: {exc.strerror or exc}", "check the project folder's permissions"
+        ) from None
 
 
 def mismatches(entries: dict[str, Locked], declared: dict[str, Requirement]) -> list[str]:
@@ -134,19 +167,21 @@ def mismatches(entries: dict[str, Locked], declared: dict[str, Requirement]) -> 
 
 
 def _damaged(path: Path, why: str) -> OperationError:
-    return OperationError(f"{clip(path)} is damaged: {why}", "restore it from version control",
-                          reason="lock-damaged", lockfile=path)
+    return OperationError(
+        f"{clip(path)} is damaged: {why}", "restore it from version control", reason="lock-damaged", lockfile=path
+    )
 
 
 def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
     """What a pull list names: a lock file (exact versions) or a list of package names, one per
     line (``#`` starts a comment). Returns (names, lock entries or None)."""
-    from .errors import UsageError
-    from .names import check_package
 
-    def unreadable(exc: Exception) -> UsageError:
-        return UsageError(f"cannot read {clip(path)}: {getattr(exc, 'strerror', None) or clip(exc, 160)}",
-                          "give a tycho.lock or a text file with one package name per line")
+    def unreadable(exc: OSError | ValueError) -> UsageError:
+        why = exc.strerror if isinstance(exc, OSError) else None
+        return UsageError(
+            f"cannot read {clip(path)}: {why or clip(exc, 160)}",
+            "give a tycho.lock or a text file with one package name per line",
+        )
 
     try:
         head = read_document(path, head=4096)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import IntegrityError
 from .names import is_valid_segment
@@ -23,6 +23,8 @@ _HEX64 = frozenset("0123456789abcdef")
 PUSH_ID = "tycho-push-id"
 #: Claims a record may remember having taken over (each took a claim timeout to become stale).
 MAX_REPLACED = 16
+#: How a version's bytes are checked: its recorded SHA-256, its S3 ETag recomputed, or only its size.
+CheckedBy = Literal["sha256", "etag", "size"]
 
 
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -31,7 +33,9 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise IntegrityError(f"{what} is not valid JSON", "repair or re-create it") from None
     except RecursionError:  # nested deeper than any document of ours; planted or damaged
-        raise IntegrityError(f"{what} is nested too deeply to be a document of ours", "repair or re-create it") from None
+        raise IntegrityError(
+            f"{what} is nested too deeply to be a document of ours", "repair or re-create it"
+        ) from None
     if not isinstance(data, dict):
         raise IntegrityError(f"{what} is not a JSON object", "repair or re-create it")
     return data
@@ -46,6 +50,9 @@ class PackageDoc:
     """
 
     package: str
+    # Both as stored: any JSON value until checked (:meth:`checked_localname`,
+    # :meth:`checked_latest`). Any rather than object: ``packages()`` lists the stored
+    # localname and ``yank`` reports the stored latest as they are.
     localname: Any
     latest: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,17 +63,24 @@ class PackageDoc:
         return cls(package, data.pop("localname", None), data.pop("latest", None), data)
 
     def checked_localname(self) -> str:
-        if not is_valid_segment(self.localname):
-            raise IntegrityError(
-                f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
-                f"repair localname in {self.package}/tycho.json", reason="bad-localname", package=self.package)
-        return self.localname
+        if is_valid_segment(self.localname):
+            return self.localname
+        raise IntegrityError(
+            f"package {self.package}'s tycho.json has an unsafe or missing localname {self.localname!r}",
+            f"repair localname in {self.package}/tycho.json",
+            reason="bad-localname",
+            package=self.package,
+        )
 
     def checked_latest(self) -> str | None:
-        if self.latest is not None and not is_valid_segment(self.latest):
-            raise IntegrityError(f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
-                                 "promote a version to repair it", reason="bad-latest", package=self.package)
-        return self.latest
+        if self.latest is None or is_valid_segment(self.latest):
+            return self.latest
+        raise IntegrityError(
+            f"package {self.package}'s tycho.json has an invalid latest {self.latest!r}",
+            "promote a version to repair it",
+            reason="bad-latest",
+            package=self.package,
+        )
 
     # -- tychoreg's additions, under the "tychoreg" key (see docs/FORMAT.md) ----------------
     def _section(self, name: str) -> dict[str, Any]:
@@ -120,8 +134,7 @@ class PackageDoc:
 
     def to_bytes(self) -> bytes:
         # Same shape as 0.4.0 writes: localname, latest first, two-space indent.
-        return json.dumps({"localname": self.localname, "latest": self.latest, **self.extra},
-                          indent=2).encode()
+        return json.dumps({"localname": self.localname, "latest": self.latest, **self.extra}, indent=2).encode()
 
 
 @dataclass(frozen=True)
@@ -156,29 +169,49 @@ class VersionRecord:
     def from_object(cls, package: str, version: str, data: dict[str, Any], *, nested: bool = False) -> VersionRecord:
         what = f"the record of {package} {version}"
         size, sha = data.get("size"), data.get("sha256")
-        if (data.get("version") != version or not isinstance(size, int) or isinstance(size, bool)
-                or size < 0 or not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64):
-            raise IntegrityError(f"{what} is damaged (wrong version, size or sha256)",
-                                 f"repair or remove {package}/.tycho/versions/{version}.json")
+        if (
+            data.get("version") != version
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(sha, str)
+            or len(sha) != 64
+            or not set(sha) <= _HEX64
+        ):
+            raise IntegrityError(
+                f"{what} is damaged (wrong version, size or sha256)",
+                f"repair or remove {package}/.tycho/versions/{version}.json",
+            )
         pushed_at = data.get("pushed_at")
         by, note, push_id, etag = data.get("pushed_by"), data.get("note"), data.get("push_id"), data.get("etag")
         replaced: tuple[VersionRecord, ...] = ()
         earlier = data.get("replaced")
         if not nested and isinstance(earlier, list):
-            replaced = tuple(cls.from_object(package, version, e, nested=True) for e in earlier[:MAX_REPLACED]
-                             if isinstance(e, dict) and _well_formed(e, version))
-        return cls(version, size, sha, pushed_at if isinstance(pushed_at, str) else "",
-                   by if isinstance(by, str) else None, note if isinstance(note, str) else None,
-                   push_id if isinstance(push_id, str) and push_id else None, replaced,
-                   etag if isinstance(etag, str) and etag else None)
+            replaced = tuple(
+                cls.from_object(package, version, e, nested=True)
+                for e in earlier[:MAX_REPLACED]
+                if isinstance(e, dict) and _well_formed(e, version)
+            )
+        return cls(
+            version,
+            size,
+            sha,
+            pushed_at if isinstance(pushed_at, str) else "",
+            by if isinstance(by, str) else None,
+            note if isinstance(note, str) else None,
+            push_id if isinstance(push_id, str) and push_id else None,
+            replaced,
+            etag if isinstance(etag, str) and etag else None,
+        )
 
     def replacing(self, old: VersionRecord) -> VersionRecord:
         """This claim, taking over ``old``: it remembers ``old`` and what ``old`` remembered."""
         earlier = (replace(old, replaced=()), *old.replaced)
         return replace(self, replaced=tuple(r for r in earlier if r.push_id)[:MAX_REPLACED])
 
-    def describing(self, data_push_id: str | None, data_etag: str | None = None, *,
-                   keeps_metadata: bool = False) -> VersionRecord | None:
+    def describing(
+        self, data_push_id: str | None, data_etag: str | None = None, *, keeps_metadata: bool = False
+    ) -> VersionRecord | None:
         """The record (this one, or one it replaced) that describes the data, which the push
         ``data_push_id`` wrote and whose ETag is ``data_etag``; None when none does.
 
@@ -201,9 +234,15 @@ class VersionRecord:
         return None if keeps_metadata else self
 
     def to_object(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"format": FORMAT, "version": self.version, "size": self.size,
-                               "sha256": self.sha256, "pushed_at": self.pushed_at, "pushed_by": self.pushed_by,
-                               "note": self.note}
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "version": self.version,
+            "size": self.size,
+            "sha256": self.sha256,
+            "pushed_at": self.pushed_at,
+            "pushed_by": self.pushed_by,
+            "note": self.note,
+        }
         if self.push_id:
             out["push_id"] = self.push_id
         if self.etag:
@@ -216,14 +255,26 @@ class VersionRecord:
         return json.dumps(self.to_object(), indent=2).encode()
 
 
-def record_for_data(package: str, version: str, record: VersionRecord, push_id: str | None,
-                    etag: str | None = None, *, keeps_metadata: bool = False) -> VersionRecord:
+def record_for_data(
+    package: str,
+    version: str,
+    record: VersionRecord,
+    push_id: str | None,
+    etag: str | None = None,
+    *,
+    keeps_metadata: bool = False,
+) -> VersionRecord:
     """The record that describes the stored data (its push id and ETag): ``record`` itself, or a
     claim it took over; an integrity error when none does."""
     found = record.describing(push_id, etag, keeps_metadata=keeps_metadata)
     if found is None:
-        raise IntegrityError(f"{package} {version} is damaged: its record belongs to another push than its data",
-                             "re-push it as a new version", reason="foreign-record", package=package, version=version)
+        raise IntegrityError(
+            f"{package} {version} is damaged: its record belongs to another push than its data",
+            "re-push it as a new version",
+            reason="foreign-record",
+            package=package,
+            version=version,
+        )
     return found
 
 
@@ -269,9 +320,17 @@ class VersionInfo:
     yank_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "size": self.size, "sha256": self.sha256,
-                "pushed_at": self.pushed_at, "pushed_by": self.pushed_by, "note": self.note,
-                "tags": list(self.tags), "yanked": self.yanked, "yank_reason": self.yank_reason}
+        return {
+            "version": self.version,
+            "size": self.size,
+            "sha256": self.sha256,
+            "pushed_at": self.pushed_at,
+            "pushed_by": self.pushed_by,
+            "note": self.note,
+            "tags": list(self.tags),
+            "yanked": self.yanked,
+            "yank_reason": self.yank_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -282,7 +341,7 @@ class PullResult:
     version: str
     path: Path
     downloaded: bool
-    checked_by: str
+    checked_by: CheckedBy
     #: Set when the version was pulled by its exact version although yanked.
     yanked: bool = False
     yank_reason: str | None = None
@@ -330,6 +389,12 @@ class PackageDetails:
     newest: list[VersionInfo]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "localname": self.localname, "latest": self.tags.get("latest"),
-                "tags": self.tags, "yanked": self.yanked, "version_count": self.version_count,
-                "newest": [v.to_json() for v in self.newest]}
+        return {
+            "name": self.name,
+            "localname": self.localname,
+            "latest": self.tags.get("latest"),
+            "tags": self.tags,
+            "yanked": self.yanked,
+            "version_count": self.version_count,
+            "newest": [v.to_json() for v in self.newest],
+        }

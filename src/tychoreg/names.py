@@ -8,6 +8,7 @@ every store and file system (spaces, non-ASCII) is refused before any storage ca
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from .errors import UsageError
 
@@ -27,18 +28,18 @@ def clip(value: object, limit: int = 200) -> str:
     if len(text) <= limit:
         return text
     head = limit * 2 // 3
-    return f"{text[:head]}...{text[len(text) - (limit - head - 3):]}"
+    return f"{text[:head]}...{text[len(text) - (limit - head - 3) :]}"
 
 
 def shown(value: object, limit: int = 60) -> str:
     """``value`` quoted for a message (``repr``), cut to about ``limit`` characters."""
     if isinstance(value, str):
-        return repr(value if len(value) <= limit else value[:limit - 3] + "...")
+        return repr(value if len(value) <= limit else value[: limit - 3] + "...")
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def is_valid_segment(value: object) -> bool:
+def is_valid_segment(value: object) -> TypeGuard[str]:
     """True when ``value`` may be used as a package name, version or file name."""
     return isinstance(value, str) and 0 < len(value) <= MAX_LENGTH and bool(_SEGMENT.match(value))
 
@@ -62,8 +63,11 @@ def check_version(version: str, *, for_push: bool = False) -> str:
     """Validate a version; ``latest`` is a selector, never a version that can be pushed."""
     check_segment(version, "version")
     if for_push and version in RESERVED_VERSIONS:
-        raise UsageError(f"{shown(version)} is reserved and cannot be pushed as a version",
-                         "choose a concrete version such as 1.0.0", reason="reserved-version")
+        raise UsageError(
+            f"{shown(version)} is reserved and cannot be pushed as a version",
+            "choose a concrete version such as 1.0.0",
+            reason="reserved-version",
+        )
     return version
 
 
@@ -79,5 +83,7 @@ def check_tag(tag: str) -> str:
     """Tags follow the name rules and must not read as a range, so selectors stay unambiguous."""
     check_segment(tag, "tag")
     if is_constraint(tag):
-        raise UsageError(f"invalid tag {shown(tag)}: it reads as a version range", "choose a word such as stable or beta")
+        raise UsageError(
+            f"invalid tag {shown(tag)}: it reads as a version range", "choose a word such as stable or beta"
+        )
     return tag

@@ -16,16 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import StorageError
+from .localfs import fresh_temp
 from .store import PreconditionFailed, Store
 
 PROBE_PREFIX = ".tycho-probe-"  # a top-level object, never a folder: 0.4.0 does not list it
-WEAKER = ("{location} ignores conditional writes (If-None-Match): concurrent pushes of one version "
-          "may overwrite each other and concurrent promotes may lose an update; "
-          "push from one place at a time, or move to a store that enforces them")
+WEAKER = (
+    "{location} ignores conditional writes (If-None-Match): concurrent pushes of one version "
+    "may overwrite each other and concurrent promotes may lose an update; "
+    "push from one place at a time, or move to a store that enforces them"
+)
 
 
 def _cache_file() -> Path:
-    from platformdirs import user_cache_dir
+    from platformdirs import user_cache_dir  # noqa: PLC0415 - platformdirs: ~3 ms, only to find the folder
 
     return Path(user_cache_dir("tychoreg", appauthor=False)) / "conditional-writes.json"
 
@@ -42,9 +45,9 @@ def enforces_conditional_writes(store: Store) -> bool:
     """True when the store refuses a second create of one key, a replace with a wrong ETag and a
     delete with a wrong ETag (cached per store: endpoint and location, since two servers may
     hold buckets of one name)."""
-    if not getattr(store, "probe_conditional_writes", False):
+    if not store.probe_conditional_writes:
         return True
-    where = getattr(store, "identity", store.location)
+    where = store.identity
     known = _load()
     if where in known:
         return bool(known[where])
@@ -52,10 +55,12 @@ def enforces_conditional_writes(store: Store) -> bool:
     wrong = '"00000000000000000000000000000000"'
     try:
         store.put_if_absent(key, b"first")
-        enforced = (_refused(lambda: store.put_if_absent(key, b"second"))
-                    and _refused(lambda: store.put_if_match(key, b"third", wrong))
-                    and _refused(lambda: store.delete_if_match(key, wrong))
-                    and store.get(key)[0] == b"first")
+        enforced = (
+            _refused(lambda: store.put_if_absent(key, b"second"))
+            and _refused(lambda: store.put_if_match(key, b"third", wrong))
+            and _refused(lambda: store.delete_if_match(key, wrong))
+            and store.get(key)[0] == b"first"
+        )
     except StorageError:
         return True  # cannot tell (e.g. no write access); the push itself will say what is wrong
     finally:
@@ -65,8 +70,6 @@ def enforces_conditional_writes(store: Store) -> bool:
             pass
     known[where] = enforced
     try:  # a fresh file renamed into place: never written through a link planted at its name
-        from .localfs import fresh_temp
-
         path = _cache_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         fh, tmp = fresh_temp(path)

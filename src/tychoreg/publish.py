@@ -33,10 +33,20 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from . import fetch, layout, refs
 from .concurrency import backoff
-from .errors import (AlreadyExists, BeingPushed, IntegrityError, NotFound, OperationError, StorageError, TychoError,
-                     UsageError, VersionExists)
+from .errors import (
+    AlreadyExists,
+    BeingPushed,
+    IntegrityError,
+    NotFound,
+    OperationError,
+    StorageError,
+    TychoError,
+    UsageError,
+    VersionExists,
+)
 from .integrity import Digests, HashingReader
 from .models import PUSH_ID, PushResult, VersionInfo, VersionRecord
+from .probe import WEAKER, enforces_conditional_writes
 from .store import GuardChanged, ObjectNotFound, PreconditionFailed, StagedUpload, Store
 from .store.base import ObjectInfo, Progress, ProgressFactory, same_etag
 
@@ -71,27 +81,45 @@ def default_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def push(store: Store, package: str, version: str, path: Path, *, identity: str | None = None,
-         note: str | None = None, promote_latest: bool = False, skip_existing: bool = False,
-         progress: ProgressFactory | None = None, known: KnownDigests | None = None,
-         warn: Callable[[str], None] | None = None) -> PushResult:
+def push(
+    store: Store,
+    package: str,
+    version: str,
+    path: Path,
+    *,
+    identity: str | None = None,
+    note: str | None = None,
+    promote_latest: bool = False,
+    skip_existing: bool = False,
+    progress: ProgressFactory | None = None,
+    known: KnownDigests | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> PushResult:
     """Upload the file at ``path`` as ``version`` of ``package`` (see :meth:`Registry.push`)."""
     skipped = False
     with open_source(path) as source:
         doc, _ = refs.read(store, package)
-        if warn:
-            from .probe import WEAKER, enforces_conditional_writes
-
-            if not enforces_conditional_writes(store):
-                warn(WEAKER.format(location=store.location))
+        if warn and not enforces_conditional_writes(store):
+            warn(WEAKER.format(location=store.location))
         if version in doc.tags:
-            raise UsageError(f"{version} is a tag of package {package}; a version cannot share its name",
-                             "push under another version number", reason="version-is-tag", package=package,
-                             version=version)
+            raise UsageError(
+                f"{version} is a tag of package {package}; a version cannot share its name",
+                "push under another version number",
+                reason="version-is-tag",
+                package=package,
+                version=version,
+            )
         try:
             size = os.fstat(source.fileno()).st_size
-            record = publish(store, package, version, source, identity=identity or default_identity(), note=note,
-                             progress=progress(f"{package} {version}", size) if progress else None)
+            record = publish(
+                store,
+                package,
+                version,
+                source,
+                identity=identity or default_identity(),
+                note=note,
+                progress=progress(f"{package} {version}", size) if progress else None,
+            )
             info = VersionInfo(version, record.size, record.sha256, record.pushed_at, record.pushed_by, record.note)
             if known:
                 known.remember(package, version, record.sha256)
@@ -103,14 +131,22 @@ def push(store: Store, package: str, version: str, path: Path, *, identity: str 
     if not skipped and store.head(layout.package_doc(package)) is None:
         # The package was deleted while we pushed: do not leave a version behind without it.
         withdraw(store, package, record)
-        raise NotFound(f"package {package} was deleted while {version} was being pushed; nothing was kept",
-                       reason="deleted-while-pushing", package=package, version=version)
+        raise NotFound(
+            f"package {package} was deleted while {version} was being pushed; nothing was kept",
+            reason="deleted-while-pushing",
+            package=package,
+            version=version,
+        )
     if promote_latest:
         try:
             refs.point(store, package, "latest", version)
         except TychoError as exc:
-            raise OperationError(f"pushed {package} {version}, but could not make it latest: {exc}",
-                                 reason="not-promoted", package=package, version=version) from None
+            raise OperationError(
+                f"pushed {package} {version}, but could not make it latest: {exc}",
+                reason="not-promoted",
+                package=package,
+                version=version,
+            ) from None
     return PushResult(info, skipped=skipped, promoted=promote_latest)
 
 
@@ -131,26 +167,35 @@ def open_source(path: Path) -> BinaryIO:
     try:
         source = open(path, "rb")  # noqa: SIM115 - the caller closes it
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}",
-                         "name an existing, readable file to push") from None
+        raise UsageError(
+            f"cannot read {path}: {exc.strerror or exc}", "name an existing, readable file to push"
+        ) from None
     if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
         source.close()
         raise UsageError(f"cannot push {path}: not a regular file", "name a file to push")
     return source
 
 
-def publish(store: Store, package: str, version: str, source: BinaryIO, *, identity: str,
-            note: str | None = None, progress: Progress | None = None) -> VersionRecord:
+def publish(
+    store: Store,
+    package: str,
+    version: str,
+    source: BinaryIO,
+    *,
+    identity: str,
+    note: str | None = None,
+    progress: Progress | None = None,
+) -> VersionRecord:
     """Upload ``source`` as ``version``; raises AlreadyExists when another push has it."""
     data_key = layout.data(package, version)
     if store.head(data_key) is not None:
         raise VersionExists(package, version)
     push_id = secrets.token_hex(16)
     digests = Digests()
-    staged = store.stage(data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress,
-                         meta={PUSH_ID: push_id})
-    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note, push_id,
-                           etag=staged.etag)
+    staged = store.stage(
+        data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress, meta={PUSH_ID: push_id}
+    )
+    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note, push_id, etag=staged.etag)
     try:
         if staged.size != digests.size:
             raise StorageError(f"upload of {source.name} was incomplete ({staged.size} of {digests.size} bytes)")
@@ -214,7 +259,9 @@ def _is_stale(store: Store, key: str, raw: bytes, package: str, version: str) ->
     age = info.age_seconds(None if info.answered else store.now()) if info is not None else None
     if age is None:
         try:
-            started = datetime.fromisoformat(VersionRecord.parse(package, version, raw).pushed_at.replace("Z", "+00:00"))
+            started = datetime.fromisoformat(
+                VersionRecord.parse(package, version, raw).pushed_at.replace("Z", "+00:00")
+            )
         except (IntegrityError, ValueError):
             return True  # a damaged claim that no push could have written
         if started.tzinfo is None:
@@ -264,9 +311,14 @@ class _Push:
                 if info is None or not self._ours(info):
                     self._lost(info, claim)
                     if isinstance(exc, ObjectNotFound):  # the staged data went (gc of a stalled push)
-                        raise StorageError(f"the upload of {self.package} {self.version} was removed before it "
-                                           "could be committed (by gc?)", "push it again", reason="upload-removed",
-                                           package=self.package, version=self.version) from None
+                        raise StorageError(
+                            f"the upload of {self.package} {self.version} was removed before it "
+                            "could be committed (by gc?)",
+                            "push it again",
+                            reason="upload-removed",
+                            package=self.package,
+                            version=self.version,
+                        ) from None
                     raise
             break  # committed (or our commit landed and only its answer was lost)
         self._confirm()
@@ -341,8 +393,12 @@ class _Push:
                 return
             except PreconditionFailed:
                 continue
-        raise StorageError(f"{self.package} {self.version} was committed, but its record could not be confirmed",
-                           reason="record-unsettled", package=self.package, version=self.version)
+        raise StorageError(
+            f"{self.package} {self.version} was committed, but its record could not be confirmed",
+            reason="record-unsettled",
+            package=self.package,
+            version=self.version,
+        )
 
 
 def withdraw(store: Store, package: str, record: VersionRecord) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import semver
 from packaging.version import InvalidVersion, Version
@@ -39,8 +38,13 @@ __all__ = ["Constraint", "parse_constraint", "resolve"]
 _OPS = ("^", "~", ">=", "<=", "==", ">", "<", "=")
 _WILD = ("x", "X", "*")
 _FULL = re.compile(r"^(\d+(?:\.\d+)*)(.*)$")
-_TESTS = {">=": lambda c: c >= 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0,
-          "<": lambda c: c < 0, "=": lambda c: c == 0}
+_TESTS = {
+    ">=": lambda c: c >= 0,
+    ">": lambda c: c > 0,
+    "<=": lambda c: c <= 0,
+    "<": lambda c: c < 0,
+    "=": lambda c: c == 0,
+}
 
 
 def _strip(release: Iterable[int]) -> tuple[int, ...]:
@@ -64,19 +68,21 @@ def _derived(release: list[int], lowest: bool) -> _Bound:
     short = _strip(release)
     sem = None
     if len(short) <= 3:
-        sem = semver.Version(*(short + (0, 0, 0))[:3], prerelease="0" if lowest else None)
+        major, minor, patch = (*short, 0, 0, 0)[:3]
+        sem = semver.Version(major, minor, patch, prerelease="0" if lowest else None)
     pep = Version(".".join(map(str, release or [0])) + (".dev0" if lowest else ""))
     return _Bound(short, sem, pep)
 
 
 def _full(text: str, raw_ok: bool) -> _Bound:
     match = _FULL.match(text)
-    sem, pep, short = None, None, ()
+    sem, pep = None, None
+    short: tuple[int, ...] = ()
     if match:
         release, rest = [int(n) for n in match[1].split(".")], match[2]
         short = _strip(release)
         if len(short) <= 3:
-            base = ".".join(map(str, (short + (0, 0, 0))[:3]))
+            base = ".".join(map(str, (*short, 0, 0, 0)[:3]))
             try:
                 sem = semver.Version.parse(base + ("-" + rest if rest[:1].isalpha() else rest))
             except ValueError:
@@ -113,19 +119,30 @@ def _comparators(op: str, text: str, raw_ok: bool) -> list[tuple[str, _Bound]]:
         if op not in ("^", "~"):
             return [(op, low)]
         assert isinstance(low.release, tuple)
-        nums = list((low.release + (0, 0, 0))[:max(3, len(low.release))])
+        nums = list((*low.release, 0, 0, 0)[: max(3, len(low.release))])
 
     def bump(i: int) -> _Bound:
-        return _derived(nums[:i] + [nums[i] + 1], lowest=True)
+        return _derived([*nums[:i], nums[i] + 1], lowest=True)
 
     last = len(nums) - 1
     if op == "^":
         return [(">=", low), ("<", bump(next((i for i, n in enumerate(nums) if n), last)))]
     if op == "~":
         return [(">=", low), ("<", bump(min(last, 1)))]
-    return {"=": [(">=", low), ("<", bump(last))], ">=": [(">=", low)],
-            ">": [(">=", bump(last))], "<": [("<", _derived(nums, lowest=True))],
-            "<=": [("<", bump(last))]}[op]
+    return {
+        "=": [(">=", low), ("<", bump(last))],
+        ">=": [(">=", low)],
+        ">": [(">=", bump(last))],
+        "<": [("<", _derived(nums, lowest=True))],
+        "<=": [("<", bump(last))],
+    }[op]
+
+
+#: A version as constraints compare it: parsed (or None), its stripped release, whether it is a
+#: pre-release.
+_Candidate = tuple[semver.Version | Version | None, tuple[int, ...] | str, bool]
+#: One alternative of a constraint: comparators that must all hold.
+_Alternative = tuple[tuple[str, _Bound], ...]
 
 
 @dataclass(frozen=True)
@@ -133,7 +150,7 @@ class Constraint:
     """A parsed constraint; ``alternatives`` are OR-ed lists of AND-ed comparators."""
 
     text: str
-    alternatives: tuple[tuple[tuple[str, _Bound], ...], ...]
+    alternatives: tuple[_Alternative, ...]
 
     @property
     def names_prerelease(self) -> bool:
@@ -145,8 +162,7 @@ class Constraint:
         return any(_alt_matches(alt, version, cand, pre) for alt in self.alternatives)
 
 
-def _candidate(version: str, scheme: Scheme) -> tuple[Any, tuple[int, ...] | str, bool]:
-    """(semver.Version | packaging Version | None, stripped release, is pre-release)."""
+def _candidate(version: str, scheme: Scheme) -> _Candidate:
     text = version[1:] if version[:1] in ("v", "V") else version
     if scheme in ("semver", "natural"):
         try:
@@ -164,7 +180,7 @@ def _candidate(version: str, scheme: Scheme) -> tuple[Any, tuple[int, ...] | str
     return None, version, is_prerelease(version)
 
 
-def _alt_matches(alt: Any, version: str, cand: Any, pre: bool) -> bool:
+def _alt_matches(alt: _Alternative, version: str, cand: _Candidate, pre: bool) -> bool:
     parsed, release, cand_pre = cand
     for op, b in alt:
         if b.raw is not None:
@@ -177,8 +193,7 @@ def _alt_matches(alt: Any, version: str, cand: Any, pre: bool) -> bool:
             ok = False
         if not ok:
             return False
-    return pre or not cand_pre or any(
-        (b.names_pre or b.raw is not None) and b.release == release for _, b in alt)
+    return pre or not cand_pre or any((b.names_pre or b.raw is not None) and b.release == release for _, b in alt)
 
 
 def parse_constraint(text: str) -> Constraint:
@@ -191,10 +206,13 @@ def parse_constraint(text: str) -> Constraint:
         comps: list[tuple[str, _Bound]] = []
         for token in re.split(r"\s*,\s*|\s+", alt):
             if token in ("", "-"):
-                raise ValueError(f"empty comparator in {text!r}" if not token else
-                                 f"hyphen ranges are not supported in {text!r}; use >=A,<=B")
+                raise ValueError(
+                    f"empty comparator in {text!r}"
+                    if not token
+                    else f"hyphen ranges are not supported in {text!r}; use >=A,<=B"
+                )
             op = next((o for o in _OPS if token.startswith(o)), "")
-            operand = token[len(op):]
+            operand = token[len(op) :]
             if not operand:
                 raise ValueError(f"missing version after {op!r} in {text!r}")
             if any(ch in operand for ch in "^~<>=|"):
@@ -205,8 +223,9 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text, tuple(alternatives))
 
 
-def resolve(constraint: Constraint | str, versions: Iterable[str], *,
-            yanked: Collection[str] = (), pre: bool = False) -> str | None:
+def resolve(
+    constraint: Constraint | str, versions: Iterable[str], *, yanked: Collection[str] = (), pre: bool = False
+) -> str | None:
     """The highest version satisfying ``constraint`` (parsed, or text), not yanked; ``None`` if
     there is none."""
     if isinstance(constraint, str):
@@ -214,8 +233,7 @@ def resolve(constraint: Constraint | str, versions: Iterable[str], *,
     items = list(versions)
     scheme = scheme_of(items)
     skip = set(yanked)
-    matching = [v for v in items
-                if v not in skip and constraint.matches(v, pre=pre, scheme=scheme)]
+    matching = [v for v in items if v not in skip and constraint.matches(v, pre=pre, scheme=scheme)]
     return max(matching, key=version_sort_key(items), default=None)
 
 

@@ -13,8 +13,18 @@ from collections.abc import Callable
 
 from . import layout
 from .concurrency import backoff
-from .errors import (AlreadyExists, ConfirmationNeeded, NoLatest, NoMatch, NotFound, OperationError, PackageNotFound,
-                     StorageError, TagNotFound, VersionNotFound)
+from .errors import (
+    AlreadyExists,
+    ConfirmationNeeded,
+    NoLatest,
+    NoMatch,
+    NotFound,
+    OperationError,
+    PackageNotFound,
+    StorageError,
+    TagNotFound,
+    VersionNotFound,
+)
 from .models import PackageDoc
 from .names import is_valid_segment
 from .selector import Selector
@@ -43,8 +53,11 @@ def update(store: Store, package: str, change: Callable[[PackageDoc], None]) -> 
             return doc
         except PreconditionFailed:
             backoff(attempt, 0.02, 1.0)
-    raise StorageError(f"could not update package {package}: it kept changing under us",
-                       "try again; if it persists, another client is rewriting it in a loop", package=package)
+    raise StorageError(
+        f"could not update package {package}: it kept changing under us",
+        "try again; if it persists, another client is rewriting it in a loop",
+        package=package,
+    )
 
 
 def visible(store: Store, package: str) -> dict[str, int]:
@@ -70,7 +83,7 @@ def select(store: Store, package: str, doc: PackageDoc, selector: Selector, *, p
         return tags[selector.text]
     if selector.kind == "name":
         return selector.text
-    from .ranges import resolve
+    from .ranges import resolve  # noqa: PLC0415 - ranges, semver, packaging: ~7 ms, only for ranges
 
     assert selector.constraint is not None
     versions = visible(store, package)
@@ -91,8 +104,12 @@ def point(store: Store, package: str, tag: str, version: str) -> None:
 
     def change(doc: PackageDoc) -> None:
         if tag == "latest" and version in doc.yanked:
-            raise OperationError(f"{package} {version} is yanked; latest never means a yanked version",
-                                 reason="yanked-latest", package=package, version=version)
+            raise OperationError(
+                f"{package} {version} is yanked; latest never means a yanked version",
+                reason="yanked-latest",
+                package=package,
+                version=version,
+            )
         doc.set_tag(tag, version)
 
     update(store, package, change)
@@ -101,8 +118,7 @@ def point(store: Store, package: str, tag: str, version: str) -> None:
         raise VersionNotFound(package, version)
 
 
-def drop(store: Store, package: str, version: str, *, yank_too: bool = False,
-         refuse_tagged: bool = False) -> list[str]:
+def drop(store: Store, package: str, version: str, *, yank_too: bool = False, refuse_tagged: bool = False) -> list[str]:
     """Remove every tag (and with ``yank_too`` the yank entry) naming ``version``; returns the
     tags removed. ``refuse_tagged`` raises instead of removing any."""
     removed: list[str] = []
@@ -110,8 +126,13 @@ def drop(store: Store, package: str, version: str, *, yank_too: bool = False,
     def change(doc: PackageDoc) -> None:
         removed[:] = [t for t, v in doc.tags.items() if v == version]
         if removed and refuse_tagged:
-            raise OperationError(f"{package} {version} is tagged {', '.join(removed)}; not deleted",
-                                 reason="tagged", package=package, version=version, tags=list(removed))
+            raise OperationError(
+                f"{package} {version} is tagged {', '.join(removed)}; not deleted",
+                reason="tagged",
+                package=package,
+                version=version,
+                tags=list(removed),
+            )
         for t in removed:
             doc.set_tag(t, None)
         if yank_too:
@@ -126,8 +147,13 @@ def tag(store: Store, package: str, selector: Selector, name: str, *, pre: bool 
     doc, _ = read(store, package)
     version = select(store, package, doc, selector, pre=pre)
     if name != "latest" and store.head(layout.data(package, name)) is not None:
-        raise AlreadyExists(f"{name} is a version of package {package}; a tag cannot share its name",
-                            "choose another tag name", reason="tag-is-version", package=package, tag=name)
+        raise AlreadyExists(
+            f"{name} is a version of package {package}; a tag cannot share its name",
+            "choose another tag name",
+            reason="tag-is-version",
+            package=package,
+            tag=name,
+        )
     point(store, package, name, version)
     return version
 
@@ -147,8 +173,9 @@ def untag(store: Store, package: str, name: str) -> str:
     return old[0]
 
 
-def yank(store: Store, package: str, selector: Selector, reason: str | None, *, by: str, when: str,
-         move_latest: bool = False) -> tuple[str, str | None]:
+def yank(
+    store: Store, package: str, selector: Selector, reason: str | None, *, by: str, when: str, move_latest: bool = False
+) -> tuple[str, str | None]:
     """Hide a version from ``latest`` and ranges; returns it and the new ``latest``.
 
     Yanking the version ``latest`` names moves ``latest`` to the highest remaining release; that
@@ -158,7 +185,7 @@ def yank(store: Store, package: str, selector: Selector, reason: str | None, *, 
     replaced by the next one, a yanked version deleted meanwhile loses its yank entry."""
     doc, _ = read(store, package)
     version = exact(store, package, doc, selector)
-    from .ranges import everything, resolve
+    from .ranges import everything, resolve  # noqa: PLC0415 - ranges, semver, packaging: ~7 ms, only here
 
     moved: list[str | None] = []
 
@@ -169,9 +196,13 @@ def yank(store: Store, package: str, selector: Selector, reason: str | None, *, 
         successor = resolve(everything(), versions, yanked={*doc.yanked, version})
         if doc.latest == version or (moved and doc.latest == moved[-1] and doc.latest not in versions):
             if not move_latest:
-                raise ConfirmationNeeded(f"{package} {version} is what latest means; yanking it moves latest "
-                                         f"to {successor or 'nothing (unset)'}", package=package, version=version,
-                                         successor=successor)
+                raise ConfirmationNeeded(
+                    f"{package} {version} is what latest means; yanking it moves latest "
+                    f"to {successor or 'nothing (unset)'}",
+                    package=package,
+                    version=version,
+                    successor=successor,
+                )
             doc.latest = successor
             moved.append(successor)
         old_reason = doc.yanked.get(version, {}).get("reason")
@@ -186,8 +217,12 @@ def yank(store: Store, package: str, selector: Selector, reason: str | None, *, 
             return version, latest
         if store.head(layout.data(package, latest)) is not None:
             return version, latest
-    raise StorageError(f"could not yank {package} {version}: versions kept disappearing under us", "try again",
-                       package=package, version=version)
+    raise StorageError(
+        f"could not yank {package} {version}: versions kept disappearing under us",
+        "try again",
+        package=package,
+        version=version,
+    )
 
 
 def unyank(store: Store, package: str, selector: Selector) -> str:
@@ -196,8 +231,7 @@ def unyank(store: Store, package: str, selector: Selector) -> str:
 
     def change(doc: PackageDoc) -> None:
         if version not in doc.yanked:
-            raise NotFound(f"{package} {version} is not yanked", reason="not-yanked", package=package,
-                           version=version)
+            raise NotFound(f"{package} {version} is not yanked", reason="not-yanked", package=package, version=version)
         doc.set_yanked(version, None)
 
     update(store, package, change)

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import catalog, deliver, fetch, layout, refs
+from . import catalog, delete, deliver, fetch, layout, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
@@ -33,8 +33,17 @@ from .config import Project, Settings, load_settings
 from .errors import IntegrityError, NotFound, PackageExists, TychoError, UsageError, VersionNotFound
 from .known import KnownDigests
 from .known import default_root as default_known_root
-from .models import PUSH_ID, PackageDetails, PackageDoc, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
-from .models import record_for_data
+from .models import (
+    PUSH_ID,
+    PackageDetails,
+    PackageDoc,
+    PackageInfo,
+    PullResult,
+    PushResult,
+    Resolved,
+    VersionInfo,
+    record_for_data,
+)
 from .names import check_filename, check_package, check_tag, check_version, is_valid_segment
 from .selector import Selector
 from .store import PreconditionFailed, Store, open_store
@@ -70,10 +79,18 @@ class Pin(Protocol):
 class Registry:
     """A registry of versioned files in a :class:`~tychoreg.store.Store`."""
 
-    def __init__(self, store: Store, *, outdir: str | os.PathLike[str] = "tycho_packages",
-                 identity: str | None = None, warn: Callable[[str], None] | None = None,
-                 cache: Cache | None = None, extract_limit: int = DEFAULT_EXTRACT_LIMIT,
-                 known: KnownDigests | None = None, project: Project | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        outdir: str | os.PathLike[str] = "tycho_packages",
+        identity: str | None = None,
+        warn: Callable[[str], None] | None = None,
+        cache: Cache | None = None,
+        extract_limit: int = DEFAULT_EXTRACT_LIMIT,
+        known: KnownDigests | None = None,
+        project: Project | None = None,
+    ) -> None:
         self.store = store
         self.outdir = Path(outdir)
         self.identity = identity
@@ -87,8 +104,7 @@ class Registry:
         self.project = project
 
     @classmethod
-    def from_config(cls, config: str | os.PathLike[str] | None = None, *,
-                    cwd: Path | None = None) -> Registry:
+    def from_config(cls, config: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Registry:
         """Open the registry the command line would use (an explicit file, ``$TYCHOREG_CONFIG``,
         ``.tychoreg.json``, else the embedded default).
 
@@ -97,13 +113,20 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, warn: Callable[[str], None] | None = None) -> Registry:
-        tuning = {k: v for k, v in (("part_size", settings.part_size), ("concurrency", settings.concurrency))
-                  if v is not None}
+        tuning = {
+            k: v for k, v in (("part_size", settings.part_size), ("concurrency", settings.concurrency)) if v is not None
+        }
         store = open_store(settings.backend, settings.options, **tuning)
-        return cls(store, outdir=settings.outdir, identity=settings.identity, warn=warn,
-                   cache=cls.download_cache(settings) if settings.cache else None,
-                   extract_limit=settings.extract_limit, known=KnownDigests(default_known_root(), store.identity),
-                   project=settings.declared)
+        return cls(
+            store,
+            outdir=settings.outdir,
+            identity=settings.identity,
+            warn=warn,
+            cache=cls.download_cache(settings) if settings.cache else None,
+            extract_limit=settings.extract_limit,
+            known=KnownDigests(default_known_root(), store.identity),
+            project=settings.declared,
+        )
 
     @staticmethod
     def download_cache(settings: Settings | None = None) -> Cache:
@@ -129,8 +152,11 @@ class Registry:
     def packages(self, pattern: str | None = None) -> list[PackageInfo]:
         """Every package (a folder with a ``tycho.json``), sorted by name; ``pattern`` is a glob.
         A package whose document is damaged is listed with its ``problem``."""
-        names = sorted(n for n in self.store.list_folders("") if is_valid_segment(n)
-                       and (pattern is None or fnmatch.fnmatchcase(n, pattern)))
+        names = sorted(
+            n
+            for n in self.store.list_folders("")
+            if is_valid_segment(n) and (pattern is None or fnmatch.fnmatchcase(n, pattern))
+        )
 
         def load(name: str) -> PackageInfo | None:
             try:
@@ -151,8 +177,9 @@ class Registry:
         doc, _ = refs.read(self.store, package)
         return catalog.versions(self.store, package, doc)
 
-    def info(self, package: str, version: str | Selector | None = None, *,
-             pre: bool = False) -> PackageDetails | VersionInfo:
+    def info(
+        self, package: str, version: str | Selector | None = None, *, pre: bool = False
+    ) -> PackageDetails | VersionInfo:
         """The package (its file name, tags, yanks and newest versions); with ``version``, that
         version, as :meth:`version_info` gives it."""
         if version is not None:
@@ -160,8 +187,14 @@ class Registry:
         listed = self.versions(package)
         doc, _ = refs.read(self.store, package)
         localname = doc.localname if is_valid_segment(doc.localname) else None
-        return PackageDetails(package, localname, doc.tags, {v: e.get("reason") for v, e in doc.yanked.items()},
-                              len(listed), list(reversed(listed[-NEWEST_SHOWN:])))
+        return PackageDetails(
+            package,
+            localname,
+            doc.tags,
+            {v: e.get("reason") for v, e in doc.yanked.items()},
+            len(listed),
+            list(reversed(listed[-NEWEST_SHOWN:])),
+        )
 
     def version_info(self, package: str, selector: str | Selector, *, pre: bool = False) -> VersionInfo:
         """One version (any selector): size, SHA-256, who pushed it when, note, tags, yank.
@@ -174,19 +207,29 @@ class Registry:
         head = self.store.head(layout.data(package, exact))
         if head is None:
             raise VersionNotFound(package, exact)
+        record: catalog.Known
         try:
-            record: catalog.Known = fetch.read_record(self.store, package, exact)
+            record = fetch.read_record(self.store, package, exact)
             if record is not None:
-                record = record_for_data(package, exact, record, head.meta.get(PUSH_ID), head.etag,
-                                         keeps_metadata=self.store.keeps_metadata)
+                record = record_for_data(
+                    package, exact, record, head.meta.get(PUSH_ID), head.etag, keeps_metadata=self.store.keeps_metadata
+                )
         except IntegrityError as exc:
             record = str(exc)
         return catalog.describe(doc, exact, head.size, record)
 
     # -- pushing and changing references --------------------------------------------------
-    def push(self, package: str, version: str, file: str | os.PathLike[str], *,
-             promote_latest: bool = False, note: str | None = None, skip_existing: bool = False,
-             progress: ProgressFactory | None = None) -> PushResult:
+    def push(
+        self,
+        package: str,
+        version: str,
+        file: str | os.PathLike[str],
+        *,
+        promote_latest: bool = False,
+        note: str | None = None,
+        skip_existing: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PushResult:
         """Upload ``file`` as ``version`` of ``package``; versions are immutable.
 
         With ``skip_existing``, a version that already holds exactly these bytes is success
@@ -196,11 +239,21 @@ class Registry:
         :class:`VersionExists`, :class:`BeingPushed`, :class:`StorageError`."""
         check_package(package)
         check_version(version, for_push=True)
-        from .publish import push
+        from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
-        return push(self.store, package, version, Path(file), identity=self.identity, note=note,
-                    promote_latest=promote_latest, skip_existing=skip_existing, progress=progress,
-                    known=self.known, warn=self._warn)
+        return push(
+            self.store,
+            package,
+            version,
+            Path(file),
+            identity=self.identity,
+            note=note,
+            promote_latest=promote_latest,
+            skip_existing=skip_existing,
+            progress=progress,
+            known=self.known,
+            warn=self._warn,
+        )
 
     def promote(self, package: str, version: str) -> None:
         """Make ``version`` the one that ``latest`` means.
@@ -223,18 +276,26 @@ class Registry:
         check_tag(tag)
         return refs.untag(self.store, package, tag)
 
-    def yank(self, package: str, version: str | Selector, reason: str | None = None, *,
-             move_latest: bool = False) -> str | None:
+    def yank(
+        self, package: str, version: str | Selector, reason: str | None = None, *, move_latest: bool = False
+    ) -> str | None:
         """Hide a version from ``latest`` and range resolution; pulls by exact version still work.
         Returns what ``latest`` is afterwards.
 
         Raises :class:`ConfirmationNeeded` when the version is what ``latest`` means and
         ``move_latest`` is not given (``latest`` would move to the highest remaining release)."""
         check_package(package)
-        from .publish import default_identity, now_iso
+        from .publish import default_identity, now_iso  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
-        _, latest = refs.yank(self.store, package, Selector.exact(version), reason,
-                              by=self.identity or default_identity(), when=now_iso(), move_latest=move_latest)
+        _, latest = refs.yank(
+            self.store,
+            package,
+            Selector.exact(version),
+            reason,
+            by=self.identity or default_identity(),
+            when=now_iso(),
+            move_latest=move_latest,
+        )
         return latest
 
     def unyank(self, package: str, version: str | Selector) -> None:
@@ -248,17 +309,16 @@ class Registry:
         Raises :class:`OperationError` (``reason="tagged"`` or ``"package-tagged"``) for a
         version or package that tags point to, unless ``force``."""
         check_package(package)
-        from . import delete
-
         if version is None:
             return delete.delete_package(self.store, package, force=force)
         return delete.delete_version(self.store, package, Selector.exact(version), force=force)[1]
 
     # -- upkeep -------------------------------------------------------------------------
-    def verify(self, package: str | None = None, version: str | Selector | None = None, *, pre: bool = False,
-               ) -> list[Verified]:
+    def verify(
+        self, package: str | None = None, version: str | Selector | None = None, *, pre: bool = False
+    ) -> list[Verified]:
         """Re-read stored versions (all, one package's, or one) and check them against their records."""
-        from . import upkeep
+        from . import upkeep  # noqa: PLC0415 - upkeep: ~1 ms, only verify and gc
 
         if package is None:
             targets = [(p.name, v) for p in self.packages() for v in refs.visible(self.store, p.name)]
@@ -275,7 +335,7 @@ class Registry:
     def gc(self, *, older_than: timedelta | None = None, remove: bool = False) -> list[Debris]:
         """Find (and with ``remove``, delete) what dead pushes left: invisible, older than
         ``older_than`` (default 24 hours)."""
-        from . import upkeep
+        from . import upkeep  # noqa: PLC0415 - upkeep: ~1 ms, only verify and gc
 
         names = [n for n in self.store.list_folders("") if is_valid_segment(n)]
         found = upkeep.find_debris(self.store, names, upkeep.DEFAULT_GC_AGE if older_than is None else older_than)
@@ -292,9 +352,18 @@ class Registry:
         expected = fetch.expected_for(self.store, package, exact, known=self.known)
         return Resolved(package, exact, expected.sha256, expected.size, doc.checked_localname())
 
-    def pull(self, package: str, version: str | Selector = "latest", *, outfile: str | os.PathLike[str] | None = None,
-             force: bool = False, pre: bool = False, progress: ProgressFactory | None = None,
-             extract: str | os.PathLike[str] | None = None, allow_unverified: bool = False) -> PullResult:
+    def pull(
+        self,
+        package: str,
+        version: str | Selector = "latest",
+        *,
+        outfile: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        pre: bool = False,
+        progress: ProgressFactory | None = None,
+        extract: str | os.PathLike[str] | None = None,
+        allow_unverified: bool = False,
+    ) -> PullResult:
         """Download a version (exact, ``latest``, a tag or a range) to ``outfile`` or
         ``OUTDIR/localname``, verified, atomically; with ``extract``, unpack it into that folder.
 
@@ -315,32 +384,56 @@ class Registry:
             dest = Path(extract)
         expected = fetch.expected_for(self.store, package, exact, allow_unverified=allow_unverified, known=self.known)
         yank = doc.yanked.get(exact)
-        done = self._deliver(package, exact, expected, dest, extract=extract is not None, force=force,
-                             progress=progress)
-        return PullResult(package, exact, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
-                          resumes=done.resumes, from_cache=done.from_cache, extracted=extract is not None,
-                          yanked=yank is not None, yank_reason=yank.get("reason") if yank else None)
+        done = self._deliver(
+            package, exact, expected, dest, extract=extract is not None, force=force, progress=progress
+        )
+        return PullResult(
+            package,
+            exact,
+            dest,
+            downloaded=done.downloaded,
+            checked_by=expected.checked_by,
+            resumes=done.resumes,
+            from_cache=done.from_cache,
+            extracted=extract is not None,
+            yanked=yank is not None,
+            yank_reason=yank.get("reason") if yank else None,
+        )
 
-    def pull_many(self, packages: Sequence[str], *, force: bool = False, progress: ProgressFactory | None = None,
-                  done: Done | None = None) -> list[tuple[str, PullResult | TychoError]]:
+    def pull_many(
+        self,
+        packages: Sequence[str],
+        *,
+        force: bool = False,
+        progress: ProgressFactory | None = None,
+        done: Done | None = None,
+    ) -> list[tuple[str, PullResult | TychoError]]:
         """Pull the latest of each package, in parallel; failures are returned, not raised.
 
         ``done`` hears of each package as it finishes (from a worker thread, one at a time)."""
         for name in packages:
             check_package(name)
-        return each_package(list(dict.fromkeys(packages)),
-                            lambda name: self.pull(name, force=force, progress=progress), done)
+        return each_package(
+            list(dict.fromkeys(packages)), lambda name: self.pull(name, force=force, progress=progress), done
+        )
 
-    def pull_list(self, packages: Sequence[str] = (), *, from_file: str | os.PathLike[str] | None = None,
-                  force: bool = False, offline: bool = False, progress: ProgressFactory | None = None,
-                  done: Done | None = None) -> list[tuple[str, PullResult | TychoError]]:
+    def pull_list(
+        self,
+        packages: Sequence[str] = (),
+        *,
+        from_file: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        offline: bool = False,
+        progress: ProgressFactory | None = None,
+        done: Done | None = None,
+    ) -> list[tuple[str, PullResult | TychoError]]:
         """Pull the latest of each package, and what ``from_file`` names: a lock file (exact
         versions, verified against their pinned digests; extract folders inside its folder) or a
         list of package names, one per line. Failures are returned per package, not raised.
 
         Raises :class:`UsageError` when nothing is named, or when ``offline`` is asked without a
         lock file (only a lock pins what may come from the cache)."""
-        from .lockfile import read_pull_list
+        from .lockfile import read_pull_list  # noqa: PLC0415 - lockfile: ~1 ms, only pull lists, lock and sync
 
         names, entries = list(packages), None
         if from_file is not None:
@@ -353,14 +446,23 @@ class Registry:
         results: list[tuple[str, PullResult | TychoError]] = []
         if entries:
             assert from_file is not None
-            results += self.install_locked(entries, Path(from_file).parent, offline=offline, force=force,
-                                           progress=progress, done=done)
+            results += self.install_locked(
+                entries, Path(from_file).parent, offline=offline, force=force, progress=progress, done=done
+            )
         if names:
             results += self.pull_many(names, force=force, progress=progress, done=done)
         return results
 
-    def install(self, pin: Pin, dest: str | os.PathLike[str], *, extract: bool = False, force: bool = False,
-                offline: bool = False, progress: ProgressFactory | None = None) -> PullResult:
+    def install(
+        self,
+        pin: Pin,
+        dest: str | os.PathLike[str],
+        *,
+        extract: bool = False,
+        force: bool = False,
+        offline: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PullResult:
         """Put exactly the pinned version at ``dest`` (a file, or with ``extract`` a folder): from
         the destination itself or the cache when they hold its digest (no request at all), else
         from the store, whose copy must still be what the pin says.
@@ -372,29 +474,59 @@ class Registry:
             local = fetch.Expected.pinned(pin.package, pin.version, pin.sha256, pin.size)
             try:
                 done = self._deliver(pin.package, pin.version, local, dest, extract=extract, offline=True)
-                return PullResult(pin.package, pin.version, dest, downloaded=False, checked_by="sha256",
-                                  from_cache=done.from_cache, extracted=extract)
+                return PullResult(
+                    pin.package,
+                    pin.version,
+                    dest,
+                    downloaded=False,
+                    checked_by="sha256",
+                    from_cache=done.from_cache,
+                    extracted=extract,
+                )
             except deliver.NotCached:
                 if offline:
                     raise
         elif offline:
-            raise deliver.NotCached(f"{pin.package} {pin.version} has no recorded SHA-256, so it cannot be "
-                                    "installed without the registry", reason="offline-no-digest",
-                                    package=pin.package, version=pin.version)
+            raise deliver.NotCached(
+                f"{pin.package} {pin.version} has no recorded SHA-256, so it cannot be installed without the registry",
+                reason="offline-no-digest",
+                package=pin.package,
+                version=pin.version,
+            )
         expected = fetch.expected_for(self.store, pin.package, pin.version, known=self.known)
-        if pin.sha256 and expected.sha256 != pin.sha256 or expected.size != pin.size:
-            raise IntegrityError(f"{pin.package} {pin.version} in {self.location} is not what the lock file pinned "
-                                 f"(sha256 {expected.sha256}, {expected.size} bytes; pinned {pin.sha256}, "
-                                 f"{pin.size} bytes): it was deleted and pushed again", reason="repushed",
-                                 package=pin.package, version=pin.version)
-        done = self._deliver(pin.package, pin.version, expected, dest, extract=extract, force=force,
-                             progress=progress)
-        return PullResult(pin.package, pin.version, dest, downloaded=done.downloaded, checked_by=expected.checked_by,
-                          resumes=done.resumes, from_cache=done.from_cache, extracted=extract)
+        if (pin.sha256 and expected.sha256 != pin.sha256) or expected.size != pin.size:
+            raise IntegrityError(
+                f"{pin.package} {pin.version} in {self.location} is not what the lock file pinned "
+                f"(sha256 {expected.sha256}, {expected.size} bytes; pinned {pin.sha256}, "
+                f"{pin.size} bytes): it was deleted and pushed again",
+                reason="repushed",
+                package=pin.package,
+                version=pin.version,
+            )
+        done = self._deliver(pin.package, pin.version, expected, dest, extract=extract, force=force, progress=progress)
+        return PullResult(
+            pin.package,
+            pin.version,
+            dest,
+            downloaded=done.downloaded,
+            checked_by=expected.checked_by,
+            resumes=done.resumes,
+            from_cache=done.from_cache,
+            extracted=extract,
+        )
 
-    def _deliver(self, package: str, version: str, expected: fetch.Expected, dest: Path, *, extract: bool,
-                 force: bool = False, offline: bool = False,
-                 progress: ProgressFactory | None = None) -> deliver.Delivered:
+    def _deliver(
+        self,
+        package: str,
+        version: str,
+        expected: fetch.Expected,
+        dest: Path,
+        *,
+        extract: bool,
+        force: bool = False,
+        offline: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> deliver.Delivered:
         source = deliver.Source(self.store, package, version, expected, self.cache, offline)
         watch = progress(f"{package} {version}", expected.size) if progress and not offline else None
         if extract:
@@ -409,26 +541,40 @@ class Registry:
     def lock(self, *, upgrade: Sequence[str] | bool = False) -> tuple[dict[str, Locked], bool]:
         """Resolve the project's declared packages into its lock file (entries already locked
         stay unless upgraded); returns the entries and whether the file changed."""
-        from . import sync
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
 
         return sync.lock(self, self._project(), upgrade=upgrade)
 
-    def sync(self, *, locked: bool = False, offline: bool = False, force: bool = False,
-             progress: ProgressFactory | None = None, done: Done | None = None,
-             ) -> list[tuple[str, PullResult | TychoError]]:
+    def sync(
+        self,
+        *,
+        locked: bool = False,
+        offline: bool = False,
+        force: bool = False,
+        progress: ProgressFactory | None = None,
+        done: Done | None = None,
+    ) -> list[tuple[str, PullResult | TychoError]]:
         """Install every declared package as the lock file pins it (locking first unless
         ``locked`` or ``offline``); failures are returned per package, not raised."""
-        from . import sync
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
 
-        return sync.sync(self, self._project(), locked=locked, offline=offline, force=force, progress=progress,
-                         done=done)
+        return sync.sync(
+            self, self._project(), locked=locked, offline=offline, force=force, progress=progress, done=done
+        )
 
-    def install_locked(self, entries: dict[str, Locked], base: Path, *, offline: bool = False, force: bool = False,
-                       progress: ProgressFactory | None = None, done: Done | None = None,
-                       ) -> list[tuple[str, PullResult | TychoError]]:
+    def install_locked(
+        self,
+        entries: dict[str, Locked],
+        base: Path,
+        *,
+        offline: bool = False,
+        force: bool = False,
+        progress: ProgressFactory | None = None,
+        done: Done | None = None,
+    ) -> list[tuple[str, PullResult | TychoError]]:
         """Install what a lock file (read with :func:`tychoreg.lockfile.read`) pins, its extract
         folders inside ``base``; failures are returned per package, not raised."""
-        from . import sync
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
 
         return sync.install(self, entries, base, offline=offline, force=force, progress=progress, done=done)
 

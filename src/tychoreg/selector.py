@@ -37,14 +37,16 @@ class Selector:
             return cls(text, "latest")
         if is_valid_segment(text) and not is_constraint(text):
             return cls(text, "name")
-        from .ranges import parse_constraint
+        from .ranges import parse_constraint  # noqa: PLC0415 - ranges, semver, packaging: ~7 ms, only for ranges
 
         try:
             constraint = parse_constraint(text)
         except ValueError as exc:
-            raise UsageError(f"invalid version or range {shown(text)}: {clip(exc, 160)}",
-                             "give a version (1.2.0), a tag (latest, stable) or a range (^1.2, >=1.2,<2, 1.x)",
-                             reason="bad-selector") from None
+            raise UsageError(
+                f"invalid version or range {shown(text)}: {clip(exc, 160)}",
+                "give a version (1.2.0), a tag (latest, stable) or a range (^1.2, >=1.2,<2, 1.x)",
+                reason="bad-selector",
+            ) from None
         return cls(text, "range", constraint)
 
     @classmethod
@@ -52,10 +54,12 @@ class Selector:
         """For commands that change one version: ``latest``, a tag or a version, never a range."""
         selector = cls.parse(text)
         if selector.kind == "range":
-            raise UsageError(f"{shown(selector.text)} is a range; this command needs one exact version",
-                             "name one version", reason="range-not-allowed")
+            raise UsageError(
+                f"{shown(selector.text)} is a range; this command needs one exact version",
+                "name one version",
+                reason="range-not-allowed",
+            )
         return selector
 
     def __str__(self) -> str:
         return self.text
-

@@ -39,35 +39,51 @@ class Registry(Protocol):
 
     def resolve(self, package: str, selector: str | Selector = "latest", *, pre: bool = False) -> Resolved: ...
 
-    def install(self, pin: Locked, dest: str | os.PathLike[str], *, extract: bool = False, force: bool = False,
-                offline: bool = False, progress: ProgressFactory | None = None) -> PullResult: ...
+    def install(
+        self,
+        pin: Locked,
+        dest: str | os.PathLike[str],
+        *,
+        extract: bool = False,
+        force: bool = False,
+        offline: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PullResult: ...
 
 
 def declared(project: Project | None) -> dict[str, Requirement]:
     """The project's declared packages; a :class:`ConfigError` when there are none."""
     if project is None:
-        raise ConfigError("sync and lock need a config file with a 'packages' section",
-                          'create .tychoreg.json with e.g. "packages": {"narf": "^1.2"}', reason="no-project")
+        raise ConfigError(
+            "sync and lock need a config file with a 'packages' section",
+            'create .tychoreg.json with e.g. "packages": {"narf": "^1.2"}',
+            reason="no-project",
+        )
     if not project.packages:
-        raise ConfigError(f"no packages are declared in {project.source}",
-                          'add a section such as "packages": {"narf": "^1.2", '
-                          '"gcc": {"version": "stable", "extract": "tools/gcc"}}', reason="no-packages")
+        raise ConfigError(
+            f"no packages are declared in {project.source}",
+            'add a section such as "packages": {"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}',
+            reason="no-packages",
+        )
     return project.packages
 
 
-def lock(reg: Registry, project: Project | None, *, upgrade: Collection[str] | bool = False,
-         ) -> tuple[dict[str, Locked], bool]:
+def lock(
+    reg: Registry, project: Project | None, *, upgrade: Collection[str] | bool = False
+) -> tuple[dict[str, Locked], bool]:
     """Resolve the declarations (keeping locked answers unless upgraded); write the lock if it
     changed. Returns the entries and whether the lock file changed."""
     wanted = declared(project)
     assert project is not None
     path = project.lockfile
-    if isinstance(upgrade, Collection) and not isinstance(upgrade, bool):
+    if isinstance(upgrade, Collection):  # a bool is no Collection
         unknown = sorted(set(upgrade) - set(wanted))
         if unknown:
-            raise ConfigError(f"packages to upgrade are not declared: {clip(', '.join(shown(n) for n in unknown))}",
-                              f"declared in {project.source}: {clip(', '.join(sorted(wanted)))}",
-                              reason="upgrade-undeclared")
+            raise ConfigError(
+                f"packages to upgrade are not declared: {clip(', '.join(shown(n) for n in unknown))}",
+                f"declared in {project.source}: {clip(', '.join(sorted(wanted)))}",
+                reason="upgrade-undeclared",
+            )
     existing = lockfile.read(path) or {}
 
     def fresh(name: str) -> bool:
@@ -77,24 +93,33 @@ def lock(reg: Registry, project: Project | None, *, upgrade: Collection[str] | b
     todo = [r for n, r in wanted.items() if n not in entries]
 
     failed = []
-    for name, got in each_package([r.name for r in todo],
-                                  lambda name: Locked.of(reg.resolve(name, wanted[name].wanted()), wanted[name])):
+    for name, got in each_package(
+        [r.name for r in todo], lambda name: Locked.of(reg.resolve(name, wanted[name].wanted()), wanted[name])
+    ):
         if isinstance(got, TychoError):
             failed.append(f"{name}: {got}")
         else:
             entries[name] = got
     if failed:
-        raise OperationError("could not resolve " + "; ".join(failed), "the lock file was not changed",
-                             reason="unresolved")
+        raise OperationError(
+            "could not resolve " + "; ".join(failed), "the lock file was not changed", reason="unresolved"
+        )
     changed = entries != existing or not path.exists()
     if changed:
         lockfile.write(path, entries, reg.location)
     return entries, changed
 
 
-def sync(reg: Registry, project: Project | None, *, locked: bool = False, offline: bool = False,
-         force: bool = False, progress: ProgressFactory | None = None,
-         done: Callable[[str, PullResult | TychoError], None] | None = None) -> list[Outcome]:
+def sync(
+    reg: Registry,
+    project: Project | None,
+    *,
+    locked: bool = False,
+    offline: bool = False,
+    force: bool = False,
+    progress: ProgressFactory | None = None,
+    done: Callable[[str, PullResult | TychoError], None] | None = None,
+) -> list[Outcome]:
     """Install every declared package as locked; lock first unless ``locked`` or ``offline``."""
     wanted = declared(project)
     assert project is not None
@@ -105,23 +130,34 @@ def sync(reg: Registry, project: Project | None, *, locked: bool = False, offlin
             raise OperationError(f"there is no {path.name} in {path.parent}", reason="no-lock", offline=offline)
         problems = lockfile.mismatches(entries, wanted)
         if problems:
-            raise OperationError(f"{path.name} does not match the declared packages: {'; '.join(problems)}",
-                                 reason="stale-lock")
+            raise OperationError(
+                f"{path.name} does not match the declared packages: {'; '.join(problems)}", reason="stale-lock"
+            )
     else:
         entries, _ = lock(reg, project)
     return install(reg, entries, project.folder, offline=offline, force=force, progress=progress, done=done)
 
 
-def install(reg: Registry, entries: dict[str, Locked], base: Path, *, offline: bool = False, force: bool = False,
-            progress: ProgressFactory | None = None, done: Callable[[str, PullResult | TychoError], None] | None = None,
-            ) -> list[Outcome]:
+def install(
+    reg: Registry,
+    entries: dict[str, Locked],
+    base: Path,
+    *,
+    offline: bool = False,
+    force: bool = False,
+    progress: ProgressFactory | None = None,
+    done: Callable[[str, PullResult | TychoError], None] | None = None,
+) -> list[Outcome]:
     """Put every locked package in place, in parallel; failures are returned, not raised.
     Extract folders are relative to ``base`` (the lock's folder) and must stay inside it."""
     for name in sorted(entries):
         _confine_extract(entries[name], base)
     _refuse_shared_destinations(reg, [entries[n] for n in entries], base)
-    return each_package(sorted(entries), lambda name: _install_one(reg, entries[name], base, offline=offline,
-                                                                   force=force, progress=progress), done)
+    return each_package(
+        sorted(entries),
+        lambda name: _install_one(reg, entries[name], base, offline=offline, force=force, progress=progress),
+        done,
+    )
 
 
 def _confine_extract(entry: Locked, base: Path) -> None:
@@ -139,8 +175,10 @@ def _confine_extract(entry: Locked, base: Path) -> None:
     if problem is None and not (target != root and os.path.commonpath([target, root]) == root):
         problem = f"through a symbolic link it leads to {clip(target)}, outside the project folder"
     if problem:
-        raise ConfigError(f"package {entry.package} would be extracted to {shown(entry.extract, 200)}: {problem}",
-                          f"extract folders must be real folders inside {clip(root)}")
+        raise ConfigError(
+            f"package {entry.package} would be extracted to {shown(entry.extract, 200)}: {problem}",
+            f"extract folders must be real folders inside {clip(root)}",
+        )
 
 
 def _destination(reg: Registry, entry: Locked, base: Path) -> Path:
@@ -153,12 +191,22 @@ def _refuse_shared_destinations(reg: Registry, items: list[Locked], base: Path) 
     for entry in items:
         where = Path(os.path.abspath(_destination(reg, entry, base)))
         if where in seen:
-            raise ConfigError(f"packages {seen[where]} and {entry.package} would both be installed to {clip(where)}",
-                              'give one of them an "extract" folder', reason="shared-destination")
+            raise ConfigError(
+                f"packages {seen[where]} and {entry.package} would both be installed to {clip(where)}",
+                'give one of them an "extract" folder',
+                reason="shared-destination",
+            )
         seen[where] = entry.package
 
 
-def _install_one(reg: Registry, entry: Locked, base: Path, *, offline: bool, force: bool,
-                 progress: ProgressFactory | None) -> PullResult:
-    return reg.install(entry, _destination(reg, entry, base), extract=entry.extract is not None, force=force,
-                       offline=offline, progress=progress)
+def _install_one(
+    reg: Registry, entry: Locked, base: Path, *, offline: bool, force: bool, progress: ProgressFactory | None
+) -> PullResult:
+    return reg.install(
+        entry,
+        _destination(reg, entry, base),
+        extract=entry.extract is not None,
+        force=force,
+        offline=offline,
+        progress=progress,
+    )

@@ -10,11 +10,20 @@ from .errors import ConfigError, UsageError
 from .names import shown
 
 #: The most an extracted archive may expand to, unless the config says otherwise (a bomb stops here).
-DEFAULT_EXTRACT_LIMIT = 4 * 1024 ** 3
+DEFAULT_EXTRACT_LIMIT = 4 * 1024**3
 
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?\Z", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
-               "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)\Z")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}
 
@@ -25,8 +34,7 @@ def parse_size(value: Any, where: str) -> int:
         return value
     match = _SIZE.match(value.strip()) if isinstance(value, str) else None
     if not match:
-        raise ConfigError(f"{where} must be a size such as \"10GiB\", \"500MB\" or a number of bytes, "
-                          f"not {shown(value)}")
+        raise ConfigError(f'{where} must be a size such as "10GiB", "500MB" or a number of bytes, not {shown(value)}')
     number, unit = float(match.group(1)), (match.group(2) or "B").lower()
     try:
         return int(number * _SIZE_UNITS[unit])

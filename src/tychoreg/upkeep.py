@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from . import fetch, layout
 from .errors import TychoError
 from .integrity import Digests, Discard, HashingWriter
-from .models import PUSH_ID, VersionRecord
+from .models import PUSH_ID, CheckedBy, VersionRecord
 from .store import PreconditionFailed, Store
 from .store.base import Leftover, same_etag
 
@@ -23,7 +24,7 @@ DEFAULT_GC_AGE = timedelta(hours=24)
 
 @dataclass(frozen=True)
 class Debris:
-    kind: str  # "unfinished upload" or "orphaned claim"
+    kind: Literal["unfinished upload", "orphaned claim"]
     key: str
     size: int | None
     since: datetime | None
@@ -37,7 +38,8 @@ class Verified:
     package: str
     version: str
     ok: bool
-    checked_by: str
+    #: What the bytes were checked against; ``-`` when they could not be read to be checked.
+    checked_by: CheckedBy | Literal["-"]
     problem: str | None = None
 
 
@@ -46,17 +48,21 @@ def verify_one(store: Store, package: str, version: str) -> Verified:
     try:
         expected = fetch.expected_for(store, package, version)
         digests = Digests(expected.etag)
-        store.read(expected.key, HashingWriter(Discard(), digests), size=expected.size,  # type: ignore[arg-type]
-                   if_match=expected.pin)
+        store.read(expected.key, HashingWriter(Discard(), digests), size=expected.size, if_match=expected.pin)
     except TychoError as exc:
         # A record that belongs to another push was checked, by its push id and ETag, and failed.
         return Verified(package, version, False, "sha256" if exc.reason == "foreign-record" else "-", str(exc))
     if expected.matches(digests):
         return Verified(package, version, True, expected.checked_by)
-    return Verified(package, version, False, expected.checked_by,
-                    f"{package} {version} does not match its {expected.checked_by}: stored {digests.size} bytes, "
-                    f"sha256 {digests.sha256}; recorded {expected.size} bytes"
-                    + (f", sha256 {expected.sha256}" if expected.sha256 else ""))
+    return Verified(
+        package,
+        version,
+        False,
+        expected.checked_by,
+        f"{package} {version} does not match its {expected.checked_by}: stored {digests.size} bytes, "
+        f"sha256 {digests.sha256}; recorded {expected.size} bytes"
+        + (f", sha256 {expected.sha256}" if expected.sha256 else ""),
+    )
 
 
 def find_debris(store: Store, packages: list[str], older_than: timedelta) -> list[Debris]:
@@ -69,8 +75,9 @@ def find_debris(store: Store, packages: list[str], older_than: timedelta) -> lis
             since = since.replace(tzinfo=timezone.utc)
         return now - since > older_than
 
-    found = [Debris("unfinished upload", lo.key, lo.size, lo.started, lo)
-             for lo in store.leftovers() if old(lo.started)]
+    found = [
+        Debris("unfinished upload", lo.key, lo.size, lo.started, lo) for lo in store.leftovers() if old(lo.started)
+    ]
     for package in packages:
         visible = {layout.version_of_data(package, i.key) for i in store.list(layout.data_prefix(package))}
         for info in store.list(layout.records_prefix(package)):

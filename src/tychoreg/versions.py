@@ -21,22 +21,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import semver
 from packaging.version import InvalidVersion, Version
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
+
 __all__ = ["Scheme", "is_prerelease", "scheme_of", "sort_versions", "version_sort_key"]
 
 Scheme = Literal["semver", "pep440", "natural"]
+#: A key that orders versions of one scheme: semver's or PEP 440's precedence, else the natural
+#: order, each tied by the string itself.
+SortKey = Callable[[str], "SupportsRichComparison"]
 
-_PRERELEASE_WORDS = {
-    "dev": 0,
-    "alpha": 1, "a": 1,
-    "beta": 2, "b": 2,
-    "pre": 3, "preview": 3,
-    "c": 4, "rc": 4,
-}
+_PRERELEASE_WORDS = {"dev": 0, "alpha": 1, "a": 1, "beta": 2, "b": 2, "pre": 3, "preview": 3, "c": 4, "rc": 4}
 _TOKEN_RE = re.compile(r"[0-9]+|[A-Za-z]+")
 # Token ranks (first tuple element): pre-release word < end of string < other word < number.
 _PRE, _END, _WORD, _NUM = 0, 1, 2, 3
@@ -87,7 +87,7 @@ def scheme_of(versions: Iterable[str]) -> Scheme:
     return "natural"
 
 
-def _key_for(scheme: Scheme) -> Callable[[str], Any]:
+def _key_for(scheme: Scheme) -> SortKey:
     def semver_key(version: str) -> tuple[semver.Version, str]:
         parsed = _parse_semver(version)
         if parsed is None:
@@ -106,7 +106,7 @@ def _key_for(scheme: Scheme) -> Callable[[str], Any]:
     return {"semver": semver_key, "pep440": pep440_key, "natural": natural_key}[scheme]
 
 
-def version_sort_key(versions: Iterable[str]) -> Callable[[str], Any]:
+def version_sort_key(versions: Iterable[str]) -> SortKey:
     """A sort key valid for every version of ``versions`` (ascending precedence).
 
     Under the semver/PEP 440 schemes the key raises ``ValueError`` for a version outside that

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..errors import IntegrityError, StorageError
 
@@ -83,13 +83,41 @@ class Leftover:
     started: datetime | None
 
 
+class Source(Protocol):
+    """What :meth:`Store.stage` uploads: read once, in order (a file, or a reader that hashes
+    what passes through it)."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class Sink(Protocol):
+    """What :meth:`Store.read` writes into, in order (a file, or a writer that hashes what passes
+    through it)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+@runtime_checkable
+class RangeSink(Sink, Protocol):
+    """A sink that parallel ranged reads fill at their offsets (``write_at``, any thread) while
+    the bytes are handed over in order (``account``, one thread): see
+    :class:`tychoreg.integrity.PositionalWriter`. Reads that are not split write in order."""
+
+    def write_at(self, data: bytes, offset: int) -> None: ...
+
+    def account(self, data: bytes) -> None: ...
+
+
 class StagedUpload(Protocol):
     """Data uploaded but not yet visible under its key."""
 
-    size: int
-    #: The ETag the object will have once committed, when the store can tell it in advance
-    #: (lets a client recognise its own write after a retried request); None otherwise.
-    etag: str | None
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag the object will have once committed, when the store can tell it in advance
+        (lets a client recognise its own write after a retried request); None otherwise."""
 
     def commit(self, guard: tuple[str, str] | None = None) -> None:
         """Make the data visible under the key if the key does not exist yet.
@@ -111,20 +139,31 @@ class StagedUpload(Protocol):
 class Store(Protocol):
     """A flat namespace of keys, with the conditional writes a registry needs."""
 
-    #: Where the store is, for messages (never holds a secret).
-    location: str
-    #: Which store this is, for what is remembered per store on this machine: the location plus
-    #: whatever tells two stores of one location apart (an S3 endpoint).
-    identity: str
-    #: True when :meth:`StagedUpload.commit` checks its ``guard`` atomically with the commit.
-    atomic_guard: bool
-    #: True when the store may accept conditional requests and ignore them (S3-compatible
-    #: servers): then pushes check it once (see :mod:`tychoreg.probe`).
-    probe_conditional_writes: bool
-    #: True when the store keeps the metadata written with an object (S3 and S3-compatible
-    #: stores; a folder where its file system keeps user extended attributes), so data without
-    #: a push id was not written by a tychoreg push.
-    keeps_metadata: bool
+    # Read-only for the domain: a store sets them itself (a class attribute, an attribute set
+    # when it is made, or a property asked on first use).
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (never holds a secret)."""
+
+    @property
+    def identity(self) -> str:
+        """Which store this is, for what is remembered per store on this machine: the location
+        plus whatever tells two stores of one location apart (an S3 endpoint)."""
+
+    @property
+    def atomic_guard(self) -> bool:
+        """True when :meth:`StagedUpload.commit` checks its ``guard`` atomically with the commit."""
+
+    @property
+    def probe_conditional_writes(self) -> bool:
+        """True when the store may accept conditional requests and ignore them (S3-compatible
+        servers): then pushes check it once (see :mod:`tychoreg.probe`)."""
+
+    @property
+    def keeps_metadata(self) -> bool:
+        """True when the store keeps the metadata written with an object (S3 and S3-compatible
+        stores; a folder where its file system keeps user extended attributes), so data without
+        a push id was not written by a tychoreg push."""
 
     def get(self, key: str) -> tuple[bytes, str]:
         """Return a small object's bytes and an etag for :meth:`put_if_match`.
@@ -162,15 +201,29 @@ class Store(Protocol):
     def list_folders(self, prefix: str) -> Iterator[str]:
         """Names of the immediate sub-folders of ``prefix`` (``prefix`` ends with ``/`` or is empty)."""
 
-    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
-              progress: Progress | None = None, meta: Mapping[str, str] | None = None) -> StagedUpload:
+    def stage(
+        self,
+        key: str,
+        source: Source,
+        size_hint: int | None = None,
+        progress: Progress | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> StagedUpload:
         """Upload everything ``source`` yields without making it visible; read it once, in order.
 
         ``meta`` (short ASCII names and values) is kept with the object and returned by
         :meth:`head`, where the store can keep it."""
 
-    def read(self, key: str, sink: BinaryIO | RangeSink, *, start: int = 0, size: int | None = None,
-             progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
+    def read(
+        self,
+        key: str,
+        sink: Sink,
+        *,
+        start: int = 0,
+        size: int | None = None,
+        progress: Progress | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
         """Stream the object (from byte ``start``) into ``sink``, in order.
 
         ``size``, when the caller knows it, lets a store split the read into parallel ranges.
@@ -194,23 +247,15 @@ class MultipartStore(Protocol):
         """Size of part 1 of a multipart-uploaded object, or None."""
 
 
-@runtime_checkable
-class RangeSink(Protocol):
-    """A sink that parallel ranged reads fill at their offsets (``write_at``, any thread) while
-    the bytes are handed over in order (``account``, one thread): see
-    :class:`tychoreg.integrity.PositionalWriter`. A plain binary file is written in order."""
-
-    def write_at(self, data: bytes, offset: int) -> None: ...
-
-    def account(self, data: bytes) -> None: ...
-
-
 def same_etag(a: str | None, b: str | None) -> bool:
     """ETags compare without their quotes; an unknown one never matches."""
-    return bool(a) and bool(b) and a.strip('"').lower() == b.strip('"').lower()
+    return bool(a and b and a.strip('"').lower() == b.strip('"').lower())
 
 
 def too_large(location: str, key: str, size: int) -> IntegrityError:
     """A planted or damaged document: refused, and treated like any other damaged one."""
-    return IntegrityError(f"{location}/{key} is {size} bytes, too large for a metadata document "
-                        f"(limit {MAX_DOCUMENT}); it is damaged or planted", "repair or remove it")
+    return IntegrityError(
+        f"{location}/{key} is {size} bytes, too large for a metadata document "
+        f"(limit {MAX_DOCUMENT}); it is damaged or planted",
+        "repair or remove it",
+    )

@@ -28,12 +28,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import IntegrityError, StorageError
 from ..integrity import CHUNK
-from .base import (MAX_DOCUMENT, GuardChanged, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed,
-                   Progress, too_large)
+from .base import (
+    MAX_DOCUMENT,
+    GuardChanged,
+    Leftover,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    Progress,
+    Sink,
+    Source,
+    too_large,
+)
 
 LOCK_NAME = ".tycho-lock"
 _XATTR = "user.tycho."
@@ -102,8 +111,7 @@ class _StagedFile:
 
     def _link(self) -> None:
         try:
-            os.link(self._tmp, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder,
-                    follow_symlinks=False)
+            os.link(self._tmp, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder, follow_symlinks=False)
         except FileExistsError:
             raise PreconditionFailed(f"{self._key} already exists") from None
 
@@ -165,10 +173,11 @@ class FileStore:
         return parts
 
     def _link_error(self, rel: Sequence[str]) -> LinkRefused:
-        return LinkRefused(f"{self.location}/{'/'.join(rel)} is a symbolic link; the file backend never "
-                           "follows links inside the registry",
-                           "remove the link (whoever can write to the registry folder made it) and put "
-                           "the real file or folder there")
+        return LinkRefused(
+            f"{self.location}/{'/'.join(rel)} is a symbolic link; the file backend never "
+            "follows links inside the registry",
+            "remove the link (whoever can write to the registry folder made it) and put the real file or folder there",
+        )
 
     @contextmanager
     def _folder(self, parts: Sequence[str], *, create: bool = False) -> Iterator[int]:
@@ -189,11 +198,11 @@ class FileStore:
                         os.mkdir(part, 0o777, dir_fd=fd)
                     except FileExistsError:
                         pass
-                    step = self._step(fd, part, parts[:i + 1])
+                    step = self._step(fd, part, parts[: i + 1])
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
-                    step = self._step(fd, part, parts[:i + 1])
+                    step = self._step(fd, part, parts[: i + 1])
                 os.close(fd)
                 fd = step
             yield fd
@@ -237,8 +246,9 @@ class FileStore:
         except FileNotFoundError:
             raise ObjectNotFound(f"{key} not found in {self.location}") from None
         except PermissionError:
-            raise StorageError(f"permission denied on {self.location}/{key}",
-                               "check the permissions of the registry folder") from None
+            raise StorageError(
+                f"permission denied on {self.location}/{key}", "check the permissions of the registry folder"
+            ) from None
         except OSError as exc:
             raise StorageError(f"cannot access {self.location}/{key}: {exc.strerror or exc}") from None
 
@@ -314,22 +324,24 @@ class FileStore:
     def put_if_absent(self, key: str, data: bytes) -> str:
         parts = self._parts(key)
         with self._storage_errors(key), self._folder(parts[:-1], create=True) as folder:
-            _StagedFile(self, os.dup(folder), self._write_tmp(folder, parts[-1], data), parts[-1], key,
-                        len(data)).commit()
+            _StagedFile(
+                self, os.dup(folder), self._write_tmp(folder, parts[-1], data), parts[-1], key, len(data)
+            ).commit()
         return _etag(data)
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         parts = self._parts(key)
         with self._storage_errors(key), self._folder(parts[:-1], create=True) as folder:
-            tmp: str | None = self._write_tmp(folder, parts[-1], data)
+            tmp = self._write_tmp(folder, parts[-1], data)
+            renamed = False
             try:
                 with self._lock():
                     self._check(key, etag)
                     os.rename(tmp, parts[-1], src_dir_fd=folder, dst_dir_fd=folder)
-                    tmp = None
+                    renamed = True
                 _fsync(folder)
             finally:
-                if tmp is not None:
+                if not renamed:
                     os.unlink(tmp, dir_fd=folder)
         return _etag(data)
 
@@ -376,7 +388,7 @@ class FileStore:
             except FileNotFoundError:
                 return
 
-    def _walk(self, parts: list[str], prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    def _walk(self, parts: Sequence[str], prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         """Regular files under ``parts`` whose keys start with ``prefix``, sorted; folders that
         cannot hold such keys are not entered, links are neither entered nor listed."""
         top = "/".join(parts)
@@ -385,8 +397,9 @@ class FileStore:
                 rel = os.path.normpath(dirpath)
                 base = "/".join(p for p in (top, "" if rel == "." else rel) if p)
                 base = base + "/" if base else ""
-                dirnames[:] = sorted(n for n in dirnames
-                                     if (base + n + "/").startswith(prefix) or prefix.startswith(base + n + "/"))
+                dirnames[:] = sorted(
+                    n for n in dirnames if (base + n + "/").startswith(prefix) or prefix.startswith(base + n + "/")
+                )
                 for name in sorted(filenames):
                     key = base + name
                     if _internal(name) or not key.startswith(prefix):
@@ -408,8 +421,14 @@ class FileStore:
                 return
         yield from names
 
-    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
-              progress: Progress | None = None, meta: Mapping[str, str] | None = None) -> _StagedFile:
+    def stage(
+        self,
+        key: str,
+        source: Source,
+        size_hint: int | None = None,
+        progress: Progress | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> _StagedFile:
         parts = self._parts(key)
         with self._storage_errors(key), self._folder(parts[:-1], create=True) as folder:
             tmp = f".{parts[-1]}.{os.urandom(6).hex()}.tmp"
@@ -432,8 +451,16 @@ class FileStore:
                 raise
             return _StagedFile(self, os.dup(folder), tmp, parts[-1], key, size)
 
-    def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
-             progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
+    def read(
+        self,
+        key: str,
+        sink: Sink,
+        *,
+        start: int = 0,
+        size: int | None = None,
+        progress: Progress | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
         # A file opened once is read whole even if its name is replaced meanwhile; ``if_match``
         # checks that what was opened is still the file the caller resolved.
         parts = self._parts(key)
@@ -499,6 +526,6 @@ def _write_meta(fd: int, meta: Mapping[str, str]) -> None:
 def _read_meta(fd: int) -> dict[str, str]:
     try:
         names = [n for n in os.listxattr(fd) if n.startswith(_XATTR)]
-        return {n[len(_XATTR):]: os.getxattr(fd, n).decode("ascii", "replace") for n in names}
+        return {n[len(_XATTR) :]: os.getxattr(fd, n).decode("ascii", "replace") for n in names}
     except OSError:
         return {}

@@ -14,14 +14,26 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..concurrency import backoff
 from ..errors import ConfigError, StorageError
 from ..integrity import CHUNK
-from .base import (MAX_DOCUMENT, Leftover, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress, RangeSink,
-                   TransferInterrupted, same_etag, too_large)
-from .s3http import Fallback, LeanS3, Listed, http_date
+from .base import (
+    MAX_DOCUMENT,
+    Leftover,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    Progress,
+    RangeSink,
+    Sink,
+    Source,
+    TransferInterrupted,
+    same_etag,
+    too_large,
+)
+from .s3http import Chunks, Fallback, LeanS3, Listed, http_date
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
@@ -36,25 +48,40 @@ DOWNLOAD_BUFFER = 48 * MiB
 _BODY_ATTEMPTS = 4
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
-_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                 "InvalidToken", "ExpiredToken", "AccountProblem"}
+_DENIED_CODES = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AccountProblem",
+}
 #: Checksums only where S3 requires them: every byte is already SHA-256-hashed on its way, and
 #: botocore's default CRC32 of every part would be a second pass over the data.
-_DEFAULT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 5},
-                   "connect_timeout": 10, "read_timeout": 60,
-                   "request_checksum_calculation": "when_required",
-                   "response_checksum_validation": "when_required"}
+_DEFAULT_CONFIG = {
+    "retries": {"mode": "standard", "max_attempts": 5},
+    "connect_timeout": 10,
+    "read_timeout": 60,
+    "request_checksum_calculation": "when_required",
+    "response_checksum_validation": "when_required",
+}
+
+
+#: Uploaded parts, as complete_multipart_upload takes them (``PartNumber``, ``ETag``).
+_Parts = list[dict[str, Any]]
 
 
 def _body_errors() -> tuple[type[BaseException], ...]:
-    import botocore.exceptions
-    import urllib3.exceptions
+    import botocore.exceptions  # noqa: PLC0415 - boto3: ~80 ms, only if the lean client cannot answer
+    import urllib3.exceptions  # noqa: PLC0415 - comes with botocore
 
     return (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError)
 
 
 def _client_kwargs(options: dict[str, Any], pool: int = 2 * CONCURRENCY) -> dict[str, Any]:
-    from botocore.config import Config
+    from botocore.config import Config  # noqa: PLC0415 - boto3: ~80 ms, only if the lean client cannot answer
 
     kwargs = {k: v for k, v in options.items() if k not in ("bucket", "prefix")}
     user_config = kwargs.pop("config", None)
@@ -65,8 +92,10 @@ def _client_kwargs(options: dict[str, Any], pool: int = 2 * CONCURRENCY) -> dict
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"s3.config has an option botocore does not accept: {exc}") from None
     elif user_config is not None:
-        raise ConfigError("s3.config must be a JSON object of botocore Config options",
-                          'e.g. "config": {"connect_timeout": 5, "retries": {"max_attempts": 8}}')
+        raise ConfigError(
+            "s3.config must be a JSON object of botocore Config options",
+            'e.g. "config": {"connect_timeout": 5, "retries": {"max_attempts": 8}}',
+        )
     kwargs["config"] = config
     return kwargs
 
@@ -79,11 +108,21 @@ class _StagedPut:
         self._meta = dict(meta or {})
         self.etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
-    def commit(self, guard: tuple[str, str] | None = None) -> str:
+    def commit(self, guard: tuple[str, str] | None = None) -> None:
         # ``guard`` cannot be checked atomically on S3: the caller confirms its claim afterwards.
+        self.put()
+
+    def put(self) -> str:
+        """The PUT itself; returns the new object's ETag."""
         with self._store._errors(self._key):
-            return self._store.client.put_object(Bucket=self._store.bucket, Key=self._store._full(self._key),
-                                                 Body=self._data, IfNoneMatch="*", Metadata=self._meta)["ETag"]
+            etag: str = self._store.client.put_object(
+                Bucket=self._store.bucket,
+                Key=self._store._full(self._key),
+                Body=self._data,
+                IfNoneMatch="*",
+                Metadata=self._meta,
+            )["ETag"]
+        return etag
 
     def abort(self) -> None:
         self._data = b""
@@ -92,8 +131,7 @@ class _StagedPut:
 class _StagedMultipart:
     """Parts uploaded; the object appears only when the upload is completed."""
 
-    def __init__(self, store: S3Store, key: str, upload_id: str, parts: list[dict[str, Any]],
-                 size: int) -> None:
+    def __init__(self, store: S3Store, key: str, upload_id: str, parts: _Parts, size: int) -> None:
         self._store, self._key, self._upload_id, self._parts, self.size = store, key, upload_id, parts, size
         self._done = False
         self.etag = _multipart_etag(parts)
@@ -102,8 +140,12 @@ class _StagedMultipart:
         try:
             with self._store._errors(self._key):
                 self._store.client.complete_multipart_upload(
-                    Bucket=self._store.bucket, Key=self._store._full(self._key), UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts}, IfNoneMatch="*")
+                    Bucket=self._store.bucket,
+                    Key=self._store._full(self._key),
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                    IfNoneMatch="*",
+                )
             self._done = True
         finally:
             if not self._done:
@@ -114,14 +156,14 @@ class _StagedMultipart:
             return
         self._done = True
         try:
-            self._store.client.abort_multipart_upload(Bucket=self._store.bucket,
-                                                      Key=self._store._full(self._key),
-                                                      UploadId=self._upload_id)
+            self._store.client.abort_multipart_upload(
+                Bucket=self._store.bucket, Key=self._store._full(self._key), UploadId=self._upload_id
+            )
         except Exception:  # noqa: BLE001 - best effort; gc removes what is left
             pass
 
 
-def _multipart_etag(parts: list[dict[str, Any]]) -> str | None:
+def _multipart_etag(parts: _Parts) -> str | None:
     """S3's ETag of a completed multipart upload: MD5 of the parts' MD5s, then ``-N``."""
     try:
         digests = b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)
@@ -142,8 +184,7 @@ class S3Store:
     #: S3 and the S3-compatible stores keep user metadata (x-amz-meta-*) with each object.
     keeps_metadata = True
 
-    def __init__(self, options: dict[str, Any], *, part_size: int = PART_SIZE,
-                 concurrency: int = CONCURRENCY) -> None:
+    def __init__(self, options: dict[str, Any], *, part_size: int = PART_SIZE, concurrency: int = CONCURRENCY) -> None:
         self.part_size, self.concurrency = part_size, concurrency
         self.bucket: str = options["bucket"]
         self.prefix: str = options.get("prefix", "")
@@ -160,26 +201,28 @@ class S3Store:
     def client(self) -> Any:
         """The boto3 client, built on first use: many commands finish without needing it."""
         if self._client is None:
-            import boto3
-            import botocore.exceptions
+            import boto3  # noqa: PLC0415 - boto3: ~80 ms, only if the lean client cannot answer
+            import botocore.exceptions  # noqa: PLC0415 - boto3: ~80 ms, only if the lean client cannot answer
 
             try:
                 self._client = boto3.client("s3", **_client_kwargs(self._options, 2 * self.concurrency))
             except (botocore.exceptions.BotoCoreError, TypeError, ValueError, AttributeError) as exc:
-                raise ConfigError(f"cannot set up the S3 client: {exc}",
-                                  "check the s3 section of your config (keys go to boto3.client)") from None
+                raise ConfigError(
+                    f"cannot set up the S3 client: {exc}",
+                    "check the s3 section of your config (keys go to boto3.client)",
+                ) from None
         return self._client
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _rel(self, full: str) -> str:
-        return full[len(self.prefix) + 1:] if self.prefix else full
+        return full[len(self.prefix) + 1 :] if self.prefix else full
 
     @contextmanager
     def _errors(self, key: str) -> Iterator[None]:
         """Translate boto3's exceptions into the store's typed errors."""
-        import botocore.exceptions
+        import botocore.exceptions  # noqa: PLC0415 - boto3: ~80 ms, only if the lean client cannot answer
 
         where = f"{self.location}/{key}" if key else self.location
         try:
@@ -188,29 +231,38 @@ class S3Store:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _CONFLICT_CODES or status in (409, 412) and code != "BucketAlreadyExists":
+            if code in _CONFLICT_CODES or (status in (409, 412) and code != "BucketAlreadyExists"):
                 raise PreconditionFailed(f"{where} was changed by someone else") from None
             if code == "NotImplemented" or status == 501:
-                raise StorageError(f"{self.location} refused a request tychoreg needs ({code or status}): "
-                                   "it does not implement conditional writes (If-None-Match / If-Match)",
-                                   "use a store that does (AWS S3, SeaweedFS, MinIO, Ceph RGW, R2)") from None
+                raise StorageError(
+                    f"{self.location} refused a request tychoreg needs ({code or status}): "
+                    "it does not implement conditional writes (If-None-Match / If-Match)",
+                    "use a store that does (AWS S3, SeaweedFS, MinIO, Ceph RGW, R2)",
+                ) from None
             if code in _MISSING_CODES:
                 raise ObjectNotFound(f"{where} not found") from None
             if code == "NoSuchBucket":
-                raise StorageError(f"bucket {self.bucket} does not exist",
-                                   "check s3.bucket and s3.endpoint_url in your config") from None
+                raise StorageError(
+                    f"bucket {self.bucket} does not exist", "check s3.bucket and s3.endpoint_url in your config"
+                ) from None
             if code in _DENIED_CODES or status == 403:
-                raise StorageError(f"access denied to {where} ({code or status})",
-                                   "check the credentials and permissions your config gives") from None
-            raise StorageError(f"S3 request for {where} failed: {code or status}: "
-                               f"{err.get('Message', '')}".rstrip(": ")) from None
+                raise StorageError(
+                    f"access denied to {where} ({code or status})",
+                    "check the credentials and permissions your config gives",
+                ) from None
+            raise StorageError(
+                f"S3 request for {where} failed: {code or status}: {err.get('Message', '')}".rstrip(": ")
+            ) from None
         except botocore.exceptions.NoCredentialsError:
-            raise StorageError("no S3 credentials found",
-                               "set aws_access_key_id/aws_secret_access_key in the s3 section, "
-                               "or AWS_PROFILE / AWS_ACCESS_KEY_ID") from None
+            raise StorageError(
+                "no S3 credentials found",
+                "set aws_access_key_id/aws_secret_access_key in the s3 section, or AWS_PROFILE / AWS_ACCESS_KEY_ID",
+            ) from None
         except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError) as exc:
-            raise StorageError(f"cannot reach the S3 endpoint for {self.location}: {type(exc).__name__}",
-                               "check s3.endpoint_url and your network; the command can be retried") from None
+            raise StorageError(
+                f"cannot reach the S3 endpoint for {self.location}: {type(exc).__name__}",
+                "check s3.endpoint_url and your network; the command can be retried",
+            ) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise StorageError(f"S3 request for {where} failed: {exc}") from None
 
@@ -227,12 +279,16 @@ class S3Store:
             raise ObjectNotFound(f"{self.location}/{key} not found")
         return found
 
-    def _boto_range(self, key: str, first: int, last: int, etag: str | None) -> list[bytes]:
+    def _boto_range(self, key: str, first: int, last: int, etag: str | None) -> Chunks:
         errors = _body_errors()
         for attempt in range(_BODY_ATTEMPTS):
             with self._errors(key):
-                resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key), Range=f"bytes={first}-{last}",
-                                              **({"IfMatch": etag} if etag else {}))
+                resp = self.client.get_object(
+                    Bucket=self.bucket,
+                    Key=self._full(key),
+                    Range=f"bytes={first}-{last}",
+                    **({"IfMatch": etag} if etag else {}),
+                )
             try:  # chunks, not one joined body: joining would briefly double the memory
                 chunks = list(resp["Body"].iter_chunks(CHUNK))
                 if sum(map(len, chunks)) == last - first + 1:
@@ -240,10 +296,11 @@ class S3Store:
             except errors:
                 pass
             backoff(attempt, 0.1, 2.0)
-        raise TransferInterrupted(f"download of {self.location}/{key} was interrupted",
-                                  "run the pull again: it resumes")
+        raise TransferInterrupted(
+            f"download of {self.location}/{key} was interrupted", "run the pull again: it resumes"
+        )
 
-    def _lean_range(self, key: str, first: int, last: int, etag: str | None) -> list[bytes] | None:
+    def _lean_range(self, key: str, first: int, last: int, etag: str | None) -> Chunks | None:
         if not self._lean:
             return None
         try:
@@ -266,8 +323,10 @@ class S3Store:
                 return resp["Body"].read(), resp["ETag"]
             except _body_errors() as exc:
                 if attempt == _BODY_ATTEMPTS - 1:
-                    raise TransferInterrupted(f"reading {self.location}/{key} was interrupted ({type(exc).__name__})",
-                                              "check the network and try again") from None
+                    raise TransferInterrupted(
+                        f"reading {self.location}/{key} was interrupted ({type(exc).__name__})",
+                        "check the network and try again",
+                    ) from None
                 backoff(attempt, 0.1, 2.0)
         raise AssertionError("unreachable")
 
@@ -285,8 +344,15 @@ class S3Store:
         except ObjectNotFound:
             return None
         answered = http_date(resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
-        return ObjectInfo(key, resp["ContentLength"], resp.get("ETag"), resp.get("LastModified"),
-                          dict(resp.get("Metadata") or {}), answered, resp.get("ETag"))
+        return ObjectInfo(
+            key,
+            resp["ContentLength"],
+            resp.get("ETag"),
+            resp.get("LastModified"),
+            dict(resp.get("Metadata") or {}),
+            answered,
+            resp.get("ETag"),
+        )
 
     def first_part_size(self, key: str) -> int | None:
         try:
@@ -297,13 +363,15 @@ class S3Store:
         return resp.get("ContentLength") if resp.get("PartsCount") else None
 
     def put_if_absent(self, key: str, data: bytes) -> str:
-        return _StagedPut(self, key, data).commit()
+        return _StagedPut(self, key, data).put()
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         try:
             with self._errors(key):
-                return self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data,
-                                              IfMatch=etag)["ETag"]
+                new: str = self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfMatch=etag)[
+                    "ETag"
+                ]
+            return new
         except ObjectNotFound:  # AWS answers 404 when the key is gone: the condition failed
             raise PreconditionFailed(f"{self.location}/{key} no longer exists") from None
 
@@ -325,20 +393,21 @@ class S3Store:
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         if self._lean:
             try:  # a listing is gathered whole before use, so a fallback never repeats an item
-                found = [ObjectInfo(self._rel(o.key), o.size, o.etag, o.modified)
-                         for o in self._lean.list(self._full(prefix)) if isinstance(o, Listed)]
+                found = [
+                    ObjectInfo(self._rel(o.key), o.size, o.etag, o.modified)
+                    for o in self._lean.list(self._full(prefix))
+                    if isinstance(o, Listed)
+                ]
             except Fallback:
                 pass
             else:
                 yield from found
                 return
         with self._errors(prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._full(prefix))
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._full(prefix))
             for page in pages:
                 for obj in page.get("Contents", ()):
-                    yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj.get("ETag"),
-                                     obj.get("LastModified"))
+                    yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj.get("ETag"), obj.get("LastModified"))
 
     def list_folders(self, prefix: str) -> Iterator[str]:
         full = self._full(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
@@ -348,18 +417,24 @@ class S3Store:
             except Fallback:
                 pass
             else:
-                yield from (p[len(full):].rstrip("/") for p in found)
+                yield from (p[len(full) :].rstrip("/") for p in found)
                 return
         with self._errors(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full, Delimiter="/")
+                Bucket=self.bucket, Prefix=full, Delimiter="/"
+            )
             for page in pages:
                 for common in page.get("CommonPrefixes", ()):
-                    yield common["Prefix"][len(full):].rstrip("/")
+                    yield common["Prefix"][len(full) :].rstrip("/")
 
-    def stage(self, key: str, source: BinaryIO, size_hint: int | None = None,
-              progress: Progress | None = None, meta: Mapping[str, str] | None = None,
-              ) -> _StagedPut | _StagedMultipart:
+    def stage(
+        self,
+        key: str,
+        source: Source,
+        size_hint: int | None = None,
+        progress: Progress | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> _StagedPut | _StagedMultipart:
         # Parts grow for huge files so that no upload needs more than S3's 10,000 parts.
         part_size = max(self.part_size, -(-(size_hint or 0) // (MAX_PARTS - 100)))
         first = source.read(part_size)
@@ -368,8 +443,9 @@ class S3Store:
                 progress(len(first))
             return _StagedPut(self, key, first, meta)
         with self._errors(key):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key),
-                                                            Metadata=dict(meta or {}))["UploadId"]
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self._full(key), Metadata=dict(meta or {})
+            )["UploadId"]
         try:
             parts, size = self._upload_parts(key, upload_id, first, source, part_size, progress)
         except BaseException:
@@ -377,19 +453,21 @@ class S3Store:
             raise
         return _StagedMultipart(self, key, upload_id, parts, size)
 
-    def _upload_parts(self, key: str, upload_id: str, first: bytes, source: BinaryIO, part_size: int,
-                      progress: Progress | None) -> tuple[list[dict[str, Any]], int]:
+    def _upload_parts(
+        self, key: str, upload_id: str, first: bytes, source: Source, part_size: int, progress: Progress | None
+    ) -> tuple[_Parts, int]:
         """Read parts in order (the caller hashes as we read) and upload them in parallel."""
 
         def send(number: int, body: bytes) -> dict[str, Any]:
             with self._errors(key):
-                resp = self.client.upload_part(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id,
-                                               PartNumber=number, Body=body)
+                resp = self.client.upload_part(
+                    Bucket=self.bucket, Key=self._full(key), UploadId=upload_id, PartNumber=number, Body=body
+                )
             if progress:
                 progress(len(body))
             return {"PartNumber": number, "ETag": resp["ETag"]}
 
-        parts: list[dict[str, Any]] = []
+        parts: _Parts = []
         pending: list[cf.Future[dict[str, Any]]] = []
         size, number, body = 0, 1, first
         window = max(2, min(self.concurrency, UPLOAD_BUFFER // part_size))
@@ -409,8 +487,16 @@ class S3Store:
                 raise
         return parts, size
 
-    def read(self, key: str, sink: BinaryIO, *, start: int = 0, size: int | None = None,
-             progress: Progress | None = None, if_match: str | None = None) -> ObjectInfo:
+    def read(
+        self,
+        key: str,
+        sink: Sink,
+        *,
+        start: int = 0,
+        size: int | None = None,
+        progress: Progress | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
         if size is not None and size - start >= 2 * self.part_size:
             return self._read_ranges(key, sink, start, size, progress, if_match)
         small = start == 0 and size is not None and size <= LEAN_READ
@@ -431,13 +517,16 @@ class S3Store:
                 if progress:
                     progress(len(chunk))
         except _body_errors() as exc:
-            raise TransferInterrupted(f"download of {self.location}/{key} was interrupted "
-                                      f"({type(exc).__name__})", "run the pull again: it resumes") from None
+            raise TransferInterrupted(
+                f"download of {self.location}/{key} was interrupted ({type(exc).__name__})",
+                "run the pull again: it resumes",
+            ) from None
         total = resp["ContentLength"] + start
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
 
-    def _read_ranges(self, key: str, sink: BinaryIO | RangeSink, start: int, size: int,
-                     progress: Progress | None, if_match: str | None = None) -> ObjectInfo:
+    def _read_ranges(
+        self, key: str, sink: Sink, start: int, size: int, progress: Progress | None, if_match: str | None = None
+    ) -> ObjectInfo:
         """Ranged GETs in parallel, handed to ``sink`` strictly in order (the caller hashes them
         in order). A :class:`RangeSink` gets each part written by the worker that fetched it, so
         disk writes run in parallel too. At most ``DOWNLOAD_BUFFER`` bytes of parts are in
@@ -446,7 +535,7 @@ class S3Store:
         etag: list[str] = []
         write_at = sink.write_at if isinstance(sink, RangeSink) else None
 
-        def fetch(first: int, last: int) -> list[bytes]:
+        def fetch(first: int, last: int) -> Chunks:
             chunks = self._lean_range(key, first, last, etag[0] if etag else None)
             if chunks is None:
                 chunks = self._boto_range(key, first, last, etag[0] if etag else None)
@@ -463,12 +552,14 @@ class S3Store:
         if if_match and not same_etag(pinned.etag, if_match):
             raise PreconditionFailed(f"{self.location}/{key} was replaced since it was first read")
         if pinned.size != size:
-            raise StorageError(f"{self.location}/{key} is {pinned.size} bytes, not the {size} expected: "
-                               "it was replaced or damaged", reason="replaced-or-damaged")
+            raise StorageError(
+                f"{self.location}/{key} is {pinned.size} bytes, not the {size} expected: it was replaced or damaged",
+                reason="replaced-or-damaged",
+            )
         if pinned.etag:
             etag.append(pinned.etag)
         ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
-        pending: deque[cf.Future[list[bytes]]] = deque()
+        pending: deque[cf.Future[Chunks]] = deque()
         window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
         with cf.ThreadPoolExecutor(window) as pool:
             try:
@@ -485,7 +576,7 @@ class S3Store:
         return ObjectInfo(key, size, pinned.etag, pinned.modified)
 
     @staticmethod
-    def _drain(future: cf.Future[list[bytes]], sink: BinaryIO | RangeSink, progress: Progress | None) -> None:
+    def _drain(future: cf.Future[Chunks], sink: Sink, progress: Progress | None) -> None:
         """Hand a finished part to the sink in order: only accounted for if the worker wrote it."""
         take = sink.account if isinstance(sink, RangeSink) else sink.write
         for chunk in future.result():
@@ -504,7 +595,8 @@ class S3Store:
     def remove_leftover(self, leftover: Leftover) -> None:
         try:
             with self._errors(leftover.key):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(leftover.key),
-                                                   UploadId=leftover.ref)
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._full(leftover.key), UploadId=leftover.ref
+                )
         except ObjectNotFound:
             pass
