@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .store.base import CHUNK as CHUNK
 from .store.base import Sink, Source
 
 MiB = 1024 * 1024
-CHUNK = MiB
 #: boto3's (and so tycho-station 0.4.0's and the aws CLI's) default multipart part size.
 DEFAULT_PART_SIZE = 8 * MiB
 _SINGLE = re.compile(r"[0-9a-f]{32}\Z")

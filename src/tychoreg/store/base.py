@@ -16,6 +16,9 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import IntegrityError, StorageError
 
+#: Bytes moved per step of a streamed transfer (and hashed per step on the way).
+CHUNK = 1024 * 1024
+
 #: The largest metadata document (tycho.json, a record) a store will read into memory.
 MAX_DOCUMENT = 16 * 1024 * 1024
 

@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import IntegrityError, StorageError
-from ..integrity import CHUNK
 from .base import (
+    CHUNK,
     MAX_DOCUMENT,
     GuardChanged,
     Leftover,

@@ -18,8 +18,8 @@ from typing import Any
 
 from ..concurrency import backoff
 from ..errors import ConfigError, StorageError
-from ..integrity import CHUNK
 from .base import (
+    CHUNK,
     MAX_DOCUMENT,
     Leftover,
     ObjectInfo,
