@@ -25,7 +25,7 @@ from threading import Lock
 
 from . import catalog, fetch, layout, refs, sshsig
 from .concurrency import parallel_map
-from .errors import AlreadyExists, IntegrityError, OperationError, PackageNotFound, TychoError
+from .errors import AlreadyExists, BeingPushed, IntegrityError, OperationError, PackageNotFound, TychoError
 from .integrity import Digests, Discard, HashingWriter
 from .localfs import open_private_dir, pinned
 from .models import PackageDoc, VersionRecord
@@ -180,8 +180,11 @@ class _Run:
                 return
             record = pkg.records.get(version)
             sha = self._push(pkg.name, version, expected, record if isinstance(record, VersionRecord) else None)
+        except BeingPushed as exc:  # someone else's push of it is in progress there
+            self.fail(pkg.name, version, str(exc))
+            return
         except AlreadyExists:
-            self._settle(pkg, version)  # pushed there meanwhile (or by a killed run): same bytes?
+            self._settle(pkg, version)  # pushed there meanwhile: the same bytes?
             return
         except TychoError as exc:
             self.fail(pkg.name, version, str(exc))
