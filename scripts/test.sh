@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check '.[test]'
 bash scripts/check.sh
+# The signature tests make keys and check signatures with OpenSSH's ssh-keygen (tychoreg itself
+# verifies without it); install it where it is missing and we may.
+if ! command -v ssh-keygen >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client) >/dev/null 2>&1 || true
+fi
 exec .venv/bin/python -m pytest -n 2 -q "$@"

@@ -58,9 +58,15 @@ _HOMES = {
             "VersionExists",
             "BeingPushed",
             "RecordMissing",
+            "SignatureError",
         ),
         "errors",
     ),
+    # signatures and mirroring
+    "Trust": "signatures",
+    "Signed": "signatures",
+    "SignResult": "signatures",
+    "Mirrored": "mirror",
 }
 
 #: Spelled out (not computed from ``_HOMES``, which a test checks it matches) so that type
@@ -75,6 +81,7 @@ __all__ = [
     "Debris",
     "IntegrityError",
     "Locked",
+    "Mirrored",
     "NoLatest",
     "NoMatch",
     "NotCached",
@@ -94,8 +101,12 @@ __all__ = [
     "Resolved",
     "Selector",
     "Settings",
+    "SignResult",
+    "SignatureError",
+    "Signed",
     "StorageError",
     "TagNotFound",
+    "Trust",
     "TychoError",
     "UnsafeArchive",
     "UsageError",
@@ -124,6 +135,7 @@ if TYPE_CHECKING:
         PackageExists,
         PackageNotFound,
         RecordMissing,
+        SignatureError,
         StorageError,
         TagNotFound,
         TychoError,
@@ -133,9 +145,11 @@ if TYPE_CHECKING:
     )
     from .extract import UnsafeArchive
     from .lockfile import Locked
+    from .mirror import Mirrored
     from .models import PackageDetails, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
     from .registry import Pin, Registry
     from .selector import Selector
+    from .signatures import Signed, SignResult, Trust
     from .upkeep import Debris, Verified
 
 

@@ -239,19 +239,44 @@ def init(package: str, filename: str) -> None:
     is_flag=True,
     help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).",
 )
+@click.option(
+    "--sign",
+    "sign",
+    metavar="KEY",
+    type=click.Path(path_type=Path),
+    help="Sign the version with this SSH key (a private key, or a public key held by ssh-agent); "
+    "default: tycho.signing_key, if set.",
+)
 @common
-def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None, skip_existing: bool) -> None:
+def push(
+    package: str,
+    version: str,
+    file: Path,
+    promote_latest: bool,
+    note: str | None,
+    skip_existing: bool,
+    sign: Path | None,
+) -> None:
     """Upload FILE as VERSION of PKG. Versions are immutable."""
     reg = _STATE.registry()
     with _bars() as bars:
         result = reg.push(
-            package, version, file, promote_latest=promote_latest, note=note, skip_existing=skip_existing, progress=bars
+            package,
+            version,
+            file,
+            promote_latest=promote_latest,
+            note=note,
+            skip_existing=skip_existing,
+            progress=bars,
+            sign=sign,
         )
     if result.skipped:
         _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
     else:
         info = result.version
         _info(f"Pushed {package} {version} ({_size(info.size)}, sha256 {info.sha256})")
+    if result.signed_by:
+        _info(f"Signed {package} {version} with {result.signed_by}")
     if result.promoted:
         _info(f"{package} latest -> {version}")
 
@@ -277,7 +302,11 @@ def _report_pull(result: PullResult) -> None:
             f"{result.package} {result.version} has no recorded SHA-256 (pushed by tycho-station 0.4.0 "
             f"or another tool): checked by {how}, unverified"
         )
+    if result.signers is not None and not result.signers:
+        _warn(f"{result.package} {result.version} is not signed: no signature to check against the trusted signers")
     check = "sha256 verified" if result.verified else "unverified"
+    if result.signers:
+        check += f", signed by {', '.join(result.signers)}"
     if result.resumes:
         check += f", resumed {result.resumes}x after interruptions"
     verb = "Extracted" if result.extracted else "Pulled"
@@ -550,6 +579,8 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
             ("tags", ", ".join(v.tags) or "-"),
             ("yanked", ("yes" + (f": {v.yank_reason}" if v.yank_reason else "")) if v.yanked else "no"),
         ]
+        if v.signers is not None:
+            rows.append(("signed by", ", ".join(v.signers) or ("- (INVALID)" if v.problem else "- (unsigned)")))
         if v.problem:
             _warn(v.problem)
     for label, value in rows:
@@ -574,13 +605,15 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
                     "ok": r.ok,
                     "checked_by": r.checked_by,
                     "problem": r.problem,
+                    **({"signed_by": list(r.signers)} if r.signers is not None else {}),
                 }
                 for r in results
             ]
         )
     else:
         for r in results:
-            _out(f"{'ok    ' if r.ok else 'FAILED'}  {r.package} {r.version}  ({r.checked_by})")
+            signed = f", signed by {', '.join(r.signers)}" if r.signers else ", unsigned" if r.signers == () else ""
+            _out(f"{'ok    ' if r.ok else 'FAILED'}  {r.package} {r.version}  ({r.checked_by}{signed})")
     for r in bad:
         _warn(r.problem or f"{r.package} {r.version} failed")
     if bad:
@@ -652,7 +685,8 @@ def lock(packages: tuple[str, ...], upgrade: bool) -> None:
     entries, changed = reg.lock(upgrade=list(packages) if packages else upgrade)
     assert reg.project is not None
     for name in sorted(entries):
-        _info(f"{name:20} {entries[name].version}")
+        signer = entries[name].signer
+        _info(f"{name:20} {entries[name].version}" + (f"  signed by {signer}" if signer else ""))
     _info(f"{'Wrote' if changed else 'Unchanged:'} {_shown(reg.project.lockfile)}")
 
 
@@ -704,6 +738,97 @@ def cache_prune(older_than: str | None) -> None:
     age = parse_age(older_than).total_seconds() if older_than is not None else None
     removed, freed = _cache().prune(age)
     _out(f"Removed {removed} cached file{'s' if removed != 1 else ''} ({_size(freed)})")
+
+
+# -- signatures and mirroring --------------------------------------------------------------------
+@cli.command(short_help="Sign an existing version with an SSH key.")
+@click.argument("package", metavar="PKG")
+@click.argument("version", metavar="VERSION")
+@click.option(
+    "--key",
+    metavar="KEY",
+    type=click.Path(path_type=Path),
+    help="SSH key to sign with (a private key, or a public key held by ssh-agent); default: tycho.signing_key.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def sign(package: str, version: str, key: Path | None, as_json: bool) -> None:
+    """Sign VERSION of PKG (its package, version, size and SHA-256) with an SSH key; the signature
+    is stored beside the version. A version may carry several signatures."""
+    result = _STATE.registry().sign(package, version, key=key)
+    if as_json:
+        _json(
+            {
+                "package": result.package,
+                "version": result.version,
+                "sha256": result.sha256,
+                "key": result.fingerprint,
+                "added": result.added,
+            }
+        )
+        return
+    if result.added:
+        _info(f"Signed {result.package} {result.version} (sha256 {result.sha256}) with {result.fingerprint}")
+    else:
+        _info(f"Already signed: {result.package} {result.version} carries a signature by {result.fingerprint}")
+
+
+@cli.command(short_help="Copy packages to another registry, verified and incremental.")
+@click.argument("packages", metavar="[PKG...]", nargs=-1)
+@click.option(
+    "--to",
+    "to",
+    metavar="CONFIG",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The config file of the registry to copy to.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def mirror(packages: tuple[str, ...], to: Path, dry_run: bool, as_json: bool) -> None:
+    """Copy PKG... (all packages when none is named) from this registry to the one CONFIG
+    describes: versions with their records, signatures, notes, tags, yanks and latest. Each
+    version is verified on the way; one already there with the same SHA-256 is skipped; one there
+    with other bytes is a conflict and is never overwritten (exit 1, after copying the rest)."""
+    from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
+    from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
+
+    reg = _STATE.registry()
+    target = load_settings(to)
+    for warning in target.warnings:
+        _warn(warning)
+    dest = Registry.from_settings(target, warn=_warn)
+    if _STATE.settings is not None:
+        _STATE.settings = replace(_STATE.settings, secrets=_STATE.settings.secrets + target.secrets)
+    with _bars() as bars:
+        done = reg.mirror(dest, packages, dry_run=dry_run, progress=bars)
+    if as_json:
+        _json(done.to_json())
+    else:
+        verb = "Would copy" if dry_run else "Copied"
+        for package, version in done.copied:
+            _info(f"{verb} {package} {version}")
+        for line in done.refs:
+            _info(f"{'Would set' if dry_run else 'Set'} {line}")
+        if done.signatures:
+            _info(f"{verb} {done.signatures} signature{'s' if done.signatures != 1 else ''}")
+        summary = (
+            f"{len(done.copied)} {'to copy' if dry_run else 'copied'} to {dest.location}, {done.skipped} already there"
+            f" (same sha256), {len(done.conflicts)} conflict{'s' if len(done.conflicts) != 1 else ''}"
+        )
+        if not done.copied and not done.refs and not done.signatures and not done.conflicts and not done.failed:
+            summary = f"Nothing to copy: {done.skipped} versions already in {dest.location} (same sha256)"
+        _note(summary)
+    for package, version, why in done.conflicts:
+        _warn(f"conflict: {package} {version} differs in {dest.location} ({why}); not overwritten")
+    for failure in done.failed:
+        _warn(f"{failure.package}{' ' + failure.version if failure.version else ''}: {failure.error}")
+    if done.conflicts or done.failed:
+        raise TychoError(
+            f"{len(done.conflicts)} conflicts and {len(done.failed)} failures while mirroring to {dest.location}",
+            reason="mirror-failed",
+        )
 
 
 def _print_error(exc: TychoError, prefix: str = "") -> None:
@@ -781,6 +906,19 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
     "explicit-config-missing": lambda e: "check the path, or drop --config to use the default resolution",
     "nothing-to-pull": lambda e: "e.g. tychoreg pull-list narf toolchain",
     "offline-needs-lock": lambda e: "e.g. tychoreg pull-list --from tycho.lock --offline",
+    # signatures and mirroring
+    "signature-invalid": lambda e: (
+        "nothing was written; check who signed it with: tychoreg info {} {} (and the trusted signers file)".format(
+            *_fields(e)
+        )
+    ),
+    "unsigned": lambda e: (
+        "sign it with: tychoreg sign {} {} --key KEY, or set tycho.require_signatures to false".format(*_fields(e))
+    ),
+    "signing-failed": lambda e: "check the key (ssh-keygen -Y sign needs it, or ssh-agent holding it)",
+    "not-signed": lambda e: "the version is pushed; sign it with: tychoreg sign {} {} --key KEY".format(*_fields(e)),
+    "no-signing-key": lambda e: "pass --key KEY (or --sign KEY to push), or set tycho.signing_key in the config",
+    "mirror-failed": lambda e: "see the warnings above; run the same mirror again to retry what failed",
 }
 
 

@@ -65,6 +65,10 @@ _PUBLIC = frozenset(
         "s3.endpoint_url",
         "s3.region_name",
         "file.path",
+        "tycho.trusted_signers",
+        "tycho.revoked_signers",
+        "tycho.require_signatures",
+        "tycho.signing_key",
     }
 )
 _CREDENTIALS = frozenset({"s3.aws_access_key_id", "s3.aws_secret_access_key", "s3.aws_session_token"})
@@ -121,6 +125,13 @@ class Settings:
     extract_limit: int = DEFAULT_EXTRACT_LIMIT
     part_size: int | None = None
     concurrency: int | None = None
+    #: Signatures (docs/FORMAT.md, "Signatures"): the ``allowed_signers`` file that turns
+    #: verification on, a list of revoked keys, whether every version must be signed, and the
+    #: key pushes sign with. Paths are real paths inside the config's folder (or the current one).
+    trusted_signers: Path | None = None
+    revoked_signers: Path | None = None
+    require_signatures: bool = False
+    signing_key: Path | None = None
 
     @property
     def lockfile(self) -> Path | None:
@@ -449,6 +460,7 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
         packages=packages,
         project=path.parent,
         **_tuning(tycho, path),
+        **_signing(tycho, path, cwd),
     )
 
 
@@ -666,3 +678,42 @@ def _check_s3(options: dict[str, Any], path: Path) -> None:
     if any(p in (".", "..") for p in parts):
         raise ConfigError(f"s3.prefix {shown(prefix)} in {where} may not contain '.' or '..' segments")
     options["prefix"] = "/".join(parts)
+
+
+# -- signatures (appended with the signing feature) ---------------------------------------------
+def _signing(tycho: Mapping[str, Any], path: Path, cwd: Path) -> dict[str, Any]:
+    """``tycho.trusted_signers``, ``tycho.revoked_signers``, ``tycho.signing_key`` (files, relative
+    to the config file's folder and confined like ``dotenv``) and ``tycho.require_signatures``."""
+    out: dict[str, Any] = {}
+    for key in ("trusted_signers", "revoked_signers", "signing_key"):
+        if tycho.get(key) is not None:
+            out[key] = _confined_file(tycho[key], f"tycho.{key}", path, cwd)
+    if "require_signatures" in tycho:
+        if not isinstance(tycho["require_signatures"], bool):
+            raise ConfigError(f"tycho.require_signatures in {clip(path)} must be true or false")
+        out["require_signatures"] = tycho["require_signatures"]
+    for key in ("require_signatures", "revoked_signers"):
+        if out.get(key) and "trusted_signers" not in out:
+            raise ConfigError(
+                f"tycho.{key} in {clip(path)} needs tycho.trusted_signers",
+                'add "trusted_signers": "allowed_signers" (an ssh-keygen allowed_signers file) to the tycho section',
+            )
+    return out
+
+
+def _confined_file(value: Any, setting: str, path: Path, cwd: Path) -> Path:
+    """A file a config names for signatures: inside the config file's folder (or the current
+    directory), after following symbolic links, as ``dotenv`` is: a cloned repository's config may
+    not make tychoreg read, or sign with, a file elsewhere (``~/.ssh/id_ed25519``)."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(f"{setting} in {clip(path)} must be a path")
+    file = path.parent / Path(value).expanduser()
+    real = os.path.realpath(file)
+    if not any(_inside(real, os.path.realpath(folder)) for folder in (path.parent, cwd)):
+        via = f" (through a symbolic link, it is {clip(real)})" if real != os.path.abspath(file) else ""
+        raise ConfigError(
+            f"{setting} in {clip(path)} names {shown(value)}{via}, which is outside the folder of the config file",
+            "keep the file beside the config file (a config may not read other files); a key may also be named "
+            "on the command line",
+        )
+    return Path(real)

@@ -26,7 +26,7 @@ def delete_version(store: Store, package: str, selector: Selector, *, force: boo
     info = store.head(layout.data(package, version))
     if info is None:
         raise VersionNotFound(package, version)
-    record_etag = _describing_record(store, package, version, info)
+    record_etag, sha256 = _describing_record(store, package, version, info)
     removed = refs.drop(store, package, version, refuse_tagged=not force)
     store.delete(layout.data(package, version))
     if record_etag is not None:
@@ -34,6 +34,10 @@ def delete_version(store: Store, package: str, selector: Selector, *, force: boo
             store.delete_if_match(layout.record(package, version), record_etag)
         except (ObjectNotFound, PreconditionFailed):
             pass  # a new push of this version has claimed it meanwhile: it stays
+    if sha256 is not None:
+        from .signatures import forget  # noqa: PLC0415 - signatures, sshsig: only when a version goes
+
+        forget(store, package, version, sha256)  # only those of these bytes: a new push's stay
     return version, sorted(set(removed) | set(refs.drop(store, package, version, yank_too=True)))
 
 
@@ -58,14 +62,15 @@ def delete_package(store: Store, package: str, *, force: bool = False) -> list[s
     return tags
 
 
-def _describing_record(store: Store, package: str, version: str, info: ObjectInfo) -> str | None:
-    """The ETag of the record that describes the data we are about to delete, if there is one.
+def _describing_record(store: Store, package: str, version: str, info: ObjectInfo) -> tuple[str | None, str | None]:
+    """The ETag of the record that describes the data we are about to delete, if there is one,
+    and the SHA-256 it records (whose signatures go with the version).
     A record that describes other data (a live claim beside data another client wrote) is not
     ours to delete: its push may commit the moment the data is gone."""
     try:
         raw, etag = store.get(layout.record(package, version))
         record = VersionRecord.parse(package, version, raw)
     except (ObjectNotFound, IntegrityError):
-        return None
+        return None, None
     found = record.describing(info.meta.get(PUSH_ID), info.etag, keeps_metadata=store.keeps_metadata)
-    return etag if found is not None else None
+    return (etag, found.sha256) if found is not None else (None, None)

@@ -65,6 +65,13 @@ Reason = Literal[
     "version-exists",
     "version-is-tag",
     "yanked-latest",
+    # signatures and mirroring
+    "signature-invalid",
+    "unsigned",
+    "signing-failed",
+    "not-signed",
+    "no-signing-key",
+    "mirror-failed",
 ]
 
 
@@ -225,3 +232,13 @@ class RecordMissing(IntegrityError):
             version=version,
             why=why,
         )
+
+
+# -- signatures (appended with the signing feature) ---------------------------------------------
+class SignatureError(IntegrityError):
+    """A version's signatures do not satisfy the trusted signers: one does not verify
+    (``reason="signature-invalid"``), or none is there while signatures are required
+    (``reason="unsigned"``). ``why`` says what was found."""
+
+    def __init__(self, package: str, version: str, why: str, *, reason: Reason) -> None:
+        super().__init__(f"{package} {version} {why}", package=package, version=version, reason=reason, why=why)

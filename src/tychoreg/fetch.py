@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +32,7 @@ from .store.base import MultipartStore, ObjectInfo, Progress, TransferInterrupte
 
 if TYPE_CHECKING:
     from .known import KnownDigests
+    from .signatures import Signed, Trust
 
 #: How many times one pull resumes an interrupted transfer before giving up (the part file stays).
 RESUME_ATTEMPTS = 6
@@ -48,6 +49,8 @@ class Expected:
     sha256: str | None
     etag: EtagPlan | None
     pin: str | None = None
+    #: What the trusted signers say of the version (None: no trust configured).
+    signed: Signed | None = None
 
     @property
     def checked_by(self) -> CheckedBy:
@@ -77,11 +80,31 @@ def read_record(store: Store, package: str, version: str) -> VersionRecord | Non
 
 
 def expected_for(
-    store: Store, package: str, version: str, *, allow_unverified: bool = False, known: KnownDigests | None = None
+    store: Store,
+    package: str,
+    version: str,
+    *,
+    allow_unverified: bool = False,
+    known: KnownDigests | None = None,
+    trust: Trust | None = None,
 ) -> Expected:
     """What ``version``'s bytes must be; NotFound unless the version is visible (its data is
     there: a record alone may be a push in progress or what a dead one left). ``known`` is what
-    this machine verified before (see :mod:`tychoreg.known`)."""
+    this machine verified before (see :mod:`tychoreg.known`). With ``trust``, the version's
+    signatures are checked too (:func:`tychoreg.signatures.check`): a :class:`SignatureError`
+    before anything is written, and a version without a record takes its SHA-256 from them."""
+    expected = _expected(store, package, version, allow_unverified=allow_unverified, known=known)
+    if trust is None:
+        return expected
+    from . import signatures  # noqa: PLC0415 - signatures, sshsig: only where trust is configured
+
+    signed = signatures.check(store, package, version, expected.size, expected.sha256, trust)
+    return replace(expected, signed=signed, sha256=expected.sha256 or signed.sha256)
+
+
+def _expected(
+    store: Store, package: str, version: str, *, allow_unverified: bool, known: KnownDigests | None
+) -> Expected:
     rec, info = _read_both(store, package, version)
     if rec is None and info is not None and info.meta.get(PUSH_ID):
         # The two reads are not one snapshot: a push may have claimed and committed between

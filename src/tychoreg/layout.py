@@ -53,3 +53,35 @@ def version_of_record(package: str, key: str) -> str | None:
     if key.startswith(head) and key.endswith(RECORD_SUFFIX) and "/" not in key[len(head) :]:
         return key[len(head) : -len(RECORD_SUFFIX)] or None
     return None
+
+
+# -- signatures (docs/FORMAT.md, "Signatures") ---------------------------------------------
+SIGNATURES = ".tycho/signatures/"
+SIGNATURE_SUFFIX = ".sig"
+
+
+def signatures_prefix(package: str) -> str:
+    return f"{package}/{SIGNATURES}"
+
+
+def signatures_of(package: str, version: str) -> str:
+    return f"{package}/{SIGNATURES}{version}/"
+
+
+def signature(package: str, version: str, sha256: str, key_id: str) -> str:
+    """One signature of ``version``'s bytes (``sha256``) by the key ``key_id`` (hex SHA-256 of the
+    public key blob)."""
+    return f"{package}/{SIGNATURES}{version}/{sha256}.{key_id}{SIGNATURE_SUFFIX}"
+
+
+def signature_name(package: str, key: str) -> tuple[str, str, str] | None:
+    """(version, sha256, key id) of a signature key, or None when the key is not one."""
+    head = signatures_prefix(package)
+    if not key.startswith(head) or not key.endswith(SIGNATURE_SUFFIX):
+        return None
+    version, slash, name = key[len(head) : -len(SIGNATURE_SUFFIX)].partition("/")
+    sha256, dot, key_id = name.partition(".")
+    hexdigits = set("0123456789abcdef")
+    if not (slash and dot and version and len(sha256) == len(key_id) == 64 and set(sha256 + key_id) <= hexdigits):
+        return None
+    return version, sha256, key_id

@@ -36,6 +36,10 @@ class Locked:
     localname: str
     requested: str = "latest"
     extract: str | None = None
+    #: Who signed it (the trusted signers' principals) and one such signature, where trust is
+    #: configured: a later install checks it without asking the registry. Absent in older locks.
+    signer: str | None = None
+    signature: str | None = None
 
     @classmethod
     def of(cls, resolved: Resolved, requirement: Requirement) -> Locked:
@@ -47,6 +51,8 @@ class Locked:
             resolved.localname,
             requirement.version,
             str(requirement.extract) if requirement.extract is not None else None,
+            resolved.signer,
+            resolved.signature,
         )
 
     def answers(self, requirement: Requirement) -> bool:
@@ -68,6 +74,10 @@ class Locked:
         }
         if self.extract is not None:
             out["extract"] = self.extract
+        if self.signer is not None:
+            out["signer"] = self.signer
+        if self.signature is not None:
+            out["signature"] = self.signature
         return out
 
 
@@ -102,6 +112,8 @@ def read(path: Path) -> dict[str, Locked] | None:
                 entry["localname"],
                 entry.get("requested", "latest"),
                 extract,
+                entry.get("signer"),
+                entry.get("signature"),
             )
         except (AttributeError, KeyError, TypeError):
             raise _damaged(path, f"entry {shown(name)} lacks version, size or localname") from None
@@ -118,6 +130,8 @@ def read(path: Path) -> dict[str, Locked] | None:
             and 0 <= locked.size < 2**63
             and isinstance(locked.requested, str)
             and (extract is None or isinstance(extract, str))
+            and (locked.signer is None or (isinstance(locked.signer, str) and len(locked.signer) <= 4096))
+            and (locked.signature is None or (isinstance(locked.signature, str) and len(locked.signature) <= 16384))
         ):
             raise _damaged(path, f"entry {shown(name)} has an invalid field")
         problem = extract_problem(extract) if extract is not None else None

@@ -318,9 +318,11 @@ class VersionInfo:
     tags: tuple[str, ...] = ()
     yanked: bool = False
     yank_reason: str | None = None
+    #: Who signed it, as the trusted signers name them (None: not checked; empty: unsigned).
+    signers: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "size": self.size,
             "sha256": self.sha256,
@@ -331,6 +333,9 @@ class VersionInfo:
             "yanked": self.yanked,
             "yank_reason": self.yank_reason,
         }
+        if self.signers is not None:
+            out["signed_by"] = list(self.signers)
+        return out
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,8 @@ class PullResult:
     from_cache: bool = False
     #: ``path`` is a folder the archive was unpacked into (``--extract``).
     extracted: bool = False
+    #: Who signed it, as the trusted signers name them (None: no trust configured; empty: unsigned).
+    signers: tuple[str, ...] | None = None
 
     @property
     def verified(self) -> bool:
@@ -366,6 +373,9 @@ class Resolved:
     sha256: str | None
     size: int
     localname: str
+    #: Who signed it (the trusted signers' principals) and one such signature, when trust is configured.
+    signer: str | None = None
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +385,8 @@ class PushResult:
     version: VersionInfo
     skipped: bool = False
     promoted: bool = False
+    #: The fingerprint of the key that signed it (``push --sign``), if any.
+    signed_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -182,20 +182,35 @@ def publish(
     version: str,
     source: BinaryIO,
     *,
-    identity: str,
+    identity: str | None,
     note: str | None = None,
     progress: Progress | None = None,
+    push_id: str | None = None,
+    pushed_at: str | None = None,
 ) -> VersionRecord:
-    """Upload ``source`` as ``version``; raises AlreadyExists when another push has it."""
+    """Upload ``source`` as ``version``; raises AlreadyExists when another push has it.
+
+    ``push_id`` and ``pushed_at`` are for a copy of a version from another registry (a mirror):
+    the same copy made again writes the very same record, so a copy that was killed after its
+    claim is recognised as its own when it runs again (see :mod:`tychoreg.mirror`)."""
     data_key = layout.data(package, version)
     if store.head(data_key) is not None:
         raise VersionExists(package, version)
-    push_id = secrets.token_hex(16)
+    push_id = push_id or secrets.token_hex(16)
     digests = Digests()
     staged = store.stage(
         data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress, meta={PUSH_ID: push_id}
     )
-    record = VersionRecord(version, digests.size, digests.sha256, now_iso(), identity, note, push_id, etag=staged.etag)
+    record = VersionRecord(
+        version,
+        digests.size,
+        digests.sha256,
+        now_iso() if pushed_at is None else pushed_at,
+        identity,
+        note,
+        push_id,
+        etag=staged.etag,
+    )
     try:
         if staged.size != digests.size:
             raise StorageError(f"upload of {source.name} was incomplete ({staged.size} of {digests.size} bytes)")

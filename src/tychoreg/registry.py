@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -30,7 +31,7 @@ from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
 from .config import Project, Settings, load_settings
-from .errors import IntegrityError, NotFound, PackageExists, TychoError, UsageError, VersionNotFound
+from .errors import IntegrityError, NotFound, OperationError, PackageExists, TychoError, UsageError, VersionNotFound
 from .known import KnownDigests
 from .known import default_root as default_known_root
 from .models import (
@@ -52,6 +53,8 @@ from .units import DEFAULT_EXTRACT_LIMIT
 
 if TYPE_CHECKING:
     from .lockfile import Locked
+    from .mirror import Mirrored
+    from .signatures import SignResult, Trust
     from .upkeep import Debris, Verified
 
 #: How many of a package's newest versions ``info`` shows.
@@ -90,6 +93,8 @@ class Registry:
         extract_limit: int = DEFAULT_EXTRACT_LIMIT,
         known: KnownDigests | None = None,
         project: Project | None = None,
+        trust: Trust | None = None,
+        signing_key: Path | None = None,
     ) -> None:
         self.store = store
         self.outdir = Path(outdir)
@@ -102,6 +107,10 @@ class Registry:
         self.known = known
         #: The declared packages and lock file of the project, for :meth:`lock` and :meth:`sync`.
         self.project = project
+        #: The trusted signers every read checks signatures against (None: signatures are not checked).
+        self.trust = trust
+        #: The key pushes sign with (``tycho.signing_key``), if any.
+        self.signing_key = signing_key
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Registry:
@@ -117,6 +126,13 @@ class Registry:
             k: v for k, v in (("part_size", settings.part_size), ("concurrency", settings.concurrency)) if v is not None
         }
         store = open_store(settings.backend, settings.options, **tuning)
+        trust = None
+        if settings.trusted_signers is not None:
+            from .signatures import Trust  # noqa: PLC0415 - signatures, sshsig: only where trust is configured
+
+            trust = Trust.load(
+                settings.trusted_signers, revoked=settings.revoked_signers, required=settings.require_signatures
+            )
         return cls(
             store,
             outdir=settings.outdir,
@@ -126,6 +142,8 @@ class Registry:
             extract_limit=settings.extract_limit,
             known=KnownDigests(default_known_root(), store.identity),
             project=settings.declared,
+            trust=trust,
+            signing_key=settings.signing_key,
         )
 
     @staticmethod
@@ -216,7 +234,17 @@ class Registry:
                 )
         except IntegrityError as exc:
             record = str(exc)
-        return catalog.describe(doc, exact, head.size, record)
+        described = catalog.describe(doc, exact, head.size, record)
+        if self.trust is None:
+            return described
+        from . import signatures  # noqa: PLC0415 - signatures, sshsig: only where trust is configured
+
+        sha = described.sha256
+        try:
+            signed = signatures.check(self.store, package, exact, head.size, sha, self.trust)
+        except IntegrityError as exc:
+            return replace(described, signers=(), problem=described.problem or str(exc))
+        return replace(described, signers=signed.signers)
 
     # -- pushing and changing references --------------------------------------------------
     def push(
@@ -229,11 +257,15 @@ class Registry:
         note: str | None = None,
         skip_existing: bool = False,
         progress: ProgressFactory | None = None,
+        sign: str | os.PathLike[str] | None = None,
     ) -> PushResult:
         """Upload ``file`` as ``version`` of ``package``; versions are immutable.
 
         With ``skip_existing``, a version that already holds exactly these bytes is success
         (idempotent CI pushes); one that holds other bytes is still an error.
+
+        With ``sign`` (an SSH key; default ``tycho.signing_key``), the version is signed once
+        pushed (see :meth:`sign`).
 
         Raises :class:`UsageError` (a name, a file that cannot be read), :class:`PackageNotFound`,
         :class:`VersionExists`, :class:`BeingPushed`, :class:`StorageError`."""
@@ -241,7 +273,13 @@ class Registry:
         check_version(version, for_push=True)
         from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
-        return push(
+        key = None
+        chosen = sign if sign is not None else self.signing_key
+        if chosen is not None:
+            from .signatures import key_path  # noqa: PLC0415 - signatures, sshsig: only when signing
+
+            key = key_path(chosen)
+        result = push(
             self.store,
             package,
             version,
@@ -254,6 +292,19 @@ class Registry:
             known=self.known,
             warn=self._warn,
         )
+        if key is None:
+            return result
+        try:
+            signed = self._sign_exact(package, version, key)
+        except TychoError as exc:
+            raise OperationError(
+                f"pushed {package} {version}, but could not sign it: {exc}",
+                reason="not-signed",
+                package=package,
+                version=version,
+                key=key,
+            ) from None
+        return replace(result, signed_by=signed.fingerprint)
 
     def promote(self, package: str, version: str) -> None:
         """Make ``version`` the one that ``latest`` means.
@@ -329,7 +380,7 @@ class Registry:
                 targets = [(package, v) for v in refs.visible(self.store, package)]
             else:
                 targets = [(package, refs.select(self.store, package, doc, Selector.parse(version), pre=pre))]
-        results = parallel_map(lambda t: upkeep.verify_one(self.store, *t), targets, workers=4)
+        results = parallel_map(lambda t: upkeep.verify_one(self.store, *t, trust=self.trust), targets, workers=4)
         return sorted(results, key=lambda r: r.package)
 
     def gc(self, *, older_than: timedelta | None = None, remove: bool = False) -> list[Debris]:
@@ -349,8 +400,17 @@ class Registry:
         check_package(package)
         doc, _ = refs.read(self.store, package)
         exact = refs.select(self.store, package, doc, Selector.parse(selector), pre=pre)
-        expected = fetch.expected_for(self.store, package, exact, known=self.known)
-        return Resolved(package, exact, expected.sha256, expected.size, doc.checked_localname())
+        expected = fetch.expected_for(self.store, package, exact, known=self.known, trust=self.trust)
+        signed = expected.signed
+        return Resolved(
+            package,
+            exact,
+            expected.sha256,
+            expected.size,
+            doc.checked_localname(),
+            signed.signer if signed else None,
+            signed.armored if signed else None,
+        )
 
     def pull(
         self,
@@ -382,7 +442,9 @@ class Registry:
             dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
         else:
             dest = Path(extract)
-        expected = fetch.expected_for(self.store, package, exact, allow_unverified=allow_unverified, known=self.known)
+        expected = fetch.expected_for(
+            self.store, package, exact, allow_unverified=allow_unverified, known=self.known, trust=self.trust
+        )
         yank = doc.yanked.get(exact)
         done = self._deliver(
             package, exact, expected, dest, extract=extract is not None, force=force, progress=progress
@@ -398,6 +460,7 @@ class Registry:
             extracted=extract is not None,
             yanked=yank is not None,
             yank_reason=yank.get("reason") if yank else None,
+            signers=expected.signed.signers if expected.signed else None,
         )
 
     def pull_many(
@@ -470,7 +533,8 @@ class Registry:
         Raises :class:`NotCached` when ``offline`` forbids the store, :class:`IntegrityError`
         (``reason="repushed"``) when the version was deleted and pushed again with other bytes."""
         dest = Path(dest)
-        if pin.sha256 and not force:
+        signers = self._pinned_signers(pin)
+        if pin.sha256 and not force and (self.trust is None or signers or (offline and not self.trust.required)):
             local = fetch.Expected.pinned(pin.package, pin.version, pin.sha256, pin.size)
             try:
                 done = self._deliver(pin.package, pin.version, local, dest, extract=extract, offline=True)
@@ -482,10 +546,19 @@ class Registry:
                     checked_by="sha256",
                     from_cache=done.from_cache,
                     extracted=extract,
+                    signers=signers,
                 )
             except deliver.NotCached:
                 if offline:
                     raise
+        elif offline and pin.sha256 and self.trust is not None:
+            raise deliver.NotCached(
+                f"{pin.package} {pin.version}: the lock file holds no signature that the trusted signers "
+                "accept, so it cannot be installed without the registry",
+                reason="offline-miss",
+                package=pin.package,
+                version=pin.version,
+            )
         elif offline:
             raise deliver.NotCached(
                 f"{pin.package} {pin.version} has no recorded SHA-256, so it cannot be installed without the registry",
@@ -493,7 +566,7 @@ class Registry:
                 package=pin.package,
                 version=pin.version,
             )
-        expected = fetch.expected_for(self.store, pin.package, pin.version, known=self.known)
+        expected = fetch.expected_for(self.store, pin.package, pin.version, known=self.known, trust=self.trust)
         if (pin.sha256 and expected.sha256 != pin.sha256) or expected.size != pin.size:
             raise IntegrityError(
                 f"{pin.package} {pin.version} in {self.location} is not what the lock file pinned "
@@ -513,7 +586,23 @@ class Registry:
             resumes=done.resumes,
             from_cache=done.from_cache,
             extracted=extract,
+            signers=expected.signed.signers if expected.signed else None,
         )
+
+    def _pinned_signers(self, pin: Pin) -> tuple[str, ...] | None:
+        """Who signed a pinned version, by the signature its lock entry recorded, checked against
+        the trusted signers without asking the registry: None with no trust configured, empty when
+        the lock holds no signature they accept (then the registry is asked, or offline, the
+        version is installed as unsigned where signatures are not required)."""
+        if self.trust is None:
+            return None
+        armored = getattr(pin, "signature", None)
+        if not (pin.sha256 and isinstance(armored, str)):
+            return ()
+        from . import signatures  # noqa: PLC0415 - signatures, sshsig: only where trust is configured
+
+        signed = signatures.check_pinned(pin.package, pin.version, pin.size, pin.sha256, armored, self.trust)
+        return signed.signers if signed else ()
 
     def _deliver(
         self,
@@ -580,3 +669,75 @@ class Registry:
 
     def _project(self) -> Project | None:
         return self.project
+
+    # -- signatures and mirroring (the supply-chain feature) -----------------------------------
+    def sign(self, package: str, version: str | Selector, *, key: str | os.PathLike[str] | None = None) -> SignResult:
+        """Sign an existing version (``latest``, a tag or a version) with ``key`` (default
+        ``tycho.signing_key``): an SSH signature of its statement (package, version, size,
+        SHA-256), stored beside its record. A version pushed without a record (0.4.0) is read and
+        checked by size and ETag first, and its SHA-256 signed.
+
+        Raises :class:`UsageError` (no key, or an unreadable one), :class:`OperationError`
+        (``reason="signing-failed"``)."""
+        check_package(package)
+        selector = Selector.exact(version)
+        chosen = key if key is not None else self.signing_key
+        if chosen is None:
+            raise UsageError(
+                "no key to sign with", "name an SSH private key (or tycho.signing_key)", reason="no-signing-key"
+            )
+        from .signatures import key_path  # noqa: PLC0415 - signatures, sshsig: only when signing
+
+        path = key_path(chosen)
+        doc, _ = refs.read(self.store, package)
+        return self._sign_exact(package, refs.exact(self.store, package, doc, selector), path)
+
+    def _sign_exact(self, package: str, version: str, key: Path) -> SignResult:
+        from . import signatures  # noqa: PLC0415 - signatures, sshsig: only when signing
+
+        expected = fetch.expected_for(self.store, package, version, known=self.known)
+        sha256 = expected.sha256
+        if sha256 is None:
+            from .integrity import Digests, Discard, HashingWriter  # noqa: PLC0415 - only for 0.4.0 versions
+
+            digests = Digests(expected.etag)
+            self.store.read(expected.key, HashingWriter(Discard(), digests), size=expected.size, if_match=expected.pin)
+            if not expected.matches(digests):
+                raise IntegrityError(
+                    f"{package} {version} does not match its {expected.checked_by}: not signed",
+                    reason="failed-verification",
+                    package=package,
+                    version=version,
+                )
+            sha256 = digests.sha256
+        return signatures.sign(self.store, package, version, expected.size, sha256, key)
+
+    def mirror(
+        self,
+        to: Registry,
+        packages: Sequence[str] = (),
+        *,
+        dry_run: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> Mirrored:
+        """Copy ``packages`` (all when none are named) with their versions, records, signatures,
+        notes, tags, yanks and ``latest`` to the registry ``to``: verified, incremental (a
+        version there with the same SHA-256 is skipped), never overwriting (other bytes there are
+        a conflict). Signatures are checked on the way where this registry has trusted signers.
+        Failures and conflicts are returned, not raised."""
+        for name in packages:
+            check_package(name)
+        from . import mirror  # noqa: PLC0415 - mirror: only this command
+        from .publish import default_identity  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
+
+        root = default_known_root().parent / "mirror"
+        return mirror.mirror(
+            self.store,
+            to.store,
+            packages,
+            trust=self.trust,
+            identity=to.identity or default_identity(),
+            workdir=mirror.workdir(root, self.store, to.store) if not dry_run else root,
+            dry_run=dry_run,
+            progress=progress,
+        )

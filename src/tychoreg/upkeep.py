@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import fetch, layout
 from .errors import TychoError
@@ -18,6 +18,9 @@ from .integrity import Digests, Discard, HashingWriter
 from .models import PUSH_ID, CheckedBy, VersionRecord
 from .store import PreconditionFailed, Store
 from .store.base import Leftover, same_etag
+
+if TYPE_CHECKING:
+    from .signatures import Trust
 
 DEFAULT_GC_AGE = timedelta(hours=24)
 
@@ -41,19 +44,23 @@ class Verified:
     #: What the bytes were checked against; ``-`` when they could not be read to be checked.
     checked_by: CheckedBy | Literal["-"]
     problem: str | None = None
+    #: Who signed it, as the trusted signers name them (None: no trust configured; empty: unsigned).
+    signers: tuple[str, ...] | None = None
 
 
-def verify_one(store: Store, package: str, version: str) -> Verified:
-    """Re-read one stored version and check it against its record (or its ETag and size)."""
+def verify_one(store: Store, package: str, version: str, *, trust: Trust | None = None) -> Verified:
+    """Re-read one stored version and check it against its record (or its ETag and size), and
+    with ``trust`` its signatures."""
     try:
-        expected = fetch.expected_for(store, package, version)
+        expected = fetch.expected_for(store, package, version, trust=trust)
         digests = Digests(expected.etag)
         store.read(expected.key, HashingWriter(Discard(), digests), size=expected.size, if_match=expected.pin)
     except TychoError as exc:
         # A record that belongs to another push was checked, by its push id and ETag, and failed.
         return Verified(package, version, False, "sha256" if exc.reason == "foreign-record" else "-", str(exc))
+    signers = expected.signed.signers if expected.signed else None
     if expected.matches(digests):
-        return Verified(package, version, True, expected.checked_by)
+        return Verified(package, version, True, expected.checked_by, signers=signers)
     return Verified(
         package,
         version,
