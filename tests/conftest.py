@@ -110,15 +110,18 @@ class Workspace:
         return path
 
     # -- direct access to what is stored, to damage it or check it -------------------------
-    def stored_keys(self) -> set[str]:
+    def stored_keys(self, *, catalog: bool = False) -> set[str]:
+        """Every key stored; the static catalog's (pages, machine indexes) only with ``catalog``."""
         if self.backend == "file":
             base = Path(self.config["file"]["path"])
-            return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
-        assert self.seaweed and self.bucket
-        prefix = self.config["s3"].get("prefix", "")
-        pages = self.seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        keys = {o["Key"] for page in pages for o in page.get("Contents", ())}
-        return {k[len(prefix) + 1 :] if prefix else k for k in keys}
+            keys = {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
+        else:
+            assert self.seaweed and self.bucket
+            prefix = self.config["s3"].get("prefix", "")
+            pages = self.seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            found = {o["Key"] for page in pages for o in page.get("Contents", ())}
+            keys = {k[len(prefix) + 1 :] if prefix else k for k in found}
+        return keys if catalog else {k for k in keys if not is_catalog_key(k)}
 
     def read_stored(self, key: str) -> bytes:
         if self.backend == "file":
@@ -136,6 +139,11 @@ class Workspace:
         prefix = self.config["s3"].get("prefix", "")
         full = f"{prefix}/{key}" if prefix else key
         self.seaweed.client().put_object(Bucket=self.bucket, Key=full, Body=data)
+
+
+def is_catalog_key(key: str) -> bool:
+    """A key of the static catalog (docs/FORMAT.md, "The static catalog")."""
+    return key in ("index.html", ".tycho-catalog.json") or key.endswith(("/index.html", "/.tycho/catalog.json"))
 
 
 def finish(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:

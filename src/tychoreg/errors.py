@@ -65,6 +65,15 @@ Reason = Literal[
     "version-exists",
     "version-is-tag",
     "yanked-latest",
+    # reading over HTTP: the static catalog, the http backend, serve
+    "read-only",
+    "no-catalog",
+    "catalog-damaged",
+    "catalog-not-updated",
+    "catalog-stale",
+    "cannot-listen",
+    "serve-http",
+    "index-over-http",
 ]
 
 

@@ -8,6 +8,9 @@ names never start with a dot.
 
 from __future__ import annotations
 
+from .store.snapshot import PACKAGE_INDEX as _PACKAGE_INDEX
+from .store.snapshot import ROOT_INDEX as _ROOT_INDEX
+
 PACKAGE_DOC = "tycho.json"
 DATA_PREFIX = "tycho_"
 DATA_SUFFIX = ".pkg"
@@ -53,3 +56,21 @@ def version_of_record(package: str, key: str) -> str | None:
     if key.startswith(head) and key.endswith(RECORD_SUFFIX) and "/" not in key[len(head) :]:
         return key[len(head) : -len(RECORD_SUFFIX)] or None
     return None
+
+
+# -- the static catalog (docs/FORMAT.md, "The static catalog") --------------------------------
+# Pages where static web servers look for them (``/`` and ``PKG/`` serve ``index.html``), machine
+# indexes where no package name can be: a dot-file at the root (never a folder: 0.4.0 takes every
+# top-level folder for a package) and tychoreg's own ``PKG/.tycho/``.
+ROOT_PAGE = "index.html"
+PAGE = "index.html"
+ROOT_INDEX = _ROOT_INDEX
+PACKAGE_INDEX = _PACKAGE_INDEX
+
+
+def package_index(package: str) -> str:
+    return f"{package}/{PACKAGE_INDEX}"
+
+
+def package_page(package: str) -> str:
+    return f"{package}/{PAGE}"
