@@ -36,6 +36,7 @@ import hashlib
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -170,6 +171,15 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
     allow_reuse_address = True
+    log: Callable[[str], None] = staticmethod(lambda line: None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away between requests is no error; anything else is one line, not
+        the base class's traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        self.log(f"{client_address[0]} internal error: {type(exc).__name__}: {exc}")
 
 
 class _Stop(Exception):
@@ -348,7 +358,8 @@ def serve(
     stop: threading.Event | None = None,
 ) -> None:
     """Serve until Ctrl-C, SIGTERM or ``stop``; ``ready`` hears the URL once it listens."""
-    server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("Server", (_Server,), {"address_family": family, "log": staticmethod(log)})
     try:
         server = server_class((host, port), _handler(store, log))
     except OSError as exc:

@@ -263,8 +263,11 @@ def _withdraw(store: Store, package: str, written: list[str] | None) -> None:
 def _write_page(store: Store, key: str, page: bytes, stamp: tuple[str, int]) -> bool:
     """Put ``page`` at ``key`` unless it is there already, a newer one of ours is, or the key holds
     a page that is not ours (a bucket's own website: never overwritten). True if written."""
+    blocked = False
     for attempt in range(CAS_ATTEMPTS):
         raw, etag = _read(store, key)
+        if raw is None and blocked:
+            return False  # the name is taken by what is no object (on a folder: a package's folder)
         if raw is not None:
             if raw == page:
                 return False
@@ -279,6 +282,7 @@ def _write_page(store: Store, key: str, page: bytes, stamp: tuple[str, int]) -> 
             _put(store, key, page, etag)
             return True
         except PreconditionFailed:
+            blocked = raw is None
             backoff(attempt, 0.02, 1.0)
     raise CatalogNotUpdated(f"{store.location}/{key} kept changing under us", key=key)
 
