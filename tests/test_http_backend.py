@@ -272,7 +272,7 @@ def test_headers_from_the_environment_are_sent_and_never_shown(served_bucket, tm
         client.ok("pull", "narf", env={"TYCHOREG_HTTP_AUTH": f"Bearer {token}"})
         assert handler.seen and set(handler.seen) == {f"Bearer {token}"}
 
-        denied = client.run("pull", "tool", "--debug", env={"TYCHOREG_HTTP_AUTH": f"Bearer {token}-wrong"})
+        denied = client.run("pull", "tool", env={"TYCHOREG_HTTP_AUTH": f"Bearer {token}-wrong"})
         assert denied.code == 1
         assert "access denied" in denied.err and "(HTTP 401)" in denied.err
         assert "hint: check the headers (http.headers) your config sends" in denied.err

@@ -55,6 +55,8 @@ from .store.base import ObjectInfo
 
 #: Seconds a connection may sit idle (or a client stall) before it is closed.
 IDLE_TIMEOUT = 60
+#: Seconds a stop waits for requests in flight to finish (and log their line).
+GRACE = 2.0
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
 _TYPES = {
     "page": "text/html; charset=utf-8",
@@ -173,6 +175,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     log: Callable[[str], None] = staticmethod(lambda line: None)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.busy = threading.Condition()
+        self.in_flight = 0
+
+    def settle(self, timeout: float) -> None:
+        """Wait (a little) for the requests in flight to finish."""
+        with self.busy:
+            self.busy.wait_for(lambda: self.in_flight == 0, timeout)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away between requests is no error; anything else is one line, not
         the base class's traceback."""
@@ -226,11 +238,18 @@ def _handler(store: Store, log: Callable[[str], None]) -> type[BaseHTTPRequestHa
 
         def do_GET(self) -> None:
             self._started = time.monotonic()
+            server: Any = self.server
+            with server.busy:
+                server.in_flight += 1
             try:
                 self._answer()
             except (TimeoutError, BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
                 self._finish(499, 0, "client went away")
+            finally:
+                with server.busy:
+                    server.in_flight -= 1
+                    server.busy.notify_all()
 
         do_HEAD = do_GET
 
@@ -388,6 +407,7 @@ def serve(
     except (KeyboardInterrupt, _Stop):
         pass
     finally:
-        server.server_close()
+        server.server_close()  # no new connections; requests in flight get a moment to finish
+        server.settle(GRACE)
         if in_main:
             signal.signal(signal.SIGTERM, previous)
