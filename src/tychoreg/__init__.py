@@ -61,6 +61,10 @@ _HOMES = {
         ),
         "errors",
     ),
+    # reading over HTTP
+    "IndexReport": "webindex",
+    "CatalogNotUpdated": "webindex",
+    "ReadOnly": "store.snapshot",
 }
 
 #: Spelled out (not computed from ``_HOMES``, which a test checks it matches) so that type
@@ -70,9 +74,11 @@ __all__ = [
     "BeingPushed",
     "Cache",
     "CacheInfo",
+    "CatalogNotUpdated",
     "ConfigError",
     "ConfirmationNeeded",
     "Debris",
+    "IndexReport",
     "IntegrityError",
     "Locked",
     "NoLatest",
@@ -88,6 +94,7 @@ __all__ = [
     "Project",
     "PullResult",
     "PushResult",
+    "ReadOnly",
     "RecordMissing",
     "Registry",
     "Requirement",
@@ -136,7 +143,9 @@ if TYPE_CHECKING:
     from .models import PackageDetails, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
     from .registry import Pin, Registry
     from .selector import Selector
+    from .store.snapshot import ReadOnly
     from .upkeep import Debris, Verified
+    from .webindex import CatalogNotUpdated, IndexReport
 
 
 def __getattr__(name: str) -> Any:
