@@ -4,8 +4,10 @@ fault-injecting proxy in front of SeaweedFS (``through_proxy``, ``proxied_s3``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -110,15 +112,18 @@ class Workspace:
         return path
 
     # -- direct access to what is stored, to damage it or check it -------------------------
-    def stored_keys(self) -> set[str]:
+    def stored_keys(self, *, catalog: bool = False) -> set[str]:
+        """Every key stored; the static catalog's (pages, machine indexes) only with ``catalog``."""
         if self.backend == "file":
             base = Path(self.config["file"]["path"])
-            return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
-        assert self.seaweed and self.bucket
-        prefix = self.config["s3"].get("prefix", "")
-        pages = self.seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        keys = {o["Key"] for page in pages for o in page.get("Contents", ())}
-        return {k[len(prefix) + 1 :] if prefix else k for k in keys}
+            keys = {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
+        else:
+            assert self.seaweed and self.bucket
+            prefix = self.config["s3"].get("prefix", "")
+            pages = self.seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            found = {o["Key"] for page in pages for o in page.get("Contents", ())}
+            keys = {k[len(prefix) + 1 :] if prefix else k for k in found}
+        return keys if catalog else {k for k in keys if not is_catalog_key(k)}
 
     def read_stored(self, key: str) -> bytes:
         if self.backend == "file":
@@ -136,6 +141,11 @@ class Workspace:
         prefix = self.config["s3"].get("prefix", "")
         full = f"{prefix}/{key}" if prefix else key
         self.seaweed.client().put_object(Bucket=self.bucket, Key=full, Body=data)
+
+
+def is_catalog_key(key: str) -> bool:
+    """A key of the static catalog (docs/FORMAT.md, "The static catalog")."""
+    return key in ("index.html", ".tycho-catalog.json") or key.endswith(("/index.html", "/.tycho/catalog.json"))
 
 
 def finish(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
@@ -289,3 +299,83 @@ def file_narf(file_backend):
     from interleave import with_narf
 
     return with_narf(file_backend)
+
+
+# -- reading over HTTP: a static web server, `tychoreg serve`, a client workspace -----------------------
+@dataclass
+class Served:
+    """A running HTTP server in front of a registry: its URL and process (stopped by its PID)."""
+
+    url: str
+    proc: subprocess.Popen
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[Served]:
+    """The standard library's HTTP server (``python -m http.server``) over a registry folder."""
+    from servers import free_ports, stop
+
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_port(port, proc)
+        yield Served(f"http://127.0.0.1:{port}/", proc)
+    finally:
+        stop(proc)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(ws: Workspace, *args: str) -> Iterator[Served]:
+    """``tychoreg serve --port 0`` on the workspace's registry; its first line is the URL. Stopped
+    with SIGINT (Ctrl-C) by its PID; ``proc.stderr`` then holds its log."""
+    from servers import stop
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tychoreg", "serve", "--port", "0", *args],
+        cwd=ws.root,
+        env=ws.base_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.strip(), (proc.poll(), proc.stderr.read() if proc.stderr else "")
+        yield Served(line.strip() if not line.startswith("{") else json.loads(line)["url"], proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                stop(proc)
+
+
+def http_client(tmp_path: Path, url: str, **http: Any) -> Workspace:
+    """A project that reads the registry at ``url`` over HTTP (backend ``http``)."""
+    root = tmp_path / f"client-{next(_counter)}"
+    root.mkdir()
+    space = Workspace(root, "http", {"tycho": {"backend": "http"}, "http": {"url": url, **http}})
+    space.write_config()
+    return space

@@ -67,6 +67,10 @@ _HOMES = {
     "Signed": "signatures",
     "SignResult": "signatures",
     "Mirrored": "mirror",
+    # reading over HTTP
+    "IndexReport": "webindex",
+    "CatalogNotUpdated": "webindex",
+    "ReadOnly": "store.snapshot",
 }
 
 #: Spelled out (not computed from ``_HOMES``, which a test checks it matches) so that type
@@ -76,9 +80,11 @@ __all__ = [
     "BeingPushed",
     "Cache",
     "CacheInfo",
+    "CatalogNotUpdated",
     "ConfigError",
     "ConfirmationNeeded",
     "Debris",
+    "IndexReport",
     "IntegrityError",
     "Locked",
     "Mirrored",
@@ -95,6 +101,7 @@ __all__ = [
     "Project",
     "PullResult",
     "PushResult",
+    "ReadOnly",
     "RecordMissing",
     "Registry",
     "Requirement",
@@ -150,7 +157,9 @@ if TYPE_CHECKING:
     from .registry import Pin, Registry
     from .selector import Selector
     from .signatures import Signed, SignResult, Trust
+    from .store.snapshot import ReadOnly
     from .upkeep import Debris, Verified
+    from .webindex import CatalogNotUpdated, IndexReport
 
 
 def __getattr__(name: str) -> Any:

@@ -60,7 +60,9 @@ class _State:
             self.settings = replace(self.settings, cache=False)
         for warning in self.settings.warnings:
             _warn(warning)
-        return Registry.from_settings(self.settings, warn=_warn)
+        reg = Registry.from_settings(self.settings, warn=_warn)
+        reg.catalog_problem = _warn_error
+        return reg
 
     def redact(self, text: str) -> str:
         for secret in self.settings.secrets if self.settings else ():
@@ -831,6 +833,81 @@ def mirror(packages: tuple[str, ...], to: Path, dry_run: bool, as_json: bool) ->
         )
 
 
+# -- reading over HTTP: the static catalog and serve -------------------------------------------------
+def _warn_error(exc: TychoError) -> None:
+    """An error that did not fail the command (the catalog after a write): a warning, and its hint."""
+    _warn(str(exc))
+    hint = hint_for(exc)
+    if hint:
+        click.echo(_message(f"hint: {hint}"), err=True)
+
+
+@cli.command(short_help="Write (or --check) the static catalog: web pages and machine indexes.")
+@click.option("--check", is_flag=True, help="Only check: exit 1 if the catalog is stale or missing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def index(check: bool, as_json: bool) -> None:
+    """Write the static catalog into the registry: index.html and .tycho-catalog.json at its root,
+    PKG/index.html and PKG/.tycho/catalog.json per package. Writes keep it current by themselves;
+    run this for a registry written by tycho-station 0.4.0 or an older tychoreg, or after a warning.
+    With it, any static web server (or `tychoreg serve`) makes the registry readable over HTTP."""
+    reg = _STATE.registry()
+    report = reg.index(check=check)
+    if check:
+        if as_json:
+            _json({"fresh": not report.stale, "packages": report.packages, "stale": report.stale})
+        else:
+            for key in report.stale:
+                _out(f"stale  {key}")
+        if report.stale:
+            raise TychoError(
+                f"the catalog of {reg.location} is stale: {len(report.stale)} of its objects "
+                "do not say what the registry holds",
+                reason="catalog-stale",
+            )
+        _note(f"The catalog of {reg.location} is up to date ({report.packages} packages)")
+        return
+    if as_json:
+        _json({"packages": report.packages, "written": report.written, "problems": report.problems})
+    else:
+        for key in report.written:
+            _info(f"wrote  {key}")
+    for problem in report.problems:
+        _warn(problem)
+    if report.problems:
+        raise TychoError(f"{len(report.problems)} parts of the catalog could not be written", "see the warnings above")
+    if not as_json:
+        if report.written:
+            _note(f"Catalog written for {report.packages} packages in {reg.location}")
+        else:
+            _note(f"The catalog of {reg.location} was up to date ({report.packages} packages)")
+
+
+@cli.command(short_help="Serve the registry read-only over HTTP (pages, indexes, data).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option("--json", "as_json", is_flag=True, help='First line: {"url": ...} as JSON instead of the bare URL.')
+@common
+def serve(host: str, port: int, as_json: bool) -> None:
+    """Serve the configured registry (a folder or a bucket) read-only over HTTP, for browsers
+    and for the http backend, until Ctrl-C. The first line of output is the URL (with --json, a
+    JSON object with it); one line per request goes to stderr."""
+    reg = _STATE.registry()
+
+    def ready(url: str) -> None:
+        click.echo(json.dumps({"url": url, "registry": reg.location}) if as_json else url)
+        sys.stdout.flush()
+        if not _STATE.quiet:
+            _note(f"Serving {reg.location} read-only at {url} (Ctrl-C stops)")
+
+    def log(line: str) -> None:
+        if not _STATE.quiet:
+            click.echo(_message(line), err=True)
+
+    reg.serve(host, port, ready=ready, log=log)
+    _note("Stopped")
+
+
 def _print_error(exc: TychoError, prefix: str = "") -> None:
     click.echo(_message(f"error: {prefix}{exc}"), err=True)
     hint = hint_for(exc)
@@ -919,6 +996,15 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
     "not-signed": lambda e: "the version is pushed; sign it with: tychoreg sign {} {} --key KEY".format(*_fields(e)),
     "no-signing-key": lambda e: "pass --key KEY (or --sign KEY to push), or set tycho.signing_key in the config",
     "mirror-failed": lambda e: "see the warnings above; run the same mirror again to retry what failed",
+    # reading over HTTP
+    "read-only": lambda e: "HTTP only reads: write with a config whose backend is s3 or file (the same registry)",
+    "no-catalog": lambda e: "with a config for the registry's bucket or folder, run: tychoreg index",
+    "catalog-damaged": lambda e: "with a config for the registry's bucket or folder, run: tychoreg index",
+    "catalog-not-updated": lambda e: "repair it with: tychoreg index",
+    "catalog-stale": lambda e: "bring it up to date with: tychoreg index",
+    "cannot-listen": lambda e: "choose another --port (--port 0 takes any free one), or stop what listens there",
+    "serve-http": lambda e: "serve with a config whose backend is s3 or file",
+    "index-over-http": lambda e: "check it with a config whose backend is s3 or file",
 }
 
 

@@ -32,8 +32,8 @@ from .units import DEFAULT_EXTRACT_LIMIT, parse_size
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
 LOCAL_CONFIG = ".tychoreg.json"
-Backend = Literal["s3", "file"]
-BACKENDS: tuple[Backend, ...] = ("s3", "file")
+Backend = Literal["s3", "file", "http"]
+BACKENDS: tuple[Backend, ...] = ("s3", "file", "http")
 DEFAULT_OUTDIR = "tycho_packages"
 LOCK_NAME = "tycho.lock"
 DEFAULT_CACHE_LIMIT = 10 * 1024**3
@@ -69,6 +69,7 @@ _PUBLIC = frozenset(
         "tycho.revoked_signers",
         "tycho.require_signatures",
         "tycho.signing_key",
+        "http.url",
     }
 )
 _CREDENTIALS = frozenset({"s3.aws_access_key_id", "s3.aws_secret_access_key", "s3.aws_session_token"})
@@ -304,6 +305,8 @@ def _may_read(where: str, variable: str) -> bool:
     marks = secret_marks(variable)
     if not marks or where == "s3.aws_secret_access_key":
         return True
+    if where.startswith("http.headers."):  # sent to http.url, which the same file names: only variables meant for it
+        return variable.upper().startswith(HTTP_SECRET_PREFIX)
     upper = variable.upper()
     if where == "s3.aws_session_token":
         return marks <= {"TOKEN"} and ("SESSION_TOKEN" in upper or "SECURITY_TOKEN" in upper)
@@ -339,7 +342,7 @@ class _Environment:
                 f"{where} in {clip(self.path)} reads environment variable {shown(name)}, whose "
                 "name says it holds a secret; such a variable may only feed "
                 "s3.aws_secret_access_key (or s3.aws_session_token / s3.aws_access_key_id "
-                "from variables named for them)",
+                f"from variables named for them, or http.headers from {HTTP_SECRET_PREFIX}* variables)",
                 f"if {shown(name)} really is meant for {where}, allow it: export {ALLOW_ENV}={clip(name, 60)}",
             )
         if name in os.environ:
@@ -438,10 +441,14 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
 
     options = env.resolve(_section(raw, backend, path), backend)
     packages = _packages(env.resolve(raw.get("packages", {}), "packages"), path)
-    secrets = tuple(sorted(set(_secret_values(options)) | set(env.masked()), key=len, reverse=True))
+    secrets = tuple(
+        sorted(set(_secret_values(options)) | set(env.masked()) | set(_header_values(options)), key=len, reverse=True)
+    )
     warnings = _exposed_secrets(raw, path) + _exposed_dotenv(dotenv_file, env, path)
     if backend == "s3":
         _check_s3(options, path)
+    elif backend == "http":
+        _check_http(options, path)
     else:
         reg = options.get("path")
         if not isinstance(reg, str) or not reg:
@@ -717,3 +724,53 @@ def _confined_file(value: Any, setting: str, path: Path, cwd: Path) -> Path:
             "on the command line",
         )
     return Path(real)
+
+
+# -- the http backend (reading over HTTP) ---------------------------------------------------------
+#: Variables named as secrets that ``http.headers`` may read: those named for it.
+HTTP_SECRET_PREFIX = "TYCHOREG_HTTP_"
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
+
+
+def _header_values(options: Mapping[str, Any]) -> list[str]:
+    """Every header value is treated as a secret (a bearer token, a cookie): masked in output."""
+    headers = options.get("headers")
+    if not isinstance(headers, dict):
+        return []
+    return [v for v in headers.values() if isinstance(v, str) and len(v) >= 4]
+
+
+def _check_http(options: dict[str, Any], path: Path) -> None:
+    """``http.url`` (the registry's root as a static web server serves it) and ``http.headers``."""
+    import urllib.parse  # noqa: PLC0415 - ~1 ms, only for the http backend
+
+    where = clip(path)
+    unknown = sorted(set(options) - {"url", "headers"})
+    if unknown:
+        raise ConfigError(
+            f"unknown key http.{clip(unknown[0], 60)} in {where}", "the http section takes url and headers"
+        )
+    url = options.get("url")
+    if not isinstance(url, str) or not url:
+        raise ConfigError(
+            f"the http backend needs http.url in {where}", 'add "http": {"url": "https://host/path/to/registry"}'
+        )
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\0\r\n \t"):
+        raise ConfigError(f"http.url {shown(url)} in {where} must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"http.url in {where} holds credentials", 'send them as a header instead: "headers": {"Authorization": ...}'
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"http.url {shown(url)} in {where} must not have a query or fragment")
+    options["url"] = url if url.endswith("/") else url + "/"
+    headers = options.get("headers", {})
+    if not isinstance(headers, dict):
+        raise ConfigError(f"http.headers in {where} must be a JSON object of header names and values")
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ConfigError(f"http.headers in {where}: {shown(name)} is not a header name")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ConfigError(f"http.headers.{clip(name, 60)} in {where} must be a one-line string")
+    options["headers"] = dict(headers)

@@ -72,6 +72,15 @@ Reason = Literal[
     "not-signed",
     "no-signing-key",
     "mirror-failed",
+    # reading over HTTP: the static catalog, the http backend, serve
+    "read-only",
+    "no-catalog",
+    "catalog-damaged",
+    "catalog-not-updated",
+    "catalog-stale",
+    "cannot-listen",
+    "serve-http",
+    "index-over-http",
 ]
 
 

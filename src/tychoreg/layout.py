@@ -8,6 +8,9 @@ names never start with a dot.
 
 from __future__ import annotations
 
+from .store.snapshot import PACKAGE_INDEX as _PACKAGE_INDEX
+from .store.snapshot import ROOT_INDEX as _ROOT_INDEX
+
 PACKAGE_DOC = "tycho.json"
 DATA_PREFIX = "tycho_"
 DATA_SUFFIX = ".pkg"
@@ -85,3 +88,21 @@ def signature_name(package: str, key: str) -> tuple[str, str, str] | None:
     if not (slash and dot and version and len(sha256) == len(key_id) == 64 and set(sha256 + key_id) <= hexdigits):
         return None
     return version, sha256, key_id
+
+
+# -- the static catalog (docs/FORMAT.md, "The static catalog") --------------------------------
+# Pages where static web servers look for them (``/`` and ``PKG/`` serve ``index.html``), machine
+# indexes where no package name can be: a dot-file at the root (never a folder: 0.4.0 takes every
+# top-level folder for a package) and tychoreg's own ``PKG/.tycho/``.
+ROOT_PAGE = "index.html"
+PAGE = "index.html"
+ROOT_INDEX = _ROOT_INDEX
+PACKAGE_INDEX = _PACKAGE_INDEX
+
+
+def package_index(package: str) -> str:
+    return f"{package}/{PACKAGE_INDEX}"
+
+
+def package_page(package: str) -> str:
+    return f"{package}/{PAGE}"

@@ -19,19 +19,33 @@ of boto3 or of files, and no protocol step lives here:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from . import catalog, delete, deliver, fetch, layout, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
 from .config import Project, Settings, load_settings
-from .errors import IntegrityError, NotFound, OperationError, PackageExists, TychoError, UsageError, VersionNotFound
+from .errors import (
+    AlreadyExists,
+    ConfigError,
+    ConfirmationNeeded,
+    IntegrityError,
+    NotFound,
+    OperationError,
+    PackageExists,
+    StorageError,
+    TychoError,
+    UsageError,
+    VersionNotFound,
+)
 from .known import KnownDigests
 from .known import default_root as default_known_root
 from .models import (
@@ -49,6 +63,7 @@ from .names import check_filename, check_package, check_tag, check_version, is_v
 from .selector import Selector
 from .store import PreconditionFailed, Store, open_store
 from .store.base import ProgressFactory
+from .store.snapshot import ReadOnly, SnapshotStore
 from .units import DEFAULT_EXTRACT_LIMIT
 
 if TYPE_CHECKING:
@@ -56,6 +71,7 @@ if TYPE_CHECKING:
     from .mirror import Mirrored
     from .signatures import SignResult, Trust
     from .upkeep import Debris, Verified
+    from .webindex import IndexReport
 
 #: How many of a package's newest versions ``info`` shows.
 NEWEST_SHOWN = 10
@@ -77,6 +93,39 @@ class Pin(Protocol):
 
     @property
     def size(self) -> int: ...
+
+
+# -- writes keep the static catalog current (reading over HTTP) ---------------------------------------
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: Errors a write raises before it changed anything: no catalog to bring up to date after them.
+_UNCHANGED = (UsageError, ConfigError, NotFound, AlreadyExists, ConfirmationNeeded)
+
+
+def _writes(method: Callable[Concatenate[Registry, _P], _R]) -> Callable[Concatenate[Registry, _P], _R]:
+    """A method that changes a package (named by its first argument): refused on a read-only
+    store, and followed by bringing the static catalog up to date (best effort: see
+    :meth:`Registry._after_write`), also when it failed part way."""
+
+    @functools.wraps(method)
+    def write(self: Registry, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        self.ensure_writable()
+        package = args[0] if args else kwargs.get("package")
+        if not isinstance(package, str):
+            return method(self, *args, **kwargs)
+        if method.__name__ == "init":
+            self._make_room(package)
+        try:
+            result = method(self, *args, **kwargs)
+        except _UNCHANGED:
+            raise
+        except TychoError:
+            self._after_write(package)
+            raise
+        self._after_write(package)
+        return result
+
+    return write
 
 
 class Registry:
@@ -156,6 +205,7 @@ class Registry:
         return self.store.location
 
     # -- packages ------------------------------------------------------------------------
+    @_writes
     def init(self, package: str, filename: str) -> None:
         """Create ``package``, whose pulls are saved as ``filename``.
 
@@ -247,6 +297,7 @@ class Registry:
         return replace(described, signers=signed.signers)
 
     # -- pushing and changing references --------------------------------------------------
+    @_writes
     def push(
         self,
         package: str,
@@ -306,6 +357,7 @@ class Registry:
             ) from None
         return replace(result, signed_by=signed.fingerprint)
 
+    @_writes
     def promote(self, package: str, version: str) -> None:
         """Make ``version`` the one that ``latest`` means.
 
@@ -314,6 +366,7 @@ class Registry:
         check_version(version, for_push=True)
         refs.point(self.store, package, "latest", version)
 
+    @_writes
     def tag(self, package: str, selector: str | Selector, tag: str, *, pre: bool = False) -> str:
         """Point ``tag`` at a version (any selector); returns the exact version tagged."""
         check_package(package)
@@ -321,12 +374,14 @@ class Registry:
         check_tag(tag)
         return refs.tag(self.store, package, selector, tag, pre=pre)
 
+    @_writes
     def untag(self, package: str, tag: str) -> str:
         """Remove ``tag``; returns the version it pointed to. Raises :class:`TagNotFound`."""
         check_package(package)
         check_tag(tag)
         return refs.untag(self.store, package, tag)
 
+    @_writes
     def yank(
         self, package: str, version: str | Selector, reason: str | None = None, *, move_latest: bool = False
     ) -> str | None:
@@ -349,11 +404,13 @@ class Registry:
         )
         return latest
 
+    @_writes
     def unyank(self, package: str, version: str | Selector) -> None:
         """Make a yanked version resolvable again (``latest`` is left as it is)."""
         check_package(package)
         refs.unyank(self.store, package, Selector.exact(version))
 
+    @_writes
     def delete(self, package: str, version: str | Selector | None = None, *, force: bool = False) -> list[str]:
         """Delete one version, or (``version`` None) the whole package; returns the tags removed.
 
@@ -671,6 +728,7 @@ class Registry:
         return self.project
 
     # -- signatures and mirroring (the supply-chain feature) -----------------------------------
+    @_writes
     def sign(self, package: str, version: str | Selector, *, key: str | os.PathLike[str] | None = None) -> SignResult:
         """Sign an existing version (``latest``, a tag or a version) with ``key`` (default
         ``tycho.signing_key``): an SSH signature of its statement (package, version, size,
@@ -730,8 +788,10 @@ class Registry:
         from . import mirror  # noqa: PLC0415 - mirror: only this command
         from .publish import default_identity  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
+        if not dry_run:
+            to.ensure_writable()
         root = default_known_root().parent / "mirror"
-        return mirror.mirror(
+        done = mirror.mirror(
             self.store,
             to.store,
             packages,
@@ -741,3 +801,94 @@ class Registry:
             dry_run=dry_run,
             progress=progress,
         )
+        if not dry_run:  # the destination's static catalog, as after any write there
+            changed = {package for package, _ in done.copied} | {line.split(" ", 1)[0] for line in done.refs}
+            for package in sorted(changed):
+                to._after_write(package)
+        return done
+
+    # -- reading over HTTP: the static catalog, serve ---------------------------------------------
+    #: Hears when the static catalog could not be brought up to date after a write (which itself
+    #: succeeded); None: the ``warn`` callback gets the message.
+    catalog_problem: Callable[[TychoError], None] | None = None
+
+    def ensure_writable(self) -> None:
+        """Raise :class:`ReadOnly` when the registry can only be read (reached over HTTP)."""
+        if isinstance(self.store, SnapshotStore):
+            raise ReadOnly(
+                f"this registry is read-only over HTTP ({self.location})",
+                "write to it through a config that names its bucket or folder",
+            )
+
+    def index(self, *, check: bool = False) -> IndexReport:
+        """Write the static catalog (every package's machine index and page, and the registry's);
+        with ``check``, only say what of it is stale. Writes keep it current by themselves; this is
+        for registries written by tycho-station 0.4.0 or older versions, or after a warning."""
+        from . import webindex  # noqa: PLC0415 - webindex, pages: ~2 ms, only writes, index and serve
+
+        if isinstance(self.store, SnapshotStore):
+            if check:
+                raise StorageError(
+                    f"the catalog of {self.location} can only be checked against the registry's bucket or "
+                    "folder: over HTTP it is all there is to see",
+                    reason="index-over-http",
+                )
+            self.ensure_writable()
+        return webindex.check(self.store) if check else webindex.rebuild(self.store)
+
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        ready: Callable[[str], None],
+        log: Callable[[str], None],
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Serve the registry read-only over HTTP (its pages, machine indexes and data) until
+        interrupted or ``stop`` is set; ``ready`` hears the URL, ``log`` one line per request."""
+        from . import serve as serving  # noqa: PLC0415 - http.server: ~10 ms, only serve
+
+        if isinstance(self.store, SnapshotStore):
+            raise UsageError(
+                f"{self.location} is reached over HTTP already; serving needs its bucket or folder", reason="serve-http"
+            )
+        if self.store.head(layout.ROOT_INDEX) is None:
+            self._report_catalog(
+                StorageError(
+                    f"{self.location} has no catalog yet: its pages and the http backend need one", reason="no-catalog"
+                )
+            )
+        serving.serve(self.store, host, port, ready=ready, log=log, stop=stop)
+
+    def _make_room(self, package: str) -> None:
+        from . import webindex  # noqa: PLC0415 - webindex, pages: ~2 ms, only writes, index and serve
+
+        try:
+            webindex.make_room(self.store, package)
+        except TychoError:
+            pass  # the write says what is wrong, if anything
+
+    def _after_write(self, package: str) -> None:
+        """Bring the static catalog up to date after a write to ``package``: never fails the
+        write; a failure is reported (``index`` repairs it)."""
+        from . import webindex  # noqa: PLC0415 - webindex, pages: ~2 ms, only writes, index and serve
+
+        try:
+            webindex.keep_current(self.store, package)
+        except TychoError as exc:
+            self._report_catalog(exc)
+        except Exception as exc:  # noqa: BLE001 - best effort by design: the write itself succeeded
+            self._report_catalog(
+                webindex.CatalogNotUpdated(
+                    f"the web catalog was not brought up to date after the change to {package} "
+                    f"(the change itself is done): {type(exc).__name__}: {exc}",
+                    package=package,
+                )
+            )
+
+    def _report_catalog(self, exc: TychoError) -> None:
+        if self.catalog_problem is not None:
+            self.catalog_problem(exc)
+        elif self._warn is not None:
+            self._warn(str(exc))

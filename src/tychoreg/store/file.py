@@ -150,19 +150,20 @@ class FileStore:
         """Whether this file system keeps user extended attributes (asked once, with a file of
         our own in the registry folder)."""
         if self._keeps_metadata is None:
-            self._keeps_metadata = False
+            found = False  # set only once known: threads asking meanwhile probe too, never read a guess
             try:
                 with self._folder(()) as root:
                     name = f".xattr.{os.urandom(6).hex()}.tmp"
                     fd = os.open(name, _CREATE, 0o600, dir_fd=root)
                     try:
                         os.setxattr(fd, _XATTR + "probe", b"1")
-                        self._keeps_metadata = os.getxattr(fd, _XATTR + "probe") == b"1"
+                        found = os.getxattr(fd, _XATTR + "probe") == b"1"
                     finally:
                         os.close(fd)
                         os.unlink(name, dir_fd=root)
             except OSError:
                 pass
+            self._keeps_metadata = found
         return self._keeps_metadata
 
     # -- paths, walked without following links ---------------------------------------------
