@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .models import PullResult
     from .registry import Registry
+    from .retention import Plan
 
 
 #: A command function as the option decorators get and return it.
@@ -231,7 +232,7 @@ def init(package: str, filename: str) -> None:
 @cli.command()
 @click.argument("package", metavar="PKG")
 @click.argument("version", metavar="VERSION")
-@click.argument("file", metavar="FILE", type=click.Path(path_type=Path))
+@click.argument("file", metavar="FILE|DIR", type=click.Path(path_type=Path))
 @click.option("--promote-latest", is_flag=True, help="Also make this version the one `latest` means.")
 @click.option("--note", metavar="TEXT", help="A note recorded with the version (shown by `info`).")
 @click.option(
@@ -239,13 +240,38 @@ def init(package: str, filename: str) -> None:
     is_flag=True,
     help="Succeed when VERSION already holds exactly these bytes (fail if other bytes).",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tar.gz", "tar.zst", "zip"]),
+    help="Pack a DIR as this (default: what PKG's file name ends in, else tar.gz).",
+)
 @common
-def push(package: str, version: str, file: Path, promote_latest: bool, note: str | None, skip_existing: bool) -> None:
-    """Upload FILE as VERSION of PKG. Versions are immutable."""
+def push(
+    package: str, version: str, file: Path, promote_latest: bool, note: str | None, skip_existing: bool, fmt: str | None
+) -> None:
+    """Upload FILE as VERSION of PKG. Versions are immutable.
+
+    A DIR is packed reproducibly first (sorted, fixed times and owners: the same tree gives the
+    same bytes, so --skip-existing recognises a rebuilt tree); pull --extract unpacks it.
+    """
     reg = _STATE.registry()
     with _bars() as bars:
         result = reg.push(
-            package, version, file, promote_latest=promote_latest, note=note, skip_existing=skip_existing, progress=bars
+            package,
+            version,
+            file,
+            promote_latest=promote_latest,
+            note=note,
+            skip_existing=skip_existing,
+            progress=bars,
+            format=fmt,
+        )
+    if result.packed:
+        p = result.packed
+        _info(
+            f"Packed {p.folder} as {p.format}: {p.files} files, {p.folders} folders, {p.links} links, "
+            f"{_size(p.content_bytes)} -> {_size(p.archive_bytes)}"
         )
     if result.skipped:
         _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
@@ -706,6 +732,74 @@ def cache_prune(older_than: str | None) -> None:
     _out(f"Removed {removed} cached file{'s' if removed != 1 else ''} ({_size(freed)})")
 
 
+# -- folders as packages, retention (issue 15) ---------------------------------------------------
+@cli.command(short_help="Delete old versions by policy (never latest or a tagged one).")
+@click.argument("packages", metavar="[PKG...]", nargs=-1)
+@click.option(
+    "--keep", type=click.IntRange(min=0), metavar="N", help="Keep the N highest versions (yanked ones aside)."
+)
+@click.option("--older-than", "older_than", metavar="AGE", help="Delete only versions older than AGE (e.g. 180d, 12h).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts and nightly jobs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def prune(
+    packages: tuple[str, ...], keep: int | None, older_than: str | None, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Delete old versions of each PKG (every package if none is named): all but the --keep N
+    highest, and of those only the ones older than --older-than AGE. The version latest names
+    and tagged versions always stay. With neither option, the config's "retention" section
+    applies (a package's own entry, else "*"), for a nightly job:
+
+    \b
+    e.g. "retention": {"*": {"keep": 20, "older_than": "180d"}, "firmware": {"keep": 50}}
+    """
+    from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
+
+    age = parse_age(older_than) if older_than is not None else None
+    reg = _STATE.registry()
+    results = reg.prune(
+        packages, keep=keep, older_than=age, dry_run=dry_run, confirm=lambda plans: _confirm_prune(plans, yes)
+    )
+    failed = 0
+    for name, outcome in results:
+        if isinstance(outcome, TychoError):
+            failed += 1
+            _print_error(outcome, prefix=f"{name}: ")
+            continue
+        for c in () if as_json else outcome.deleted:
+            age_days = "" if c.age is None else f", {c.age / 86400:.0f} days old"
+            _out(f"{'would delete' if dry_run else 'deleted'}  {name} {c.version}  ({_size(c.size)}{age_days})")
+        for version, why in outcome.spared.items():
+            _note(f"kept {name} {version}: {why}")
+        for version, why in outcome.failed.items():
+            _warn(f"could not delete {name} {version}: {why}")
+        failed += bool(outcome.failed)
+        gone = len(outcome.deleted)
+        _note(f"{name}: {gone} {'would be ' if dry_run else ''}deleted, {len(outcome.kept) + len(outcome.spared)} kept")
+    if as_json:
+        _json([{"package": n, "error": str(o)} if isinstance(o, TychoError) else o.to_json() for n, o in results])
+    if not results:
+        _note("Nothing to prune: no package has a retention policy")
+    elif dry_run:
+        _note("Dry run: nothing was deleted")
+    if failed:
+        raise TychoError(f"{failed} of {len(results)} packages could not be pruned completely", "see the errors above")
+
+
+def _confirm_prune(plans: list[Plan], yes: bool) -> bool:
+    """--yes, or an answer on a terminal after seeing the plan; never a prompt in a script."""
+    if yes:
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    for plan in plans:
+        for c in plan.delete:
+            _note(f"would delete  {plan.package} {c.version}  ({_size(c.size)})")
+    doomed = sum(len(p.delete) for p in plans)
+    return click.confirm(f"Delete these {doomed} versions? This cannot be undone.", default=False, err=True)
+
+
 def _print_error(exc: TychoError, prefix: str = "") -> None:
     click.echo(_message(f"error: {prefix}{exc}"), err=True)
     hint = hint_for(exc)
@@ -741,7 +835,9 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
         else "push a new version number"
     ),
     "being-pushed": lambda e: f"wait, then check with: tychoreg list-versions {_fields(e)[0]}",
-    "confirm": lambda e: "pass --yes to go ahead",
+    "confirm": lambda e: (
+        "pass --yes to go ahead" + ("; --dry-run shows what would go" if e.details.get("planned") else "")
+    ),
     "tagged": lambda e: "move the tags first, or pass --force to delete it and its tags",
     "package-tagged": lambda e: "pass --force to delete it with all its versions and tags",
     "yanked-latest": lambda e: "unyank it first: tychoreg unyank {} {}".format(*_fields(e)),
@@ -781,6 +877,19 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
     "explicit-config-missing": lambda e: "check the path, or drop --config to use the default resolution",
     "nothing-to-pull": lambda e: "e.g. tychoreg pull-list narf toolchain",
     "offline-needs-lock": lambda e: "e.g. tychoreg pull-list --from tycho.lock --offline",
+    # folders as packages, retention (issue 15)
+    "folder-format": lambda e: (
+        f"push it with --format {e.details['named']} (what {e.details['localname']} says)"
+        if e.details.get("named")
+        else f"push it to a package whose file name ends in .{e.details.get('format')}: "
+        f"tychoreg init {_fields(e)[0]}-dir NAME.{e.details.get('format')}"
+    ),
+    "format-needs-folder": lambda e: "drop --format, or name a folder to pack",
+    "zstd-missing": lambda e: "pip install 'tycho-station[zstd]', or push with --format tar.gz",
+    "no-retention": lambda e: (
+        'give --keep N and/or --older-than AGE, or a "retention" section in the config, '
+        'e.g. {"retention": {"*": {"keep": 20, "older_than": "180d"}}}'
+    ),
 }
 
 

@@ -21,13 +21,14 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError, TychoError, UsageError
 from .names import check_package, clip, shown
 from .selector import Selector
-from .units import DEFAULT_EXTRACT_LIMIT, parse_size
+from .units import DEFAULT_EXTRACT_LIMIT, age_text, parse_age, parse_size
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
@@ -121,6 +122,8 @@ class Settings:
     extract_limit: int = DEFAULT_EXTRACT_LIMIT
     part_size: int | None = None
     concurrency: int | None = None
+    #: Retention policies by package name (``*``: every package without its own), for ``prune``.
+    retention: dict[str, Retention] = field(default_factory=dict)
 
     @property
     def lockfile(self) -> Path | None:
@@ -167,6 +170,24 @@ class Requirement:
         if self.extract is not None:
             out["extract"] = str(self.extract)
         return out
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A retention policy (``prune``, or a ``retention`` entry of the config): the ``keep``
+    highest versions that are not yanked stay, and of the others only those older than
+    ``older_than`` go. Either may be None (no such condition); both None is no policy at all
+    (a config entry ``{}`` exempts a package from ``*``)."""
+
+    keep: int | None = None
+    older_than: timedelta | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.keep is None and self.older_than is None
+
+    def to_json(self) -> dict[str, int | str | None]:
+        return {"keep": self.keep, "older_than": age_text(self.older_than) if self.older_than is not None else None}
 
 
 def default_registry_path() -> Path:
@@ -364,7 +385,7 @@ class _Environment:
             for where, name, value in self.taken
             if isinstance(value, str)
             and len(value) >= 4
-            and ((where not in _PUBLIC and not where.startswith("packages.")) or secret_marks(name))
+            and ((where not in _PUBLIC and not where.startswith(("packages.", "retention."))) or secret_marks(name))
         ]
 
 
@@ -427,6 +448,7 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
 
     options = env.resolve(_section(raw, backend, path), backend)
     packages = _packages(env.resolve(raw.get("packages", {}), "packages"), path)
+    retention = _retention(env.resolve(raw.get("retention", {}), "retention"), path)
     secrets = tuple(sorted(set(_secret_values(options)) | set(env.masked()), key=len, reverse=True))
     warnings = _exposed_secrets(raw, path) + _exposed_dotenv(dotenv_file, env, path)
     if backend == "s3":
@@ -447,6 +469,7 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
         identity=identity,
         warnings=warnings,
         packages=packages,
+        retention=retention,
         project=path.parent,
         **_tuning(tycho, path),
     )
@@ -666,3 +689,35 @@ def _check_s3(options: dict[str, Any], path: Path) -> None:
     if any(p in (".", "..") for p in parts):
         raise ConfigError(f"s3.prefix {shown(prefix)} in {where} may not contain '.' or '..' segments")
     options["prefix"] = "/".join(parts)
+
+
+def _retention(section: Any, path: Path) -> dict[str, Retention]:
+    """The ``retention`` section: ``{"*": {"keep": 20, "older_than": "180d"}, "narf": {"keep": 5}}``.
+    A package's own entry replaces ``*`` for it (``{}``: never pruned by the config)."""
+    where = clip(path)
+    if not isinstance(section, dict):
+        raise ConfigError(f"section 'retention' of {where} must be a JSON object of package (or \"*\"): policy")
+    found: dict[str, Retention] = {}
+    for name, spec in sorted(section.items()):
+        entry = f"retention.{clip(name, 60)}"
+        if name != "*":
+            try:
+                check_package(name)
+            except UsageError as exc:
+                raise ConfigError(f"{entry} in {where}: {exc}", 'name a package, or "*" for every package') from None
+        if not isinstance(spec, dict) or set(spec) - {"keep", "older_than"}:
+            raise ConfigError(
+                f"{entry} in {where} must be an object with keep and/or older_than",
+                'e.g. {"keep": 20, "older_than": "180d"}',
+            )
+        keep, older = spec.get("keep"), spec.get("older_than")
+        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 0):
+            raise ConfigError(f"{entry}.keep in {where} must be a whole number of versions (0 or more)")
+        if older is not None and not isinstance(older, str):
+            raise ConfigError(f'{entry}.older_than in {where} must be an age such as "180d" or "12h"')
+        try:
+            age = parse_age(older) if older is not None else None
+        except UsageError as exc:
+            raise ConfigError(f"{entry}.older_than in {where}: {exc}", exc.hint) from None
+        found[name] = Retention(keep, age)
+    return found

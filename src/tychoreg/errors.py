@@ -65,6 +65,14 @@ Reason = Literal[
     "version-exists",
     "version-is-tag",
     "yanked-latest",
+    # folders as packages, retention (issue 15)
+    "bad-format",
+    "cannot-pack",
+    "changed-while-packing",
+    "folder-format",
+    "format-needs-folder",
+    "zstd-missing",
+    "no-retention",
 ]
 
 

@@ -696,3 +696,17 @@ def _too_big(member: str, max_bytes: int) -> _Refused:
         f"it expands past the limit of {max_bytes} bytes (at {member})",
         "nothing was extracted; if you trust this archive, raise the size limit",
     )
+
+
+def link_escapes(links: dict[tuple[str, ...], str]) -> tuple[str, ...] | None:
+    """The first of a tree's symbolic links (path parts -> target) that extraction would refuse
+    because it leads outside the tree (through the tree's other links too), else None: what
+    :mod:`tychoreg.pack` checks before it packs a folder, by the same rule."""
+    done: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+    for parts, target in links.items():
+        try:
+            if _resolve(links, done, parts[:-1], target, 0) is None:
+                return parts
+        except _Refused:  # a loop, or a chain too long to follow
+            return parts
+    return None

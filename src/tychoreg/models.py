@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import IntegrityError
 from .names import is_valid_segment
+
+if TYPE_CHECKING:
+    from .pack import Packed
 
 FORMAT = 1
 #: The key of ``tycho.json`` under which tychoreg keeps what 0.4.0 does not know (tags, yanks).
@@ -375,6 +378,8 @@ class PushResult:
     version: VersionInfo
     skipped: bool = False
     promoted: bool = False
+    #: What a folder was packed into, when a folder was pushed.
+    packed: Packed | None = None
 
 
 @dataclass(frozen=True)
