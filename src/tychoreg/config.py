@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError, TychoError, UsageError
 from .names import check_package, clip, shown
+from .portable import O_BINARY, O_CLOEXEC, O_NONBLOCK
 from .selector import Selector
 from .units import DEFAULT_EXTRACT_LIMIT, age_text, parse_age, parse_size
 
@@ -250,7 +251,7 @@ def read_document(path: Path, *, limit: int = MAX_DOCUMENT, head: int | None = N
     Raises ``OSError`` (cannot open), ``ValueError`` (not a regular file, too large) or
     ``UnicodeDecodeError``.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_BINARY)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -50,8 +50,9 @@ from typing import IO, Any, BinaryIO, Literal, cast
 
 from .errors import OperationError, UsageError
 from .integrity import CHUNK
-from .localfs import READ_FLAGS, private_dir
+from .localfs import NEW_FLAGS, READ_FLAGS, private_dir
 from .names import clip
+from .portable import DIR_FDS
 
 Format = Literal["tar.gz", "tar.zst", "zip"]
 #: Each format and the file name endings that say it (the package's file name must end in one).
@@ -73,7 +74,6 @@ ZSTD_LEVEL = 3
 RESTARTS: dict[Format, tuple[int, int]] = {"tar.gz": (64 << 10, 1 << 20), "tar.zst": (1 << 20, 8 << 20)}
 _FILE_MODE, _EXEC_MODE, _DIR_MODE, _LINK_MODE = 0o644, 0o755, 0o755, 0o777
 _MAX_LINK = 4096
-_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Kind = Literal["file", "dir", "symlink"]
 
@@ -160,10 +160,17 @@ def packed(folder: Path, fmt: Format, registry_root: Path | None = None) -> Iter
     temporary folder, removed afterwards) and yield its path with what went in. The registry
     folder (``registry_root``) may neither be nor hold nor lie inside ``folder``."""
     real = check_folder(folder, registry_root)
+    name = f"archive.{fmt}"
+    if not DIR_FDS:  # Windows: a folder of the user's own temporary folder, private by its ACL
+        with tempfile.TemporaryDirectory(prefix=".tychoreg-pack.") as plain:
+            here = os.stat(plain)
+            with open(Path(plain) / name, "w+b") as out:
+                done = pack(real, out, fmt, skip=(here.st_dev, here.st_ino))
+            yield Path(plain) / name, replace(done, folder=folder)
+        return
     with private_dir(Path(tempfile.gettempdir()), ".tychoreg-pack.", "") as tmp:
         here = os.fstat(tmp.fd)
-        name = f"archive.{fmt}"
-        with os.fdopen(os.open(name, _NEW_FILE, 0o600, dir_fd=tmp.fd), "w+b") as out:
+        with os.fdopen(os.open(name, NEW_FLAGS, 0o600, dir_fd=tmp.fd), "w+b") as out:
             done = pack(real, out, fmt, skip=(here.st_dev, here.st_ino))
         yield tmp.path / name, replace(done, folder=folder)
 
@@ -307,7 +314,7 @@ class _Content:
         seen = member.stat
         assert seen is not None
         try:
-            self.fd = os.open(member.path, READ_FLAGS | getattr(os, "O_BINARY", 0))
+            self.fd = os.open(member.path, READ_FLAGS)
         except FileNotFoundError:
             raise _changed(member.path) from None
         except OSError as exc:

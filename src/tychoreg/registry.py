@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import catalog, delete, deliver, fetch, layout, refs
+from . import catalog, delete, deliver, fetch, layout, portable, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
@@ -127,7 +127,7 @@ class Registry:
             outdir=settings.outdir,
             identity=settings.identity,
             warn=warn,
-            cache=cls.download_cache(settings) if settings.cache else None,
+            cache=cls.download_cache(settings) if settings.cache and portable.DIR_FDS else None,
             extract_limit=settings.extract_limit,
             known=KnownDigests(default_known_root(), store.identity),
             project=settings.declared,
