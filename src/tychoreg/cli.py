@@ -269,10 +269,10 @@ def push(
         )
     if result.packed:
         p = result.packed
-        _info(
-            f"Packed {p.folder} as {p.format}: {p.files} files, {p.folders} folders, {p.links} links, "
-            f"{_size(p.content_bytes)} -> {_size(p.archive_bytes)}"
+        counts = ", ".join(
+            f"{n} {w}{'' if n == 1 else 's'}" for n, w in ((p.files, "file"), (p.folders, "folder"), (p.links, "link"))
         )
+        _info(f"Packed {p.folder} as {p.format}: {counts}, {_size(p.content_bytes)} -> {_size(p.archive_bytes)}")
     if result.skipped:
         _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
     else:
@@ -885,7 +885,9 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
         f"tychoreg init {_fields(e)[0]}-dir NAME.{e.details.get('format')}"
     ),
     "format-needs-folder": lambda e: "drop --format, or name a folder to pack",
-    "zstd-missing": lambda e: "pip install 'tycho-station[zstd]', or push with --format tar.gz",
+    "zstd-missing": lambda e: (
+        "pip install 'tycho-station[zstd]'" + ("" if e.details.get("pulling") else ", or push with --format tar.gz")
+    ),
     "no-retention": lambda e: (
         'give --keep N and/or --older-than AGE, or a "retention" section in the config, '
         'e.g. {"retention": {"*": {"keep": 20, "older_than": "180d"}}}'

@@ -303,7 +303,10 @@ def _open(archive: Path, source: BinaryIO) -> Generator[_Entry, None, None]:
             import zstandard  # noqa: F401, PLC0415 - is it installed? (only for .zst archives)
         except ImportError:
             raise OperationError(
-                f"{archive} is zstd-compressed and the zstandard package is missing", "pip install 'zstandard>=0.22'"
+                f"{archive} is zstd-compressed and the zstandard package is missing",
+                "install tycho-station with its zstd extra",
+                reason="zstd-missing",
+                pulling=True,
             ) from None
     return _zip_entries(source, archive) if kind == "zip" else _tar_entries(source, kind)
 
