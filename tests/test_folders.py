@@ -341,3 +341,17 @@ def test_pack_refusals_in_process_carry_their_reason(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         pack.check_folder(link, reg)
     shutil.rmtree(reg)
+
+
+def test_a_pulled_folder_packs_to_the_archive_it_came_from(ws: Workspace) -> None:
+    """pull --extract leaves its stamp in the folder; pushing that folder leaves it out (an
+    archive with it would be refused on extraction), so the bytes are the original's."""
+    ws.ok("init", "site", "site.tar.gz")
+    ws.ok("push", "site", "1.0", str(make_tree(ws.root / "build")), "--promote-latest")
+    ws.ok("pull", "site", "--extract", "pulled")
+    assert (ws.root / "pulled" / ".tycho-extract.json").exists()
+    ws.ok("push", "site", "1.0", "pulled", "--skip-existing")
+    ws.ok("push", "site", "2.0", "pulled")
+    assert stored_sha(ws, "site", "2.0") == stored_sha(ws, "site", "1.0")
+    ws.ok("pull", "site", "--version", "2.0", "--extract", "again")
+    assert snapshot(ws.root / "again") == snapshot(ws.root / "build")

@@ -29,7 +29,9 @@ symbolic links that are absolute or point outside the tree (extraction refuses t
 :mod:`tychoreg.extract`), unreadable files, and the registry itself (a file registry inside the
 folder, or the folder inside it). Hard links are packed as separate files. A file that changes
 while it is read (size, time or identity) fails the push (exit 1): the archive would hold a
-mix. The archive is written to a private temporary folder that the walk never enters.
+mix. The archive is written to a private temporary folder that the walk never enters. A folder
+that ``pull --extract`` filled packs without its ``.tycho-extract.json`` stamp (tychoreg's own
+note, which extraction refuses as a member): what was pulled packs to the bytes it came from.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, cast
 
 from .errors import OperationError, UsageError
+from .extract import STAMP_NAME, link_escapes
 from .integrity import CHUNK
 from .localfs import NEW_FLAGS, READ_FLAGS, private_dir
 from .names import clip
@@ -246,6 +249,8 @@ def _children(folder: Path, prefix: str, skip: tuple[int, int] | None) -> list[t
             raise _unreadable(path, exc) from None
         if skip is not None and stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == skip:
             continue
+        if not prefix and entry.name == STAMP_NAME:
+            continue  # tychoreg's note of what it extracted here, not part of the tree
         found.append((path, f"{prefix}{entry.name}", st))
     return found
 
@@ -263,8 +268,6 @@ def _special(mode: int) -> str:
 def _check_links(members: list[_Member], root: Path) -> None:
     """Every link must stay inside the tree as extraction sees it (relative, never climbing out,
     also through the tree's other links); else extraction of the archive would be refused."""
-    from .extract import link_escapes  # noqa: PLC0415 - the archive formats: only when links exist
-
     links = {tuple(m.name.split("/")): m.link for m in members if m.kind == "symlink"}
     if not links:
         return
