@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with the package and its test tools, check style and types
 # (scripts/check.sh), then run every test.
-# The suite starts its own SeaweedFS server and builds tycho-station 0.4.0's venv (cached in .ci-cache/).
+# The tools come from requirements/test.txt: exact versions with their hashes (pip refuses
+# anything else), so a fresh clone tests with what CI tested; scripts/lock-test-tools.sh
+# regenerates it. The suite starts its own SeaweedFS server and builds tycho-station 0.4.0's
+# venv (cached in .ci-cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check '.[test]'
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${pip[@]}" --require-hashes -r requirements/test.txt
+"${pip[@]}" --no-deps .
 bash scripts/check.sh
 # The signature tests make keys and check signatures with OpenSSH's ssh-keygen (tychoreg itself
 # verifies without it); install it where it is missing and we may.

@@ -398,3 +398,17 @@ def test_allowed_signers_parsing_and_patterns() -> None:
     assert sshsig.match_pattern_list("t?choreg", "tychoreg") and not sshsig.match_pattern_list("[t]ychoreg", "tychoreg")
     with pytest.raises(ValueError, match="KRL"):
         sshsig.parse_revoked("SSHKRL\n")
+
+
+def test_a_pushed_folder_is_signed_too(ws: Workspace, keys: dict[str, Path]) -> None:
+    """push --sign of a folder signs the archive it was packed into, and a pull checks it."""
+    tree = ws.root / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
+    ws.ok("init", "site", "site.tar.gz")
+    pushed = ws.ok("push", "site", "1.0", str(tree), "--sign", str(keys["alice"]), "--promote-latest")
+    assert "Signed site 1.0" in pushed.out
+    trust(ws, [f"alice@example.com {public(keys['alice'])}"], required=True)
+    pulled = ws.ok("pull", "site", "--extract", "out")
+    assert "signed by alice@example.com" in pulled.out + pulled.err
+    assert (ws.root / "out" / "bin" / "tool").read_bytes() == b"#!/bin/sh\necho hi\n"

@@ -25,7 +25,6 @@ folders group-writable), so nothing in it is trusted for its name alone:
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -41,10 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import portable
 from .errors import IntegrityError, OperationError
 from .integrity import CHUNK
 from .localfs import (
     DIR_FLAGS,
+    NEW_FLAGS,
     NotPrivate,
     check_destination,
     fresh_temp,
@@ -60,7 +61,6 @@ CACHE_ENV = "TYCHOREG_CACHE_DIR"
 RACY = 2.0  # seconds: a file changed this close to its record may have changed unseen
 STALE_PART = 24 * 3600.0  # a part file untouched for a day belongs to an abandoned pull
 EVICT_EVERY = 30.0  # seconds between two size checks of one cache
-_FICLONE = 0x40049409  # Linux ioctl: share extents copy-on-write (btrfs, XFS, bcachefs)
 _SHA = re.compile(r"[0-9a-f]{64}\Z")
 _MEMO_MAX = 64 << 10  # a memo is a few hundred bytes; a bigger one was not written by us
 
@@ -88,7 +88,7 @@ class _Unusable(Exception):
 
 def _private_name() -> str:
     """Our own folder in a shared one: one per account, so accounts never share a part file."""
-    return f"uid-{os.geteuid()}"
+    return f"uid-{portable.geteuid()}"
 
 
 def _verify(src: BinaryIO, out: BinaryIO | None, sha256: str, size: int) -> bool | None:
@@ -109,24 +109,14 @@ def _verify(src: BinaryIO, out: BinaryIO | None, sha256: str, size: int) -> bool
 
 
 def _clone(src: BinaryIO, out: BinaryIO) -> bool:
-    try:
-        fcntl.ioctl(out.fileno(), _FICLONE, src.fileno())
-        return True
-    except OSError:  # EOPNOTSUPP, EXDEV, EINVAL...: copy instead
-        return False
+    return portable.clone(src.fileno(), out.fileno())
 
 
 def _copy(src: BinaryIO, out: BinaryIO) -> None:
     """Copy ``src`` to ``out``: a clone where the filesystem can share extents, else a copy in the
     kernel (no bytes through Python), else an ordinary one."""
-    if _clone(src, out):
+    if _clone(src, out) or portable.copy_range(src.fileno(), out.fileno()):
         return
-    try:
-        while os.copy_file_range(src.fileno(), out.fileno(), 1 << 30):
-            pass
-        return
-    except OSError:  # not across these filesystems: go on from where it stopped
-        pass
     while chunk := src.read(CHUNK):
         out.write(chunk)
 
@@ -190,7 +180,7 @@ class Cache:
         except OSError as exc:
             raise self._cannot(exc) from None
         try:
-            if st.st_uid != os.geteuid() or st.st_nlink != 1:
+            if st.st_uid != portable.geteuid() or st.st_nlink != 1:
                 raise OperationError(
                     f"refusing to put {part} into the download cache: it is not a file of yours alone", "pull again"
                 )
@@ -201,12 +191,12 @@ class Cache:
                 )
             try:
                 os.fsync(fd)
-                os.fchmod(fd, 0o444)  # before it has the entry's name: no entry is ever writable
+                portable.fchmod(fd, 0o444)  # before it has the entry's name: no entry is ever writable
                 try:
                     self._link(fd, part, sha256, size)
                 except OSError:
                     with suppress(OSError):
-                        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                        portable.fchmod(fd, stat.S_IMODE(st.st_mode))
                     raise
                 part.unlink(missing_ok=True)
             except OSError as exc:
@@ -318,7 +308,7 @@ class Cache:
         try:
             if st.st_size != size:
                 ok = False
-            elif st.st_uid == os.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o222:
+            elif st.st_uid == portable.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o222:
                 ok = _verify(src, None, sha256, size)
                 out, src = src, None  # type: ignore[assignment]
             else:
@@ -357,7 +347,7 @@ class Cache:
         with suppress(OSError, ValueError):
             st = os.stat(path)
             self.path(sha256)
-            if st.st_uid != os.geteuid():
+            if st.st_uid != portable.geteuid():
                 return
             real = str(Path(path).resolve())
             record = {
@@ -370,9 +360,7 @@ class Cache:
             folder = self._memo_folder(name, create=True)
             try:
                 tmp = f".{name}.{secrets.token_hex(4)}"
-                fd = os.open(
-                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder
-                )
+                fd = os.open(tmp, NEW_FLAGS, 0o600, dir_fd=folder)
                 try:
                     with os.fdopen(fd, "w") as fh:
                         fh.write(json.dumps(record))
@@ -397,7 +385,7 @@ class Cache:
         ignored and the file hashed."""
         try:
             st = os.stat(path)
-            if st.st_uid != os.geteuid():
+            if st.st_uid != portable.geteuid():
                 return None
             real = str(Path(path).resolve())
             name = _memo_name(real)
@@ -490,7 +478,7 @@ class Cache:
                 os.utime(stamp, follow_symlinks=False)
         except FileNotFoundError:
             with suppress(OSError):
-                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+                os.close(os.open(stamp, NEW_FLAGS, 0o644))
         except OSError:
             pass
         entries = self._entries()
@@ -541,7 +529,7 @@ class Cache:
         otherwise receive our entries)."""
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(self.root, os.O_RDONLY | portable.O_DIRECTORY | portable.O_CLOEXEC)
         try:
             for name in ("sha256", sha256[:2]):
                 if create:
@@ -603,7 +591,7 @@ class Cache:
         tmp = self.root / "tmp"
         if create:
             tmp.mkdir(parents=True, exist_ok=True)
-        top = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        top = os.open(tmp, os.O_RDONLY | portable.O_DIRECTORY | portable.O_CLOEXEC)
         try:
             return open_private_dir(_private_name(), top, create=create, tighten=True)
         finally:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .models import PullResult
     from .registry import Registry
+    from .retention import Plan
 
 
 #: A command function as the option decorators get and return it.
@@ -233,7 +234,7 @@ def init(package: str, filename: str) -> None:
 @cli.command()
 @click.argument("package", metavar="PKG")
 @click.argument("version", metavar="VERSION")
-@click.argument("file", metavar="FILE", type=click.Path(path_type=Path))
+@click.argument("file", metavar="FILE|DIR", type=click.Path(path_type=Path))
 @click.option("--promote-latest", is_flag=True, help="Also make this version the one `latest` means.")
 @click.option("--note", metavar="TEXT", help="A note recorded with the version (shown by `info`).")
 @click.option(
@@ -249,6 +250,12 @@ def init(package: str, filename: str) -> None:
     help="Sign the version with this SSH key (a private key, or a public key held by ssh-agent); "
     "default: tycho.signing_key, if set.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tar.gz", "tar.zst", "zip"]),
+    help="Pack a DIR as this (default: what PKG's file name ends in, else tar.gz).",
+)
 @common
 def push(
     package: str,
@@ -258,8 +265,13 @@ def push(
     note: str | None,
     skip_existing: bool,
     sign: Path | None,
+    fmt: str | None,
 ) -> None:
-    """Upload FILE as VERSION of PKG. Versions are immutable."""
+    """Upload FILE as VERSION of PKG. Versions are immutable.
+
+    A DIR is packed reproducibly first (sorted, fixed times and owners: the same tree gives the
+    same bytes, so --skip-existing recognises a rebuilt tree); pull --extract unpacks it.
+    """
     reg = _STATE.registry()
     with _bars() as bars:
         result = reg.push(
@@ -271,7 +283,14 @@ def push(
             skip_existing=skip_existing,
             progress=bars,
             sign=sign,
+            format=fmt,
         )
+    if result.packed:
+        p = result.packed
+        counts = ", ".join(
+            f"{n} {w}{'' if n == 1 else 's'}" for n, w in ((p.files, "file"), (p.folders, "folder"), (p.links, "link"))
+        )
+        _info(f"Packed {p.folder} as {p.format}: {counts}, {_size(p.content_bytes)} -> {_size(p.archive_bytes)}")
     if result.skipped:
         _info(f"Already there: {package} {version} holds exactly these bytes (skipped)")
     else:
@@ -908,6 +927,74 @@ def serve(host: str, port: int, as_json: bool) -> None:
     _note("Stopped")
 
 
+# -- folders as packages, retention (issue 15) ---------------------------------------------------
+@cli.command(short_help="Delete old versions by policy (never latest or a tagged one).")
+@click.argument("packages", metavar="[PKG...]", nargs=-1)
+@click.option(
+    "--keep", type=click.IntRange(min=0), metavar="N", help="Keep the N highest versions (yanked ones aside)."
+)
+@click.option("--older-than", "older_than", metavar="AGE", help="Delete only versions older than AGE (e.g. 180d, 12h).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts and nightly jobs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@common
+def prune(
+    packages: tuple[str, ...], keep: int | None, older_than: str | None, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Delete old versions of each PKG (every package if none is named): all but the --keep N
+    highest, and of those only the ones older than --older-than AGE. The version latest names
+    and tagged versions always stay. With neither option, the config's "retention" section
+    applies (a package's own entry, else "*"), for a nightly job:
+
+    \b
+    e.g. "retention": {"*": {"keep": 20, "older_than": "180d"}, "firmware": {"keep": 50}}
+    """
+    from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
+
+    age = parse_age(older_than) if older_than is not None else None
+    reg = _STATE.registry()
+    results = reg.prune(
+        packages, keep=keep, older_than=age, dry_run=dry_run, confirm=lambda plans: _confirm_prune(plans, yes)
+    )
+    failed = 0
+    for name, outcome in results:
+        if isinstance(outcome, TychoError):
+            failed += 1
+            _print_error(outcome, prefix=f"{name}: ")
+            continue
+        for c in () if as_json else outcome.deleted:
+            age_days = "" if c.age is None else f", {c.age / 86400:.0f} days old"
+            _out(f"{'would delete' if dry_run else 'deleted'}  {name} {c.version}  ({_size(c.size)}{age_days})")
+        for version, why in outcome.spared.items():
+            _note(f"kept {name} {version}: {why}")
+        for version, why in outcome.failed.items():
+            _warn(f"could not delete {name} {version}: {why}")
+        failed += bool(outcome.failed)
+        gone = len(outcome.deleted)
+        _note(f"{name}: {gone} {'would be ' if dry_run else ''}deleted, {len(outcome.kept) + len(outcome.spared)} kept")
+    if as_json:
+        _json([{"package": n, "error": str(o)} if isinstance(o, TychoError) else o.to_json() for n, o in results])
+    if not results:
+        _note("Nothing to prune: no package has a retention policy")
+    elif dry_run:
+        _note("Dry run: nothing was deleted")
+    if failed:
+        raise TychoError(f"{failed} of {len(results)} packages could not be pruned completely", "see the errors above")
+
+
+def _confirm_prune(plans: list[Plan], yes: bool) -> bool:
+    """--yes, or an answer on a terminal after seeing the plan; never a prompt in a script."""
+    if yes:
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    for plan in plans:
+        for c in plan.delete:
+            _note(f"would delete  {plan.package} {c.version}  ({_size(c.size)})")
+    doomed = sum(len(p.delete) for p in plans)
+    return click.confirm(f"Delete these {doomed} versions? This cannot be undone.", default=False, err=True)
+
+
 def _print_error(exc: TychoError, prefix: str = "") -> None:
     click.echo(_message(f"error: {prefix}{exc}"), err=True)
     hint = hint_for(exc)
@@ -943,7 +1030,9 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
         else "push a new version number"
     ),
     "being-pushed": lambda e: f"wait, then check with: tychoreg list-versions {_fields(e)[0]}",
-    "confirm": lambda e: "pass --yes to go ahead",
+    "confirm": lambda e: (
+        "pass --yes to go ahead" + ("; --dry-run shows what would go" if e.details.get("planned") else "")
+    ),
     "tagged": lambda e: "move the tags first, or pass --force to delete it and its tags",
     "package-tagged": lambda e: "pass --force to delete it with all its versions and tags",
     "yanked-latest": lambda e: "unyank it first: tychoreg unyank {} {}".format(*_fields(e)),
@@ -1005,6 +1094,21 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
     "cannot-listen": lambda e: "choose another --port (--port 0 takes any free one), or stop what listens there",
     "serve-http": lambda e: "serve with a config whose backend is s3 or file",
     "index-over-http": lambda e: "check it with a config whose backend is s3 or file",
+    # folders as packages, retention (issue 15)
+    "folder-format": lambda e: (
+        f"push it with --format {e.details['named']} (what {e.details['localname']} says)"
+        if e.details.get("named")
+        else f"push it to a package whose file name ends in .{e.details.get('format')}: "
+        f"tychoreg init {_fields(e)[0]}-dir NAME.{e.details.get('format')}"
+    ),
+    "format-needs-folder": lambda e: "drop --format, or name a folder to pack",
+    "zstd-missing": lambda e: (
+        "pip install 'tycho-station[zstd]'" + ("" if e.details.get("pulling") else ", or push with --format tar.gz")
+    ),
+    "no-retention": lambda e: (
+        'give --keep N and/or --older-than AGE, or a "retention" section in the config, '
+        'e.g. {"retention": {"*": {"keep": 20, "older_than": "180d"}}}'
+    ),
 }
 
 

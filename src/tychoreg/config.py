@@ -21,13 +21,15 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError, TychoError, UsageError
 from .names import check_package, clip, shown
+from .portable import O_BINARY, O_CLOEXEC, O_NONBLOCK
 from .selector import Selector
-from .units import DEFAULT_EXTRACT_LIMIT, parse_size
+from .units import DEFAULT_EXTRACT_LIMIT, age_text, parse_age, parse_size
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
@@ -134,6 +136,9 @@ class Settings:
     require_signatures: bool = False
     signing_key: Path | None = None
 
+    #: Retention policies by package name (``*``: every package without its own), for ``prune``.
+    retention: dict[str, Retention] = field(default_factory=dict)
+
     @property
     def lockfile(self) -> Path | None:
         return self.project / LOCK_NAME if self.project else None
@@ -179,6 +184,24 @@ class Requirement:
         if self.extract is not None:
             out["extract"] = str(self.extract)
         return out
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A retention policy (``prune``, or a ``retention`` entry of the config): the ``keep``
+    highest versions that are not yanked stay, and of the others only those older than
+    ``older_than`` go. Either may be None (no such condition); both None is no policy at all
+    (a config entry ``{}`` exempts a package from ``*``)."""
+
+    keep: int | None = None
+    older_than: timedelta | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.keep is None and self.older_than is None
+
+    def to_json(self) -> dict[str, int | str | None]:
+        return {"keep": self.keep, "older_than": age_text(self.older_than) if self.older_than is not None else None}
 
 
 def default_registry_path() -> Path:
@@ -241,7 +264,7 @@ def read_document(path: Path, *, limit: int = MAX_DOCUMENT, head: int | None = N
     Raises ``OSError`` (cannot open), ``ValueError`` (not a regular file, too large) or
     ``UnicodeDecodeError``.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_BINARY)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -378,7 +401,7 @@ class _Environment:
             for where, name, value in self.taken
             if isinstance(value, str)
             and len(value) >= 4
-            and ((where not in _PUBLIC and not where.startswith("packages.")) or secret_marks(name))
+            and ((where not in _PUBLIC and not where.startswith(("packages.", "retention."))) or secret_marks(name))
         ]
 
 
@@ -441,6 +464,8 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
 
     options = env.resolve(_section(raw, backend, path), backend)
     packages = _packages(env.resolve(raw.get("packages", {}), "packages"), path)
+
+    retention = _retention(env.resolve(raw.get("retention", {}), "retention"), path)
     secrets = tuple(
         sorted(set(_secret_values(options)) | set(env.masked()) | set(_header_values(options)), key=len, reverse=True)
     )
@@ -465,6 +490,7 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
         identity=identity,
         warnings=warnings,
         packages=packages,
+        retention=retention,
         project=path.parent,
         **_tuning(tycho, path),
         **_signing(tycho, path, cwd),
@@ -774,3 +800,35 @@ def _check_http(options: dict[str, Any], path: Path) -> None:
         if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
             raise ConfigError(f"http.headers.{clip(name, 60)} in {where} must be a one-line string")
     options["headers"] = dict(headers)
+
+
+def _retention(section: Any, path: Path) -> dict[str, Retention]:
+    """The ``retention`` section: ``{"*": {"keep": 20, "older_than": "180d"}, "narf": {"keep": 5}}``.
+    A package's own entry replaces ``*`` for it (``{}``: never pruned by the config)."""
+    where = clip(path)
+    if not isinstance(section, dict):
+        raise ConfigError(f"section 'retention' of {where} must be a JSON object of package (or \"*\"): policy")
+    found: dict[str, Retention] = {}
+    for name, spec in sorted(section.items()):
+        entry = f"retention.{clip(name, 60)}"
+        if name != "*":
+            try:
+                check_package(name)
+            except UsageError as exc:
+                raise ConfigError(f"{entry} in {where}: {exc}", 'name a package, or "*" for every package') from None
+        if not isinstance(spec, dict) or set(spec) - {"keep", "older_than"}:
+            raise ConfigError(
+                f"{entry} in {where} must be an object with keep and/or older_than",
+                'e.g. {"keep": 20, "older_than": "180d"}',
+            )
+        keep, older = spec.get("keep"), spec.get("older_than")
+        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 0):
+            raise ConfigError(f"{entry}.keep in {where} must be a whole number of versions (0 or more)")
+        if older is not None and not isinstance(older, str):
+            raise ConfigError(f'{entry}.older_than in {where} must be an age such as "180d" or "12h"')
+        try:
+            age = parse_age(older) if older is not None else None
+        except UsageError as exc:
+            raise ConfigError(f"{entry}.older_than in {where}: {exc}", exc.hint) from None
+        found[name] = Retention(keep, age)
+    return found

@@ -81,6 +81,14 @@ Reason = Literal[
     "cannot-listen",
     "serve-http",
     "index-over-http",
+    # folders as packages, retention (issue 15)
+    "bad-format",
+    "cannot-pack",
+    "changed-while-packing",
+    "folder-format",
+    "format-needs-folder",
+    "zstd-missing",
+    "no-retention",
 ]
 
 

@@ -53,9 +53,11 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NamedTuple, Protocol, cast
 
+from . import portable
 from .errors import OperationError
 from .integrity import CHUNK
 from .localfs import DIR_FLAGS, is_private, open_regular, umask
+from .portable import O_BINARY, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW
 from .units import DEFAULT_EXTRACT_LIMIT
 
 MAX_MEMBERS = 1_000_000  # each member costs an inode and memory for the checks
@@ -63,7 +65,7 @@ STAMP_NAME = ".tycho-extract.json"
 _HEADER_CAP = 16 << 20  # tarfile reads pax headers and long names whole into memory: per member
 _GLOBAL_CAP = 1 << 20  # global pax headers stay in memory for the rest of the archive
 _STAMP_MAX = 64 << 10
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY
 _MAGIC = (
     (b"\x1f\x8b", "gz"),
     (b"BZh", "bz2"),
@@ -145,7 +147,14 @@ def read_stamp(dest: Path) -> Stamp | None:
 
 
 def check_target(dest: Path) -> None:
-    """Refuse a ``dest`` that is not a folder, or a non-empty folder tychoreg did not extract."""
+    """Refuse a ``dest`` that is not a folder, or a non-empty folder tychoreg did not extract;
+    and refuse everything where folders cannot be opened (Windows): see :mod:`tychoreg.portable`."""
+    if not portable.DIR_FDS:
+        raise OperationError(
+            f"cannot extract into {dest}: this system cannot open folders to work relative to them, "
+            "which safe extraction needs",
+            "pull the archive as a file and unpack it with a tool you trust",
+        )
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise OperationError(
             f"cannot extract into {dest}: it exists and is not a folder",
@@ -198,7 +207,7 @@ def _extract(entries: Generator[_Entry, None, None], archive: Path, dest: Path, 
     try:
         for folder in reversed(missing):
             folder.mkdir()
-        parent_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parent_fd = os.open(dest.parent, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         os.mkdir(name, 0o700, dir_fd=parent_fd)
         with closing(entries), _Tree(parent_fd, name) as tree:
             _unpack(entries, tree, max_bytes)
@@ -294,7 +303,10 @@ def _open(archive: Path, source: BinaryIO) -> Generator[_Entry, None, None]:
             import zstandard  # noqa: F401, PLC0415 - is it installed? (only for .zst archives)
         except ImportError:
             raise OperationError(
-                f"{archive} is zstd-compressed and the zstandard package is missing", "pip install 'zstandard>=0.22'"
+                f"{archive} is zstd-compressed and the zstandard package is missing",
+                "install tycho-station with its zstd extra",
+                reason="zstd-missing",
+                pulling=True,
             ) from None
     return _zip_entries(source, archive) if kind == "zip" else _tar_entries(source, kind)
 
@@ -539,7 +551,9 @@ class _Tree:
     def hardlink(self, parts: tuple[str, ...], source: tuple[str, ...]) -> None:
         src = os.dup(self.folder(source[:-1]))
         try:
-            os.link(source[-1], parts[-1], src_dir_fd=src, dst_dir_fd=self.folder(parts[:-1]), follow_symlinks=False)
+            portable.link(
+                source[-1], parts[-1], src_dir_fd=src, dst_dir_fd=self.folder(parts[:-1]), follow_symlinks=False
+            )
         except (FileExistsError, FileNotFoundError):
             raise _Tampered(parts) from None
         finally:
@@ -575,7 +589,7 @@ class _Tree:
 
     def _settle(self, fd: int, parts: tuple[str, ...]) -> None:
         mode, mtime = self.dirs.get(parts, (0o777, None))
-        os.fchmod(fd, self.mode(mode) | 0o700)
+        portable.fchmod(fd, self.mode(mode) | 0o700)
         _set_mtime(fd, mtime)
 
 
@@ -678,7 +692,7 @@ def _write(e: _Entry, tree: _Tree, parts: tuple[str, ...], written: int, max_byt
                 raise _too_big(f"member {e.name!r}", max_bytes)
             out.write(chunk)
         out.flush()
-        os.fchmod(fd, tree.mode(e.mode))
+        portable.fchmod(fd, tree.mode(e.mode))
         _set_mtime(fd, e.mtime)
     return written
 
@@ -696,3 +710,17 @@ def _too_big(member: str, max_bytes: int) -> _Refused:
         f"it expands past the limit of {max_bytes} bytes (at {member})",
         "nothing was extracted; if you trust this archive, raise the size limit",
     )
+
+
+def link_escapes(links: dict[tuple[str, ...], str]) -> tuple[str, ...] | None:
+    """The first of a tree's symbolic links (path parts -> target) that extraction would refuse
+    because it leads outside the tree (through the tree's other links too), else None: what
+    :mod:`tychoreg.pack` checks before it packs a folder, by the same rule."""
+    done: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+    for parts, target in links.items():
+        try:
+            if _resolve(links, done, parts[:-1], target, 0) is None:
+                return parts
+        except _Refused:  # a loop, or a chain too long to follow
+            return parts
+    return None

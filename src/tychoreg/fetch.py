@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import layout
+from . import layout, portable
 from .catalog import known_digest
 from .concurrency import backoff
 from .errors import IntegrityError, NotFound, RecordMissing, VersionNotFound
@@ -242,7 +242,7 @@ def _resume(fd: int, expected: Expected, restart: bool = False) -> Digests:
     trusted = 0 if restart else min(written_prefix(fd, CHUNK), expected.size)
     os.ftruncate(fd, trusted)
     for offset in range(0, trusted, CHUNK):
-        digests.update(os.pread(fd, min(CHUNK, trusted - offset), offset))
+        digests.update(portable.pread(fd, min(CHUNK, trusted - offset), offset))
     return digests
 
 

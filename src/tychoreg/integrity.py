@@ -8,12 +8,12 @@ only fingerprint, so we recompute it (MD5, or MD5 of part MD5s for multipart upl
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import portable
 from .store.base import CHUNK as CHUNK
 from .store.base import Sink, Source
 
@@ -139,7 +139,7 @@ class PositionalWriter:
     def write_at(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
         while view:
-            written = os.pwrite(self._fd, view, offset)
+            written = portable.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
 
     def account(self, data: bytes) -> None:

@@ -21,6 +21,9 @@ import re
 from contextlib import suppress
 from pathlib import Path
 
+from . import portable
+from .portable import O_BINARY, O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK
+
 _SHA = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -41,12 +44,12 @@ class KnownDigests:
 
     def _load(self, package: str) -> dict[str, str]:
         try:
-            fd = os.open(self._file(package), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self._file(package), os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_BINARY)
         except OSError:
             return {}
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
-            if st.st_uid != os.geteuid() or st.st_size > 4 << 20:
+            if st.st_uid != portable.geteuid() or st.st_size > 4 << 20:
                 return {}  # not ours (a shared cache folder), or not what we write
             try:
                 data = json.loads(fh.read())
@@ -71,7 +74,7 @@ class KnownDigests:
         with suppress(OSError):
             self._folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = self._folder / f".{package}.{os.urandom(6).hex()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY, 0o600)
             try:
                 with os.fdopen(fd, "w") as fh:
                     json.dump(known, fh, sort_keys=True)

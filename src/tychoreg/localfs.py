@@ -16,7 +16,6 @@ rename happens only while the temporary name still refers to the file we wrote.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -28,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import portable
 from .errors import IntegrityError, OperationError
+from .portable import O_BINARY, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK
 
 #: Open for reading without following a final symlink, and without blocking on a FIFO.
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_BINARY
 #: Open a folder without following it if it is a symlink.
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+NEW_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY
 _UMASK_LOCK = threading.Lock()
 
 
@@ -85,7 +86,7 @@ def default_mode(mode: int = 0o666) -> int:
 
 def is_private(st: os.stat_result) -> bool:
     """Owned by us and writable by nobody else: only our own processes can change it."""
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return st.st_uid == portable.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def open_regular(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
@@ -115,11 +116,11 @@ def link_open_file(fd: int, name: str, dir_fd: int, fallback: Path) -> None:
     was checked, not whatever ``fallback`` (its current name) holds by now. ``FileExistsError``
     if the name is taken; without ``/proc``, ``fallback`` is linked (never following a link)."""
     try:
-        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+        portable.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
     except FileNotFoundError:
         if os.path.isdir("/proc/self/fd"):
             raise
-        os.link(fallback, name, dst_dir_fd=dir_fd, follow_symlinks=False)
+        portable.link(str(fallback), name, dst_dir_fd=dir_fd, follow_symlinks=False)
 
 
 class NotPrivate(OSError):
@@ -142,14 +143,14 @@ def open_private_dir(name: str, dir_fd: int, *, create: bool, tighten: bool = Fa
             raise NotPrivate(exc.errno, "not a folder", name) from None
         raise
     st = os.fstat(fd)
-    if st.st_uid != os.geteuid():
+    if st.st_uid != portable.geteuid():
         os.close(fd)
         raise NotPrivate(errno.EPERM, f"it belongs to uid {st.st_uid}", name)
     if not is_private(st):
         if not tighten:
             os.close(fd)
             raise NotPrivate(errno.EPERM, "others can write to it", name)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o077)
+        portable.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o077)
     return fd
 
 
@@ -170,7 +171,7 @@ def private_dir(parent: Path, prefix: str, suffix: str) -> Iterator[PrivateDir]:
     """A fresh private folder in ``parent``, removed with everything in it afterwards. What is
     written there cannot be swapped or read by other accounts even when ``parent`` is shared."""
     parent.mkdir(parents=True, exist_ok=True)
-    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    pfd = os.open(parent, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     try:
         while True:
             name = f"{prefix}{secrets.token_hex(6)}{suffix}"
@@ -208,9 +209,8 @@ def written_prefix(fd: int, unit: int) -> int:
     holes; the prefix before the first hole was written. (Where the filesystem cannot tell holes
     apart, the whole file counts; the final hash check catches the rare miss.)"""
     size = os.fstat(fd).st_size
-    try:
-        hole = os.lseek(fd, 0, os.SEEK_HOLE)
-    except OSError:
+    hole = portable.first_hole(fd)
+    if hole is None:
         hole = size
     return size if hole >= size else hole - hole % unit
 
@@ -245,18 +245,18 @@ def _locked_part(part: Path) -> BinaryIO | None:
             found = os.lstat(part)
         except FileNotFoundError:
             try:
-                fd = os.open(part, _NEW_FLAGS, 0o600)
+                fd = os.open(part, NEW_FLAGS, 0o600)
             except FileExistsError:
                 continue
         else:
-            if not (stat.S_ISREG(found.st_mode) and found.st_uid == os.geteuid()):
+            if not (stat.S_ISREG(found.st_mode) and found.st_uid == portable.geteuid()):
                 return None
             if not _usable_part(found):
                 with suppress(FileNotFoundError):
                     os.unlink(part)
                 continue
             try:
-                fd = os.open(part, (os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+                fd = os.open(part, (os.O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_BINARY))
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -268,9 +268,7 @@ def _locked_part(part: Path) -> BinaryIO | None:
             os.close(fd)
             return None
         fh = os.fdopen(fd, "r+b")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not portable.try_lock(fh.fileno()):  # held by another pull, or no locks here: not shared
             fh.close()
             return None
         if _same(part, st):
@@ -286,7 +284,7 @@ def fresh_temp(path: Path, suffix: str = ".tmp") -> tuple[BinaryIO, Path]:
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")
         try:
-            return os.fdopen(os.open(tmp, _NEW_FLAGS, 0o600), "w+b"), tmp
+            return os.fdopen(os.open(tmp, NEW_FLAGS, 0o600), "w+b"), tmp
         except FileExistsError:
             continue
 
@@ -332,7 +330,7 @@ def resumable_write(path: Path, tag: str | None) -> Iterator[BinaryIO]:
             fh.flush()
             os.fsync(fh.fileno())
             _replace_checked(part, path, fh.fileno())
-            os.fchmod(fh.fileno(), default_mode())
+            portable.fchmod(fh.fileno(), default_mode())
         except IntegrityError:
             part.unlink(missing_ok=True)
             raise

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import portable
 from .config import Requirement, extract_problem, parse_document, read_document
 from .errors import ConfigError, OperationError, UsageError
 from .localfs import default_mode, fresh_temp
@@ -159,7 +160,7 @@ def write(path: Path, entries: dict[str, Locked], registry: str) -> None:
         fh, tmp = fresh_temp(path)  # never written through anything planted at its name
         with fh:
             fh.write((json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
-            os.fchmod(fh.fileno(), default_mode())
+            portable.fchmod(fh.fileno(), default_mode())
         os.replace(tmp, path)
     except OSError as exc:
         if tmp is not None:

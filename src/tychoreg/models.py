@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import IntegrityError
 from .names import is_valid_segment
+
+if TYPE_CHECKING:
+    from .pack import Packed
 
 FORMAT = 1
 #: The key of ``tycho.json`` under which tychoreg keeps what 0.4.0 does not know (tags, yanks).
@@ -387,6 +390,9 @@ class PushResult:
     promoted: bool = False
     #: The fingerprint of the key that signed it (``push --sign``), if any.
     signed_by: str | None = None
+
+    #: What a folder was packed into, when a folder was pushed.
+    packed: Packed | None = None
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
-from . import catalog, delete, deliver, fetch, layout, refs
+from . import catalog, delete, deliver, fetch, layout, portable, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
-from .config import Project, Settings, load_settings
+from .config import Project, Retention, Settings, load_settings
 from .errors import (
     AlreadyExists,
     ConfigError,
@@ -62,13 +62,14 @@ from .models import (
 from .names import check_filename, check_package, check_tag, check_version, is_valid_segment
 from .selector import Selector
 from .store import PreconditionFailed, Store, open_store
-from .store.base import ProgressFactory
+from .store.base import LocalStore, ProgressFactory
 from .store.snapshot import ReadOnly, SnapshotStore
 from .units import DEFAULT_EXTRACT_LIMIT
 
 if TYPE_CHECKING:
     from .lockfile import Locked
     from .mirror import Mirrored
+    from .retention import Plan, Pruned
     from .signatures import SignResult, Trust
     from .upkeep import Debris, Verified
     from .webindex import IndexReport
@@ -144,6 +145,7 @@ class Registry:
         project: Project | None = None,
         trust: Trust | None = None,
         signing_key: Path | None = None,
+        retention: dict[str, Retention] | None = None,
     ) -> None:
         self.store = store
         self.outdir = Path(outdir)
@@ -160,6 +162,9 @@ class Registry:
         self.trust = trust
         #: The key pushes sign with (``tycho.signing_key``), if any.
         self.signing_key = signing_key
+
+        #: Retention policies by package (``*``: the rest), for :meth:`prune` without options.
+        self.retention = retention or {}
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Registry:
@@ -187,12 +192,13 @@ class Registry:
             outdir=settings.outdir,
             identity=settings.identity,
             warn=warn,
-            cache=cls.download_cache(settings) if settings.cache else None,
+            cache=cls.download_cache(settings) if settings.cache and portable.DIR_FDS else None,
             extract_limit=settings.extract_limit,
             known=KnownDigests(default_known_root(), store.identity),
             project=settings.declared,
             trust=trust,
             signing_key=settings.signing_key,
+            retention=settings.retention,
         )
 
     @staticmethod
@@ -309,8 +315,10 @@ class Registry:
         skip_existing: bool = False,
         progress: ProgressFactory | None = None,
         sign: str | os.PathLike[str] | None = None,
+        format: str | None = None,
     ) -> PushResult:
-        """Upload ``file`` as ``version`` of ``package``; versions are immutable.
+        """Upload ``file`` as ``version`` of ``package``; versions are immutable. A folder is
+        packed into an archive first (see :meth:`push_folder`; ``format`` is for folders only).
 
         With ``skip_existing``, a version that already holds exactly these bytes is success
         (idempotent CI pushes); one that holds other bytes is still an error.
@@ -322,27 +330,44 @@ class Registry:
         :class:`VersionExists`, :class:`BeingPushed`, :class:`StorageError`."""
         check_package(package)
         check_version(version, for_push=True)
-        from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
-
         key = None
         chosen = sign if sign is not None else self.signing_key
         if chosen is not None:
             from .signatures import key_path  # noqa: PLC0415 - signatures, sshsig: only when signing
 
             key = key_path(chosen)
-        result = push(
-            self.store,
-            package,
-            version,
-            Path(file),
-            identity=self.identity,
-            note=note,
-            promote_latest=promote_latest,
-            skip_existing=skip_existing,
-            progress=progress,
-            known=self.known,
-            warn=self._warn,
-        )
+        if Path(file).is_dir():
+            result = self._pack_and_push(
+                package,
+                version,
+                file,
+                format=format,
+                promote_latest=promote_latest,
+                note=note,
+                skip_existing=skip_existing,
+                progress=progress,
+            )
+        elif format is not None:
+            raise UsageError(
+                f"{file} is a file, pushed as it is: an archive format applies only to a folder",
+                reason="format-needs-folder",
+            )
+        else:
+            from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
+
+            result = push(
+                self.store,
+                package,
+                version,
+                Path(file),
+                identity=self.identity,
+                note=note,
+                promote_latest=promote_latest,
+                skip_existing=skip_existing,
+                progress=progress,
+                known=self.known,
+                warn=self._warn,
+            )
         if key is None:
             return result
         try:
@@ -892,3 +917,116 @@ class Registry:
             self.catalog_problem(exc)
         elif self._warn is not None:
             self._warn(str(exc))
+
+    # -- folders as packages, retention (issue 15: everyday use) -----------------------------
+    @_writes
+    def push_folder(
+        self,
+        package: str,
+        version: str,
+        folder: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        promote_latest: bool = False,
+        note: str | None = None,
+        skip_existing: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PushResult:
+        """Pack ``folder`` reproducibly (the same tree gives the same bytes, see
+        :mod:`tychoreg.pack`) and push the archive as ``version``. ``format`` is ``tar.gz``,
+        ``tar.zst`` or ``zip``; by default the one the package's file name ends in, else
+        ``tar.gz``. The package's file name must end in the format's suffix.
+
+        Raises :class:`UsageError` (``reason="folder-format"``: the file name says another
+        format; ``"cannot-pack"``: a special file, a link leaving the folder, an unreadable file,
+        the registry inside), :class:`OperationError` (``"changed-while-packing"``), and what
+        :meth:`push` raises."""
+        return self._pack_and_push(
+            package,
+            version,
+            folder,
+            format=format,
+            promote_latest=promote_latest,
+            note=note,
+            skip_existing=skip_existing,
+            progress=progress,
+        )
+
+    def _pack_and_push(
+        self,
+        package: str,
+        version: str,
+        folder: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        promote_latest: bool = False,
+        note: str | None = None,
+        skip_existing: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PushResult:
+        check_package(package)
+        check_version(version, for_push=True)
+        from . import pack  # noqa: PLC0415 - tarfile, zipfile: ~4 ms, only for folders
+        from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
+
+        doc, _ = refs.read(self.store, package)
+        fmt = pack.format_for(doc.checked_localname(), format, package)
+        root = self.store.root if isinstance(self.store, LocalStore) else None
+        with pack.packed(Path(folder), fmt, root) as (archive, packed):
+            if self._warn and packed.content_bytes > self.extract_limit:
+                self._warn(
+                    f"{folder} holds {packed.content_bytes} bytes, more than this configuration lets "
+                    f"an archive expand to ({self.extract_limit}): pulls with that limit refuse to extract it"
+                )
+            result = push(
+                self.store,
+                package,
+                version,
+                archive,
+                identity=self.identity,
+                note=note,
+                promote_latest=promote_latest,
+                skip_existing=skip_existing,
+                progress=progress,
+                known=self.known,
+                warn=self._warn,
+            )
+        return replace(result, packed=packed)
+
+    def prune(
+        self,
+        packages: Sequence[str] = (),
+        *,
+        keep: int | None = None,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        confirm: Callable[[list[Plan]], bool] | None = None,
+    ) -> list[tuple[str, Pruned | TychoError]]:
+        """Delete old versions by policy: of each package (every package if none is named),
+        the ``keep`` highest versions that are not yanked stay, and of the others those older
+        than ``older_than`` go; never the version ``latest`` names or a tagged one. With
+        neither option, each package's policy from the configuration's ``retention`` section
+        applies (its own entry, else ``*``). Each version goes by the delete protocol, so a
+        prune is safe beside concurrent pushes and promotes (see :mod:`tychoreg.retention`).
+
+        ``dry_run`` deletes nothing and says what would go. ``confirm`` is asked once, with
+        every package's plan, before anything is deleted; if it says no,
+        :class:`ConfirmationNeeded` is raised. Failures are returned per package, not raised.
+
+        Raises :class:`UsageError` (``reason="no-retention"``) when nothing says what may go."""
+        from . import retention  # noqa: PLC0415 - retention, versions: ~6 ms, only prune
+
+        if keep is not None and keep < 0:
+            raise UsageError(f"cannot keep {keep} versions", "keep 0 or more versions")
+        for name in packages:
+            check_package(name)
+        names = list(dict.fromkeys(packages)) or [p.name for p in self.packages()]
+        chosen = retention.policies(names, self.retention, Retention(keep, older_than), named=bool(packages))
+        if not dry_run:
+            self.ensure_writable()
+        done = retention.prune(self.store, names, chosen, dry_run=dry_run, confirm=confirm)
+        if not dry_run:  # the static catalog, as after any delete
+            for package, outcome in done:
+                if not isinstance(outcome, TychoError) and outcome.deleted:
+                    self._after_write(package)
+        return done

@@ -51,3 +51,12 @@ def parse_age(text: str) -> timedelta:
         return timedelta(seconds=float(match.group(1)) * _AGE_UNITS[match.group(2)])
     except OverflowError:  # more days than a date can hold
         raise UsageError(f"age {shown(text)} is too large", "use at most 999999999 days, e.g. 3650d") from None
+
+
+def age_text(age: timedelta) -> str:
+    """An age as :func:`parse_age` reads it, in the largest unit that divides it (``180d``)."""
+    seconds = age.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

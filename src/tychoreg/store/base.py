@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..errors import IntegrityError, StorageError
@@ -262,3 +263,12 @@ def too_large(location: str, key: str, size: int) -> IntegrityError:
         f"(limit {MAX_DOCUMENT}); it is damaged or planted",
         "repair or remove it",
     )
+
+
+@runtime_checkable
+class LocalStore(Protocol):
+    """A store whose objects are files under a folder on this machine (the file backend): a
+    folder being packed must neither hold it nor lie inside it."""
+
+    @property
+    def root(self) -> Path: ...

@@ -19,7 +19,6 @@ metadata is kept in extended attributes (``user.tycho.NAME``) where the file sys
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import stat
@@ -29,7 +28,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import IntegrityError, StorageError
+from .. import portable
+from ..errors import ConfigError, IntegrityError, StorageError
+from ..portable import O_BINARY, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK
 from .base import (
     CHUNK,
     MAX_DOCUMENT,
@@ -46,9 +47,9 @@ from .base import (
 
 LOCK_NAME = ".tycho-lock"
 _XATTR = "user.tycho."
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a planted FIFO must not block us
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+_READ = os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_BINARY  # a planted FIFO must not block us
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY
 #: POSIX record locks belong to the process: threads of one process are kept apart by these.
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
@@ -140,6 +141,9 @@ class FileStore:
     probe_conditional_writes = False  # link() and rename() under our lock: nothing to ignore them
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        problem = portable.file_backend_problem()
+        if problem is not None:
+            raise ConfigError(f"a file registry cannot be used here: {problem}", "use an s3 registry on this system")
         self.root = Path(path)
         self.location = str(self.root)
         self.identity = self.location
@@ -151,6 +155,9 @@ class FileStore:
         our own in the registry folder)."""
         if self._keeps_metadata is None:
             found = False  # set only once known: threads asking meanwhile probe too, never read a guess
+            if not hasattr(os, "setxattr"):  # macOS and Windows: no such calls in Python
+                self._keeps_metadata = False
+                return False
             try:
                 with self._folder(()) as root:
                     name = f".xattr.{os.urandom(6).hex()}.tmp"
@@ -187,7 +194,7 @@ class FileStore:
         means the key does not exist (FileNotFoundError)."""
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the root may be a link
+        fd = os.open(self.root, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)  # the root may be a link
         try:
             for i, part in enumerate(parts):
                 try:
@@ -279,14 +286,14 @@ class FileStore:
             in_process = _THREAD_LOCKS.setdefault(os.path.abspath(self.root), threading.Lock())
         with in_process, self._folder(()) as root:
             try:
-                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=root)
+                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o666, dir_fd=root)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise self._link_error([LOCK_NAME]) from None
                 raise
             try:
                 _share_with_group(fd, root)
-                fcntl.lockf(fd, fcntl.LOCK_EX)
+                portable.record_lock(fd)
                 yield
             finally:
                 os.close(fd)  # releases the lock
@@ -360,7 +367,7 @@ class FileStore:
         touched: claim ages then compare two times of one clock, whatever ours says."""
         with self._storage_errors(LOCK_NAME), self._folder((), create=True) as root:
             try:
-                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=root)
+                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o666, dir_fd=root)
             except OSError:
                 return None  # cannot write here: then our own clock it is
             try:
@@ -510,13 +517,15 @@ def _share_with_group(fd: int, root: int) -> None:
     """A registry folder that its group may write gets a lock file its group may lock (a record
     lock needs the file open for writing); best effort."""
     try:
-        if os.fstat(root).st_mode & stat.S_IWGRP and os.fstat(fd).st_uid == os.geteuid():
-            os.fchmod(fd, os.fstat(fd).st_mode & 0o777 | stat.S_IRGRP | stat.S_IWGRP)
+        if os.fstat(root).st_mode & stat.S_IWGRP and os.fstat(fd).st_uid == portable.geteuid():
+            portable.fchmod(fd, os.fstat(fd).st_mode & 0o777 | stat.S_IRGRP | stat.S_IWGRP)
     except OSError:
         pass
 
 
 def _write_meta(fd: int, meta: Mapping[str, str]) -> None:
+    if not hasattr(os, "setxattr"):
+        return
     for name, value in meta.items():
         try:
             os.setxattr(fd, _XATTR + name, value.encode())
@@ -525,6 +534,8 @@ def _write_meta(fd: int, meta: Mapping[str, str]) -> None:
 
 
 def _read_meta(fd: int) -> dict[str, str]:
+    if not hasattr(os, "listxattr"):
+        return {}
     try:
         names = [n for n in os.listxattr(fd) if n.startswith(_XATTR)]
         return {n[len(_XATTR) :]: os.getxattr(fd, n).decode("ascii", "replace") for n in names}
