@@ -38,6 +38,10 @@ _HOMES = {
     "Debris": "upkeep",
     "NotCached": "deliver",
     "UnsafeArchive": "extract",
+    "PackageSpec": "selector",
+    "SyncPlan": "plan",
+    "Planned": "plan",
+    "DeletePlan": "plan",
     **dict.fromkeys(
         (
             "TychoError",
@@ -73,6 +77,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationNeeded",
     "Debris",
+    "DeletePlan",
     "IntegrityError",
     "Locked",
     "NoLatest",
@@ -84,7 +89,9 @@ __all__ = [
     "PackageExists",
     "PackageInfo",
     "PackageNotFound",
+    "PackageSpec",
     "Pin",
+    "Planned",
     "Project",
     "PullResult",
     "PushResult",
@@ -95,6 +102,7 @@ __all__ = [
     "Selector",
     "Settings",
     "StorageError",
+    "SyncPlan",
     "TagNotFound",
     "TychoError",
     "UnsafeArchive",
@@ -134,8 +142,9 @@ if TYPE_CHECKING:
     from .extract import UnsafeArchive
     from .lockfile import Locked
     from .models import PackageDetails, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
+    from .plan import DeletePlan, Planned, SyncPlan
     from .registry import Pin, Registry
-    from .selector import Selector
+    from .selector import PackageSpec, Selector
     from .upkeep import Debris, Verified
 
 

@@ -65,6 +65,10 @@ Reason = Literal[
     "version-exists",
     "version-is-tag",
     "yanked-latest",
+    # everyday use (issue 15a): project discovery, selectors on the command line
+    "untrusted-config",
+    "selector-twice",
+    "package-twice",
 ]
 
 

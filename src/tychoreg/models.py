@@ -351,10 +351,31 @@ class PullResult:
     from_cache: bool = False
     #: ``path`` is a folder the archive was unpacked into (``--extract``).
     extracted: bool = False
+    #: The version's size and SHA-256 (None: pushed by a tool that recorded none).
+    size: int | None = None
+    sha256: str | None = None
 
     @property
     def verified(self) -> bool:
         return self.checked_by == "sha256"
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` prints for this pull (the command-line contract's ``pull`` shape, then more)."""
+        return {
+            "package": self.package,
+            "version": self.version,
+            "path": str(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "downloaded": self.downloaded,
+            "from_cache": self.from_cache,
+            "extracted": self.extracted,
+            "checked_by": self.checked_by,
+            "verified": self.verified,
+            "resumes": self.resumes,
+            "yanked": self.yanked,
+            "yank_reason": self.yank_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -375,6 +396,24 @@ class PushResult:
     version: VersionInfo
     skipped: bool = False
     promoted: bool = False
+    #: What ``latest`` is after the push (as the push last read it).
+    latest: str | None = None
+
+    def to_json(self, package: str) -> dict[str, Any]:
+        """What ``--json`` prints for this push (the command-line contract's ``push`` shape, then more)."""
+        v = self.version
+        return {
+            "package": package,
+            "version": v.version,
+            "size": v.size,
+            "sha256": v.sha256,
+            "latest": self.latest,
+            "skipped": self.skipped,
+            "promoted": self.promoted,
+            "pushed_at": v.pushed_at,
+            "pushed_by": v.pushed_by,
+            "note": v.note,
+        }
 
 
 @dataclass(frozen=True)
