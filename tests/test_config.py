@@ -145,8 +145,8 @@ def test_relative_config_paths_are_relative_to_cwd(fws: Workspace, tmp_path: Pat
     assert names(fws.run("list", "--json", "--config", "../cfgs/other.json", cwd=sub)) == ["other"]
     assert names(fws.run("list", "--json", env={"TYCHOREG_CONFIG": "../cfgs/other.json"}, cwd=sub)) == ["other"]
     assert names(fws.run("list", "--json", "--config", "../.tychoreg.json", cwd=sub)) == ["mine"]
-    # ./.tychoreg.json is looked for in the current directory only, not in its parents
-    assert names(fws.run("list", "--json", cwd=sub)) == []
+    # without --config, the nearest .tychoreg.json in a parent folder is the project's config
+    assert names(fws.run("list", "--json", cwd=sub)) == ["mine"]
 
 
 def test_explicit_config_wins_over_broken_env_config(fws: Workspace, tmp_path: Path) -> None:

@@ -38,6 +38,10 @@ _HOMES = {
     "Debris": "upkeep",
     "NotCached": "deliver",
     "UnsafeArchive": "extract",
+    "PackageSpec": "selector",
+    "SyncPlan": "plan",
+    "Planned": "plan",
+    "DeletePlan": "plan",
     **dict.fromkeys(
         (
             "TychoError",
@@ -84,6 +88,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationNeeded",
     "Debris",
+    "DeletePlan",
     "IndexReport",
     "IntegrityError",
     "Locked",
@@ -97,7 +102,9 @@ __all__ = [
     "PackageExists",
     "PackageInfo",
     "PackageNotFound",
+    "PackageSpec",
     "Pin",
+    "Planned",
     "Project",
     "PullResult",
     "PushResult",
@@ -112,6 +119,7 @@ __all__ = [
     "SignatureError",
     "Signed",
     "StorageError",
+    "SyncPlan",
     "TagNotFound",
     "Trust",
     "TychoError",
@@ -154,8 +162,9 @@ if TYPE_CHECKING:
     from .lockfile import Locked
     from .mirror import Mirrored
     from .models import PackageDetails, PackageInfo, PullResult, PushResult, Resolved, VersionInfo
+    from .plan import DeletePlan, Planned, SyncPlan
     from .registry import Pin, Registry
-    from .selector import Selector
+    from .selector import PackageSpec, Selector
     from .signatures import Signed, SignResult, Trust
     from .store.snapshot import ReadOnly
     from .upkeep import Debris, Verified

@@ -436,12 +436,13 @@ class Cache:
         entries = self._entries()
         return CacheInfo(self.root, len(entries), sum(e[2] for e in entries), self.limit_bytes)
 
-    def prune(self, older_than: float | None = None) -> tuple[int, int]:
+    def prune(self, older_than: float | None = None, *, dry_run: bool = False) -> tuple[int, int]:
         """Remove entries unused for ``older_than`` seconds (None: all) and part files untouched
-        for a day; return (entries removed, bytes freed including part files)."""
+        for a day; return (entries removed, bytes freed including part files). With
+        ``dry_run``, remove nothing and return what would be removed and freed."""
         now, removed, freed = time.time(), 0, 0
         for used, sha256, size in self._entries():
-            if (older_than is None or used < now - older_than) and self._unlink_entry(sha256):
+            if (older_than is None or used < now - older_than) and (dry_run or self._unlink_entry(sha256)):
                 removed, freed = removed + 1, freed + size
         folders: list[int] = []
         with suppress(OSError):  # our own part files, and any that earlier versions left in tmp/
@@ -454,7 +455,8 @@ class Cache:
                     with suppress(OSError):
                         st = part.stat(follow_symlinks=False)
                         if not stat.S_ISDIR(st.st_mode) and st.st_mtime < now - STALE_PART:
-                            os.unlink(part.name, dir_fd=folder)
+                            if not dry_run:
+                                os.unlink(part.name, dir_fd=folder)
                             freed += st.st_size
             finally:
                 os.close(folder)

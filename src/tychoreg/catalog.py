@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import layout
-from .concurrency import parallel_map
+from .concurrency import executor, parallel_map
 from .errors import IntegrityError, StorageError
 from .models import PUSH_ID, PackageDoc, VersionInfo, VersionRecord, record_for_data
 from .names import is_valid_segment
@@ -43,7 +42,7 @@ def _md5_etag(raw: bytes, etag: str | None) -> bool:
 
 def scan(store: Store, package: str) -> tuple[dict[str, int], dict[str, Known]]:
     """Visible versions with their stored sizes, and what each one's record says."""
-    with ThreadPoolExecutor(3) as pool:
+    with executor(3) as pool:
         data = pool.submit(lambda: list(store.list(layout.data_prefix(package))))
         records = pool.submit(lambda: list(store.list(layout.records_prefix(package))))
         catalog = pool.submit(_read_catalog, store, package)

@@ -26,16 +26,19 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from . import __version__
-from .errors import ConfirmationNeeded, Reason, TychoError, UsageError
+from .errors import ConfirmationNeeded, OperationError, Reason, TychoError, UsageError
 from .progress import Bars
 from .progress import wanted as progress_wanted
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from .cache import Cache
     from .config import Settings
     from .models import PullResult
     from .registry import Registry
     from .retention import Plan
+    from .selector import PackageSpec
 
 
 #: A command function as the option decorators get and return it.
@@ -51,6 +54,10 @@ class _State:
         self.quiet = False
         self.no_cache = False
         self.settings: Settings | None = None
+        #: --json: results are one JSON document on stdout, and nothing else goes there.
+        self.as_json = False
+        #: The embedded default registry's location, when that is the one in use.
+        self.default_registry: str | None = None
 
     def registry(self) -> Registry:
         from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
@@ -63,7 +70,16 @@ class _State:
             _warn(warning)
         reg = Registry.from_settings(self.settings, warn=_warn)
         reg.catalog_problem = _warn_error
+        if self.settings.origin == "default":
+            self.default_registry = reg.location
         return reg
+
+    def wrote(self) -> None:
+        """Say, once, that a write went to the embedded default registry: with no config file in
+        sight, a push may not land where the user thinks."""
+        if self.default_registry is not None:
+            _note(f"Wrote to the default registry in {self.default_registry} (no config file found here or above)")
+            self.default_registry = None
 
     def redact(self, text: str) -> str:
         for secret in self.settings.secrets if self.settings else ():
@@ -89,6 +105,18 @@ def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 def _set_no_cache(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     _STATE.no_cache = _STATE.no_cache or value
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    _STATE.as_json = _STATE.as_json or value
+    return value
+
+
+def json_option(func: _Command) -> _Command:
+    """``--json``: print one JSON document on stdout (progress and remarks go to stderr or nowhere)."""
+    return click.option(
+        "--json", "as_json", is_flag=True, callback=_set_json, help="Print one JSON document on stdout."
+    )(func)
 
 
 def no_cache_option(func: _Command) -> _Command:
@@ -124,7 +152,10 @@ def common(func: _Command) -> _Command:
         metavar="PATH",
         expose_value=False,
         callback=_set_config,
-        help="Config file (default: $TYCHOREG_CONFIG, else ./.tychoreg.json, else the embedded default registry).",
+        help=(
+            "Config file (default: $TYCHOREG_CONFIG, else the nearest .tychoreg.json here or above, "
+            "else the embedded default registry)."
+        ),
     )(func)
 
 
@@ -174,8 +205,9 @@ def _json(doc: Any) -> None:
 
 
 def _info(text: str) -> None:
-    """What was done (pulled, pushed, skipped): on stdout like results, silenced by --quiet."""
-    if not _STATE.quiet:
+    """What was done (pulled, pushed, skipped): on stdout like results, silenced by --quiet and
+    by --json (whose document says it)."""
+    if not _STATE.quiet and not _STATE.as_json:
         click.echo(clean(text))
 
 
@@ -206,7 +238,25 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100})
+class _ClosedPipe(Exception):
+    """stdout's reader went away; raised instead of ``BrokenPipeError``, which click would turn
+    into exit status 1 on its own."""
+
+
+class _Group(click.Group):
+    """The command group: a closed stdout in any command reaches :func:`main` as :class:`_ClosedPipe`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _ClosedPipe from None
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100},
+)
 @click.version_option(__version__, "--version", "-V", prog_name="tychoreg", message="%(prog)s %(version)s")
 @common
 def cli() -> None:
@@ -223,12 +273,17 @@ def cli() -> None:
 @cli.command()
 @click.argument("package", metavar="PKG")
 @click.argument("filename", metavar="FILENAME")
+@json_option
 @common
-def init(package: str, filename: str) -> None:
+def init(package: str, filename: str, as_json: bool) -> None:
     """Create package PKG whose pulls are saved as FILENAME."""
     reg = _STATE.registry()
     reg.init(package, filename)
-    _out(f"Initialized {package} in {reg.location} (pulls are saved as {filename})")
+    if as_json:
+        _json({"package": package, "filename": filename, "registry": reg.location})
+    else:
+        _out(f"Initialized {package} in {reg.location} (pulls are saved as {filename})")
+    _STATE.wrote()
 
 
 @cli.command()
@@ -256,6 +311,7 @@ def init(package: str, filename: str) -> None:
     type=click.Choice(["tar.gz", "tar.zst", "zip"]),
     help="Pack a DIR as this (default: what PKG's file name ends in, else tar.gz).",
 )
+@json_option
 @common
 def push(
     package: str,
@@ -266,6 +322,7 @@ def push(
     skip_existing: bool,
     sign: Path | None,
     fmt: str | None,
+    as_json: bool,
 ) -> None:
     """Upload FILE as VERSION of PKG. Versions are immutable.
 
@@ -285,6 +342,11 @@ def push(
             sign=sign,
             format=fmt,
         )
+    if not result.skipped or result.promoted:
+        _STATE.wrote()
+    if as_json:
+        _json(result.to_json(package))
+        return
     if result.packed:
         p = result.packed
         counts = ", ".join(
@@ -348,13 +410,13 @@ def _report_pull(result: PullResult) -> None:
 
 
 @cli.command()
-@click.argument("package", metavar="PKG")
+@click.argument("package", metavar="PKG[@SELECTOR]")
 @click.option(
     "--version",
     "version",
-    default="latest",
-    show_default=True,
-    help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x.",
+    default=None,
+    show_default="latest",
+    help="A version, a tag, or a range such as ^1.2, ~1.2.3, >=1.2,<2, 1.x (or write PKG@SELECTOR).",
 )
 @click.option("--outfile", type=click.Path(path_type=Path), help="Save here instead of OUTDIR/FILENAME.")
 @click.option("--force", is_flag=True, help="Download even when the destination is up to date.")
@@ -372,24 +434,31 @@ def _report_pull(result: PullResult) -> None:
     help="Take a version whose record is missing although it had one, by size and ETag.",
 )
 @no_cache_option
+@json_option
 @common
 def pull(
     package: str,
-    version: str,
+    version: str | None,
     outfile: Path | None,
     force: bool,
     pre: bool,
     extract: Path | None,
     allow_unverified: bool,
+    as_json: bool,
 ) -> None:
-    """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile."""
+    """Download VERSION (default latest) of PKG to OUTDIR/FILENAME or --outfile.
+
+    \b
+    e.g. tychoreg pull narf@^1.2      (the same as: tychoreg pull narf --version '^1.2')
+    """
     if extract is not None and outfile is not None:
         raise UsageError("--extract and --outfile do not go together", "give one of them")
+    spec = _spec(package, version)
     reg = _STATE.registry()
     with _bars() as bars:
         result = reg.pull(
-            package,
-            version,
+            spec.package,
+            spec.wanted(),
             outfile=outfile,
             force=force,
             pre=pre,
@@ -398,6 +467,25 @@ def pull(
             allow_unverified=allow_unverified,
         )
     _report_pull(result)
+    if as_json:
+        _json(result.to_json())
+
+
+def _spec(text: str, version: str | None, option: str = "--version") -> PackageSpec:
+    """``PKG`` or ``PKG@SELECTOR`` as typed, with the selector an option may give instead
+    (both at once is a usage error)."""
+    from .selector import PackageSpec, Selector  # noqa: PLC0415 - the domain loads on use: --help stays fast
+
+    spec = PackageSpec.parse(text)
+    if version is None:
+        return spec
+    if spec.selector is not None:
+        raise UsageError(
+            f"{clean(text)} already names a version; {option} {clean(version)} names another",
+            f"give the version once: {clean(spec.package)}@SELECTOR or {option}",
+            reason="selector-twice",
+        )
+    return PackageSpec(spec.package, Selector.parse(version))
 
 
 def _done(name: str, outcome: PullResult | TychoError) -> None:
@@ -407,8 +495,27 @@ def _done(name: str, outcome: PullResult | TychoError) -> None:
         _report_pull(outcome)
 
 
+def _outcomes_json(results: list[tuple[str, PullResult | TychoError]]) -> list[dict[str, Any]]:
+    """The contract's list for pull-list and sync: a pull per package, or its error."""
+    return [
+        _error_json(name, outcome) if isinstance(outcome, TychoError) else outcome.to_json()
+        for name, outcome in results
+    ]
+
+
+def _error_json(package: str, exc: TychoError) -> dict[str, Any]:
+    """One package's failure in a JSON list: ``{"package", "error"}``, then its reason and hint."""
+    hint = hint_for(exc)
+    return {
+        "package": package,
+        "error": _STATE.redact(str(exc)),
+        "reason": exc.reason,
+        "hint": _STATE.redact(hint) if hint else None,
+    }
+
+
 @cli.command("pull-list")
-@click.argument("packages", metavar="PKG...", nargs=-1)
+@click.argument("packages", metavar="PKG[@SELECTOR]...", nargs=-1)
 @click.option(
     "--from",
     "source",
@@ -419,12 +526,21 @@ def _done(name: str, outcome: PullResult | TychoError) -> None:
 @click.option("--force", is_flag=True, help="Download even when destinations are up to date.")
 @click.option("--offline", is_flag=True, help="With a lock file: use the cache only, never the registry.")
 @no_cache_option
+@json_option
 @common
-def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offline: bool) -> None:
-    """Pull the latest version of each PKG (or what --from FILE names); report every failure."""
+def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offline: bool, as_json: bool) -> None:
+    """Pull the latest version of each PKG (or what PKG@SELECTOR or --from FILE names); report
+    every failure.
+
+    \b
+    e.g. tychoreg pull-list narf@^1 tool@stable gcc@13.2.0
+    """
+    specs = [_spec(p, None) for p in packages]
     reg = _STATE.registry()
     with _bars() as bars:
-        results = reg.pull_list(packages, from_file=source, force=force, offline=offline, progress=bars, done=_done)
+        results = reg.pull_list(specs, from_file=source, force=force, offline=offline, progress=bars, done=_done)
+    if as_json:
+        _json(_outcomes_json(results))
     failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
     if failed:
         raise TychoError(f"{failed} of {len(results)} packages failed to pull", "see the errors above")
@@ -432,7 +548,7 @@ def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offli
 
 @cli.command("list", short_help="Every package (or those matching a glob) with its latest version.")
 @click.argument("pattern", metavar="[PATTERN]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def list_(pattern: str | None, as_json: bool) -> None:
     """Every package (matching the glob PATTERN, e.g. 'tools-*') with its latest version.
@@ -457,7 +573,7 @@ def list_(pattern: str | None, as_json: bool) -> None:
 
 @cli.command("list-versions")
 @click.argument("package", metavar="PKG")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def list_versions(package: str, as_json: bool) -> None:
     """Every version of PKG, ascending by version precedence."""
@@ -482,11 +598,16 @@ def list_versions(package: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("package", metavar="PKG")
 @click.argument("version", metavar="VERSION")
+@json_option
 @common
-def promote(package: str, version: str) -> None:
+def promote(package: str, version: str, as_json: bool) -> None:
     """Make VERSION the one that `latest` means."""
     _STATE.registry().promote(package, version)
-    _out(f"{package} latest -> {version}")
+    _STATE.wrote()
+    if as_json:
+        _json({"package": package, "version": version, "latest": version})
+    else:
+        _out(f"{package} latest -> {version}")
 
 
 @cli.command()
@@ -494,21 +615,31 @@ def promote(package: str, version: str) -> None:
 @click.argument("version", metavar="VERSION")
 @click.argument("tag", metavar="TAG")
 @click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
+@json_option
 @common
-def tag(package: str, version: str, tag: str, pre: bool) -> None:
+def tag(package: str, version: str, tag: str, pre: bool, as_json: bool) -> None:
     """Point TAG (e.g. stable) at VERSION (a version, tag or range)."""
     exact = _STATE.registry().tag(package, version, tag, pre=pre)
-    _out(f"{package} {tag} -> {exact}")
+    _STATE.wrote()
+    if as_json:
+        _json({"package": package, "tag": tag, "version": exact})
+    else:
+        _out(f"{package} {tag} -> {exact}")
 
 
 @cli.command()
 @click.argument("package", metavar="PKG")
 @click.argument("tag", metavar="TAG")
+@json_option
 @common
-def untag(package: str, tag: str) -> None:
+def untag(package: str, tag: str, as_json: bool) -> None:
     """Remove TAG from PKG."""
     old = _STATE.registry().untag(package, tag)
-    _out(f"Removed tag {tag} of {package} (was {old})")
+    _STATE.wrote()
+    if as_json:
+        _json({"package": package, "tag": tag, "was": old})
+    else:
+        _out(f"Removed tag {tag} of {package} (was {old})")
 
 
 def _confirm(question: str, yes: bool) -> bool:
@@ -525,8 +656,9 @@ def _confirm(question: str, yes: bool) -> bool:
 @click.argument("version", metavar="VERSION")
 @click.option("--reason", metavar="TEXT", help="Why; shown to everyone who pulls it by name.")
 @click.option("--yes", is_flag=True, help="Go ahead even if latest has to move.")
+@json_option
 @common
-def yank(package: str, version: str, reason: str | None, yes: bool) -> None:
+def yank(package: str, version: str, reason: str | None, yes: bool, as_json: bool) -> None:
     """Stop handing out VERSION: no range or latest picks it; exact pulls still work, with a warning."""
     reg = _STATE.registry()
     try:
@@ -535,6 +667,10 @@ def yank(package: str, version: str, reason: str | None, yes: bool) -> None:
         if not _confirm(f"{exc}. Go ahead?", yes):
             raise
         latest = reg.yank(package, version, reason, move_latest=True)
+    _STATE.wrote()
+    if as_json:
+        _json({"package": package, "version": version, "yanked": True, "reason": reason, "latest": latest})
+        return
     _out(f"Yanked {package} {version}" + (f" ({reason})" if reason else ""))
     _out(f"{package} latest -> {latest or '(unset)'}")
 
@@ -542,11 +678,16 @@ def yank(package: str, version: str, reason: str | None, yes: bool) -> None:
 @cli.command()
 @click.argument("package", metavar="PKG")
 @click.argument("version", metavar="VERSION")
+@json_option
 @common
-def unyank(package: str, version: str) -> None:
+def unyank(package: str, version: str, as_json: bool) -> None:
     """Make a yanked VERSION resolvable again (latest is left as it is)."""
     _STATE.registry().unyank(package, version)
-    _out(f"Unyanked {package} {version}")
+    _STATE.wrote()
+    if as_json:
+        _json({"package": package, "version": version, "yanked": False})
+    else:
+        _out(f"Unyanked {package} {version}")
 
 
 @cli.command()
@@ -554,28 +695,62 @@ def unyank(package: str, version: str) -> None:
 @click.argument("version", metavar="[VERSION]", required=False)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @click.option("--force", is_flag=True, help="Also delete versions that tags point to, and those tags.")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing (needs no --yes).")
+@json_option
 @common
-def delete(package: str, version: str | None, yes: bool, force: bool) -> None:
+def delete(package: str, version: str | None, yes: bool, force: bool, dry_run: bool, as_json: bool) -> None:
     """Delete VERSION of PKG, or all of PKG, data and metadata."""
     what = f"{package} {version}" if version else f"package {package} with all its versions"
+    if dry_run:
+        plan = _STATE.registry().plan_delete(package, version, force=force)
+        if as_json:
+            _json({**plan.to_json(), "deleted": False, "dry_run": True})
+            return
+        exact = f"{package} {plan.version}" if plan.version else f"package {package}"
+        count = f" ({len(plan.versions)} version{'s' if len(plan.versions) != 1 else ''})" if not plan.version else ""
+        _out(f"Would delete {exact}{count}" + (f" and tags {', '.join(plan.tags)}" if plan.tags else ""))
+        for v in plan.versions if not plan.version else ():
+            _out(f"  {v}")
+        _note("Dry run: nothing was deleted")
+        return
     if not _confirm(f"Delete {what}? This cannot be undone.", yes):
         raise TychoError(f"not deleting {what} without confirmation", "pass --yes to confirm")
     removed = _STATE.registry().delete(package, version, force=force)
-    _out(f"Deleted {what}" + (f" (and tags {', '.join(removed)})" if removed else ""))
+    _STATE.wrote()
+    if as_json:
+        _json({"package": package, "version": version, "tags": removed, "deleted": True, "dry_run": False})
+    else:
+        _out(f"Deleted {what}" + (f" (and tags {', '.join(removed)})" if removed else ""))
 
 
 @cli.command(short_help="Show a package, or one version: size, sha256, who, when, note.")
-@click.argument("package", metavar="PKG")
+@click.argument("package", metavar="PKG[@SELECTOR]")
 @click.argument("version", metavar="[VERSION]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--version", "version_option", metavar="SELECTOR", help="The version to show (the same as VERSION or PKG@SELECTOR)."
+)
+@json_option
 @click.option("--pre", is_flag=True, help="Let a range pick pre-releases.")
 @common
-def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
-    """Show PKG (localname, tags, newest versions) or one VERSION (size, sha256, who, when, note)."""
+def info(package: str, version: str | None, version_option: str | None, as_json: bool, pre: bool) -> None:
+    """Show PKG (localname, tags, newest versions) or one VERSION (size, sha256, who, when, note).
+
+    \b
+    e.g. tychoreg info narf@stable   (the same as: tychoreg info narf stable)
+    """
     from .models import PackageDetails  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
+    if version is not None and version_option is not None:
+        raise UsageError(
+            f"VERSION {clean(version)} and --version {clean(version_option)} both name a version",
+            "give the version once",
+            reason="selector-twice",
+        )
+    spec = _spec(package, version_option, "--version") if version is None else _spec(package, version, "VERSION")
     reg = _STATE.registry()
-    details = reg.info(package) if version is None else reg.version_info(package, version, pre=pre)
+    details = (
+        reg.info(spec.package) if spec.selector is None else reg.version_info(spec.package, spec.selector, pre=pre)
+    )
     if as_json:
         _json(details.to_json())
         return
@@ -609,13 +784,15 @@ def info(package: str, version: str | None, as_json: bool, pre: bool) -> None:
 
 
 @cli.command(short_help="Check stored versions against their SHA-256 and size.")
-@click.argument("package", metavar="[PKG]", required=False)
+@click.argument("package", metavar="[PKG[@SELECTOR]]", required=False)
 @click.argument("version", metavar="[VERSION]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def verify(package: str | None, version: str | None, as_json: bool) -> None:
     """Re-read stored versions and check them against their SHA-256 and size; exit 1 on any mismatch."""
-    results = _STATE.registry().verify(package, version)
+    spec = _spec(package, version, "VERSION") if package is not None else None
+    reg = _STATE.registry()
+    results = reg.verify(spec.package, spec.selector) if spec is not None else reg.verify()
     bad = [r for r in results if not r.ok]
     if as_json:
         _json(
@@ -655,12 +832,24 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
     help="Leave alone what is younger (pushes may still be running), e.g. 2h, 7d.",
 )
 @click.option("--yes", is_flag=True, help="Delete what is found (default: only list it).")
+@json_option
 @common
-def gc(older_than: str, yes: bool) -> None:
+def gc(older_than: str, yes: bool, as_json: bool) -> None:
     """Find debris of interrupted pushes (unfinished uploads, orphaned claims); --yes deletes it."""
     from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
+    if yes and found:
+        _STATE.wrote()
+    if as_json:
+        _json(
+            {
+                "removed": yes,
+                "dry_run": not yes,
+                "debris": [{"kind": d.kind, "key": d.key, "size": d.size} for d in found],
+            }
+        )
+        return
     for d in found:
         _out(
             f"{'removed' if yes else 'would remove'}  {d.kind}  {d.key}"
@@ -676,9 +865,11 @@ def gc(older_than: str, yes: bool) -> None:
 @click.option("--locked", is_flag=True, help="Install exactly what tycho.lock says; fail if it is stale.")
 @click.option("--offline", is_flag=True, help="Use tycho.lock and the cache only; never the registry.")
 @click.option("--force", is_flag=True, help="Download and extract again even when up to date.")
+@click.option("--dry-run", is_flag=True, help="Say what would be locked and installed; write and download nothing.")
 @no_cache_option
+@json_option
 @common
-def sync(locked: bool, offline: bool, force: bool) -> None:
+def sync(locked: bool, offline: bool, force: bool, dry_run: bool, as_json: bool) -> None:
     """Install the config's `packages`: resolve what tycho.lock does not pin yet, write the
     lock, then pull (and extract) each in parallel. Up-to-date packages cost nothing.
 
@@ -686,29 +877,108 @@ def sync(locked: bool, offline: bool, force: bool) -> None:
     e.g. "packages": {"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}}
     """
     reg = _STATE.registry()
-    with _bars() as bars:
-        results = reg.sync(locked=locked, offline=offline, force=force, progress=bars, done=_done)
+    if dry_run:
+        _sync_plan(reg, locked=locked, offline=offline, force=force, as_json=as_json)
+        return
+    try:
+        with _bars() as bars:
+            results = reg.sync(locked=locked, offline=offline, force=force, progress=bars, done=_done)
+    except OperationError as exc:
+        _unresolved_json(exc, as_json)
+        raise
+    if as_json:
+        _json(_outcomes_json(results))
     failed = sum(isinstance(outcome, TychoError) for _, outcome in results)
     if failed:
         raise TychoError(f"{failed} of {len(results)} packages failed to install", "see the errors above")
 
 
+def _unresolved_json(exc: OperationError, as_json: bool) -> None:
+    """With --json, the packages a sync could not resolve (so it installed nothing), each with its error."""
+    failed = exc.details.get("failed") if exc.reason == "unresolved" else None
+    if as_json and isinstance(failed, dict):
+        _json(_outcomes_json(sorted(failed.items())))
+
+
+_ACTIONS = {"up-to-date": "up to date", "from-cache": "would copy from the cache", "download": "would download"}
+
+
+def _sync_plan(reg: Registry, *, locked: bool, offline: bool, force: bool, as_json: bool) -> None:
+    try:
+        plan = reg.plan_sync(locked=locked, offline=offline, force=force)
+    except OperationError as exc:
+        _unresolved_json(exc, as_json)
+        raise
+    if as_json:
+        _json(
+            [
+                _error_json(name, p) if isinstance(p, TychoError) else {**p.to_json(), "dry_run": True}
+                for name, p in plan.packages
+            ]
+        )
+    else:
+        if plan.lock_changes:
+            _out(f"Would write {_shown(plan.lockfile)}")
+        for name, p in plan.packages:
+            if isinstance(p, TychoError):
+                _print_error(p, prefix=f"{name}: ")
+            else:
+                _out(f"{_ACTIONS[p.action]}: {p.package} {p.version} -> {_shown(p.path)}")
+        _note("Dry run: nothing was written or downloaded")
+    failed = sum(isinstance(p, TychoError) for _, p in plan.packages)
+    if failed:
+        raise TychoError(f"{failed} of {len(plan.packages)} packages could not be installed", "see the errors above")
+
+
 @cli.command(short_help="Resolve the declared packages into tycho.lock (download nothing).")
 @click.argument("packages", metavar="[PKG...]", nargs=-1)
 @click.option("--upgrade", is_flag=True, help="Resolve again the named packages (all, if none named).")
+@click.option("--dry-run", is_flag=True, help="Say what the lock would pin; write nothing.")
+@click.option("--check", is_flag=True, help="Exit 1 if tycho.lock does not answer the declarations (for CI); offline.")
+@json_option
 @common
-def lock(packages: tuple[str, ...], upgrade: bool) -> None:
+def lock(packages: tuple[str, ...], upgrade: bool, dry_run: bool, check: bool, as_json: bool) -> None:
     """Pin each declared package to an exact version and SHA-256 in tycho.lock. Entries already
     locked stay as they are unless --upgrade (for PKG..., or for all)."""
     if packages and not upgrade:
         raise UsageError("naming packages needs --upgrade", f"e.g. tychoreg lock --upgrade {packages[0][:60]}")
+    if check and (upgrade or dry_run):
+        raise UsageError("--check does not go with --upgrade or --dry-run", "give --check alone")
     reg = _STATE.registry()
-    entries, changed = reg.lock(upgrade=list(packages) if packages else upgrade)
+    if check:
+        problems = reg.lock_problems()
+        assert reg.project is not None
+        if as_json:
+            _json({"lockfile": str(reg.project.lockfile), "fresh": not problems, "problems": problems})
+        for problem in problems:
+            _warn(problem)
+        if problems:
+            raise OperationError(
+                f"{reg.project.lockfile.name} does not answer the declared packages", reason="stale-lock"
+            )
+        _note(f"{_shown(reg.project.lockfile)} answers every declared package")
+        return
+    upgrading = list(packages) if packages else upgrade
+    entries, changed = reg.plan_lock(upgrade=upgrading) if dry_run else reg.lock(upgrade=upgrading)
     assert reg.project is not None
+    if as_json:
+        _json(
+            {
+                "lockfile": str(reg.project.lockfile),
+                "changed": changed,
+                "dry_run": dry_run,
+                "packages": [{"package": name, **entries[name].to_object()} for name in sorted(entries)],
+            }
+        )
+        return
     for name in sorted(entries):
         signer = entries[name].signer
         _info(f"{name:20} {entries[name].version}" + (f"  signed by {signer}" if signer else ""))
-    _info(f"{'Wrote' if changed else 'Unchanged:'} {_shown(reg.project.lockfile)}")
+    if dry_run:
+        _info(f"{'Would write' if changed else 'Would leave unchanged:'} {_shown(reg.project.lockfile)}")
+        _note("Dry run: nothing was written")
+    else:
+        _info(f"{'Wrote' if changed else 'Unchanged:'} {_shown(reg.project.lockfile)}")
 
 
 @cli.group(short_help="Inspect or prune the shared download cache.")
@@ -724,7 +994,7 @@ def _cache() -> Cache:
 
 
 @cache.command("info")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def cache_info(as_json: bool) -> None:
     """Where the cache is, how many files it holds and their size."""
@@ -751,14 +1021,145 @@ def cache_info(as_json: bool) -> None:
 
 @cache.command("prune")
 @click.option("--older-than", metavar="AGE", help="Only files unused for AGE (e.g. 30d, 12h); default: all.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@json_option
 @common
-def cache_prune(older_than: str | None) -> None:
+def cache_prune(older_than: str | None, dry_run: bool, as_json: bool) -> None:
     """Remove cached files (all, or those unused for AGE). Pulled files stay where they are."""
     from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     age = parse_age(older_than).total_seconds() if older_than is not None else None
-    removed, freed = _cache().prune(age)
-    _out(f"Removed {removed} cached file{'s' if removed != 1 else ''} ({_size(freed)})")
+    removed, freed = _cache().prune(age, dry_run=dry_run)
+    if as_json:
+        _json({"removed": removed, "bytes": freed, "dry_run": dry_run})
+        return
+    files = f"{removed} cached file{'s' if removed != 1 else ''} ({_size(freed)})"
+    _out(f"Would remove {files}" if dry_run else f"Removed {files}")
+    if dry_run:
+        _note("Dry run: nothing was removed")
+
+
+# -- everyday use (issue 15a): help and shell completion ----------------------------------------
+@cli.command("help", short_help="Show the help of tychoreg or of a command.")
+@click.argument("names", metavar="[COMMAND]...", nargs=-1)
+@json_option
+@common
+@click.pass_context
+def help_(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Show the help of tychoreg, or of COMMAND (as COMMAND --help does).
+
+    \b
+    e.g. tychoreg help pull
+         tychoreg help cache prune
+    """
+    here = ctx.find_root()
+    command: click.Command = here.command
+    for name in names:
+        group = command if isinstance(command, click.Group) else None
+        found = group.get_command(here, name) if group is not None else None
+        if found is None:
+            where = here.command_path
+            raise UsageError(
+                f"{where} has no command {clean(name)!r}" if group is not None else f"{where} has no subcommands",
+                f"see: {' '.join(['tychoreg help', *here.command_path.split()[1:]])}",
+            )
+        here = click.Context(found, info_name=name, parent=here)
+        command = found
+    text = command.get_help(here)
+    if as_json:
+        subcommands = sorted(command.commands) if isinstance(command, click.Group) else []
+        _json({"command": here.command_path, "help": text, "commands": subcommands})
+    else:
+        click.echo(text)
+
+
+#: The shells ``completion`` writes a script for (click's own completion support).
+SHELLS = ("bash", "zsh", "fish")
+#: The variable the completion scripts set when they ask this program for completions.
+COMPLETE_VAR = "_TYCHOREG_COMPLETE"
+
+
+@cli.command(short_help="Print a shell completion script (bash, zsh, fish).")
+@click.argument("shell", type=click.Choice(SHELLS))
+@json_option
+@common
+def completion(shell: str, as_json: bool) -> None:
+    """Print the completion script for SHELL: commands, options and package names (from the
+    registry) complete on Tab.
+
+    \b
+    bash:  tychoreg completion bash > ~/.local/share/bash-completion/completions/tychoreg
+    zsh:   tychoreg completion zsh > "${fpath[1]}/_tychoreg"
+    fish:  tychoreg completion fish > ~/.config/fish/completions/tychoreg.fish
+    """
+    from click.shell_completion import get_completion_class  # noqa: PLC0415 - only for this command
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # every name in SHELLS is one of click's
+    script = complete(cli, {}, "tychoreg", COMPLETE_VAR).source()
+    if as_json:
+        _json({"shell": shell, "script": script})
+    else:
+        click.echo(script, nl=False)
+
+
+#: How long completion waits for the registry's listing before it offers nothing.
+COMPLETION_TIMEOUT = 3.0
+
+
+class _PackageName(click.types.StringParamType):
+    """A package name (``PKG``, or ``PKG[@SELECTOR]`` where ``selectors``) whose completions come
+    from the registry: one listing of package names, or of one package's tags and versions."""
+
+    name = "package"
+
+    def __init__(self, selectors: bool) -> None:
+        self.selectors = selectors
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem  # noqa: PLC0415 - only while completing
+
+        return [CompletionItem(c) for c in _bounded(lambda: self._candidates(incomplete))]
+
+    def _candidates(self, incomplete: str) -> list[str]:
+        from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
+        from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
+
+        reg = Registry.from_settings(load_settings(_STATE.config))  # no warnings: they would garble the line
+        package, at, partial = incomplete.partition("@")
+        if at and self.selectors:
+            return [f"{package}@{s}" for s in reg.selectors(package) if s.startswith(partial)]
+        return reg.package_names(incomplete)
+
+
+def _bounded(work: Callable[[], list[str]]) -> list[str]:
+    """``work``'s answer, or nothing when it fails or takes longer than a person waits for Tab."""
+    import threading  # noqa: PLC0415 - only while completing
+
+    found: list[str] = []
+
+    def run() -> None:
+        try:
+            found.extend(work())
+        except Exception:  # noqa: BLE001 - completion offers nothing rather than an error
+            pass
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(COMPLETION_TIMEOUT)
+    return list(found) if not worker.is_alive() else []
+
+
+def _complete_packages(group: click.Group) -> None:
+    """Give every package argument (PKG, PKG...) of every command completions from the registry."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _complete_packages(command)
+            continue
+        for param in command.params:
+            metavar = param.metavar or ""
+            if isinstance(param, click.Argument) and param.name in ("package", "packages") and "PKG" in metavar:
+                param.type = _PackageName(selectors="@SELECTOR" in metavar)
 
 
 # -- signatures and mirroring --------------------------------------------------------------------
@@ -771,12 +1172,14 @@ def cache_prune(older_than: str | None) -> None:
     type=click.Path(path_type=Path),
     help="SSH key to sign with (a private key, or a public key held by ssh-agent); default: tycho.signing_key.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def sign(package: str, version: str, key: Path | None, as_json: bool) -> None:
     """Sign VERSION of PKG (its package, version, size and SHA-256) with an SSH key; the signature
     is stored beside the version. A version may carry several signatures."""
     result = _STATE.registry().sign(package, version, key=key)
+    if result.added:
+        _STATE.wrote()
     if as_json:
         _json(
             {
@@ -805,7 +1208,7 @@ def sign(package: str, version: str, key: Path | None, as_json: bool) -> None:
     help="The config file of the registry to copy to.",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def mirror(packages: tuple[str, ...], to: Path, dry_run: bool, as_json: bool) -> None:
     """Copy PKG... (all packages when none is named) from this registry to the one CONFIG
@@ -863,7 +1266,7 @@ def _warn_error(exc: TychoError) -> None:
 
 @cli.command(short_help="Write (or --check) the static catalog: web pages and machine indexes.")
 @click.option("--check", is_flag=True, help="Only check: exit 1 if the catalog is stale or missing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def index(check: bool, as_json: bool) -> None:
     """Write the static catalog into the registry: index.html and .tycho-catalog.json at its root,
@@ -872,6 +1275,8 @@ def index(check: bool, as_json: bool) -> None:
     With it, any static web server (or `tychoreg serve`) makes the registry readable over HTTP."""
     reg = _STATE.registry()
     report = reg.index(check=check)
+    if report.written:
+        _STATE.wrote()
     if check:
         if as_json:
             _json({"fresh": not report.stale, "packages": report.packages, "stale": report.stale})
@@ -936,7 +1341,7 @@ def serve(host: str, port: int, as_json: bool) -> None:
 @click.option("--older-than", "older_than", metavar="AGE", help="Delete only versions older than AGE (e.g. 180d, 12h).")
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts and nightly jobs).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @common
 def prune(
     packages: tuple[str, ...], keep: int | None, older_than: str | None, dry_run: bool, yes: bool, as_json: bool
@@ -956,6 +1361,8 @@ def prune(
     results = reg.prune(
         packages, keep=keep, older_than=age, dry_run=dry_run, confirm=lambda plans: _confirm_prune(plans, yes)
     )
+    if not dry_run and any(not isinstance(o, TychoError) and o.deleted for _, o in results):
+        _STATE.wrote()
     failed = 0
     for name, outcome in results:
         if isinstance(outcome, TychoError):
@@ -1109,6 +1516,13 @@ _HINTS: dict[Reason, Callable[[TychoError], str]] = {
         'give --keep N and/or --older-than AGE, or a "retention" section in the config, '
         'e.g. {"retention": {"*": {"keep": 20, "older_than": "180d"}}}'
     ),
+    # everyday use (issue 15a)
+    "untrusted-config": lambda e: (
+        f"if you trust it, make it yours and writable only by you (chmod go-w {e.details.get('path')}), "
+        "or name it with --config"
+    ),
+    "selector-twice": lambda e: e.hint or "give the version once",
+    "package-twice": lambda e: "name each package once",
 }
 
 
@@ -1131,6 +1545,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status (0 done, 1 failed, 2 bad usage or config)."""
     global _STATE
     _STATE = _State()
+    if COMPLETE_VAR in os.environ:  # a completion script asks: package names come from the registry
+        _complete_packages(cli)
     try:
         result = cli.main(args=argv, prog_name="tychoreg", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -1149,13 +1565,14 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(_message(f"error: {exc.format_message()}"), err=True)
         return exc.exit_code
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            return _interrupted()
         click.echo("error: aborted", err=True)
         return 1
     except KeyboardInterrupt:
-        click.echo("error: interrupted; nothing was left half-written", err=True)
-        return 130
-    except BrokenPipeError:
+        return _interrupted()
+    except (BrokenPipeError, _ClosedPipe):
         _silence_stdout()
     except Exception as exc:  # noqa: BLE001 - the edge: never show a bare traceback
         _debug_traceback()
@@ -1164,7 +1581,44 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+#: The exit status when the reader of stdout went away (128 + SIGPIPE, as a shell reports it).
+EXIT_CLOSED_PIPE = 141
+#: How long an interrupted command lets work in other threads unwind (remove its temporary files).
+SETTLE_SECONDS = 1.0
+
+
+def _interrupted() -> int:
+    """Ctrl-C: the main thread has unwound (its temporary files are gone, a download's part file
+    is cut back to what was verified so the next pull resumes it). Work in other threads is told
+    to stop at its next chunk and given a moment to unwind too; a transfer stalled in the network
+    is not waited for (the process ends without it: a thread pool would otherwise hold the exit
+    for as long as the stall lasts)."""
+    import threading  # noqa: PLC0415 - loaded by then anyway; only after Ctrl-C
+    import time  # noqa: PLC0415 - only after Ctrl-C
+
+    from .concurrency import CANCELLED  # noqa: PLC0415 - the domain loads on use: --help stays fast
+
+    CANCELLED.set()
+    click.echo("error: interrupted; nothing half-written was left in place", err=True)
+    try:
+        others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+        deadline = time.monotonic() + SETTLE_SECONDS
+        for thread in others:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in others):
+            return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _silence_stdout() -> NoReturn:
+    """The reader of stdout is gone (``tychoreg list | head -1``): stop quietly, as a command
+    killed by SIGPIPE does, without Python's complaint about flushing a closed pipe at exit."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(1)
+    sys.exit(EXIT_CLOSED_PIPE)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 from .errors import TychoError
@@ -28,12 +29,47 @@ _R = TypeVar("_R")
 Outcome = tuple[str, _R | TychoError]
 
 
+#: Set by the command line when the user interrupts it (Ctrl-C): work still running in other
+#: threads stops at its next chunk of data (:func:`check_cancelled`) and unwinds, removing its
+#: temporary files, instead of running on while the command exits.
+CANCELLED = threading.Event()
+
+
+class Cancelled(BaseException):
+    """Raised in a worker thread when the command was interrupted (see :data:`CANCELLED`); a
+    ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` retries it."""
+
+
+def check_cancelled() -> None:
+    """Raise :class:`Cancelled` if the command was interrupted."""
+    if CANCELLED.is_set():
+        raise Cancelled
+
+
+@contextmanager
+def executor(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that, like ``with ThreadPoolExecutor()``, waits for its work when the block
+    ends, except when the user interrupts (``KeyboardInterrupt``): then what has not started is
+    cancelled and the block returns at once, without waiting for a transfer that may be stalled
+    for a minute; what is running stops at its next chunk once :data:`CANCELLED` is set."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        yield pool
+    except (KeyboardInterrupt, Cancelled):
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def parallel_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int = PARALLEL_REQUESTS) -> list[_R]:
     """``func`` of each item with bounded concurrency, results in the items' order."""
     items = list(items)
     if len(items) <= 1:
         return [func(i) for i in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+    with executor(min(workers, len(items))) as pool:
         return list(pool.map(func, items))
 
 

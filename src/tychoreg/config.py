@@ -19,21 +19,28 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from .discovery import LOCAL_CONFIG as LOCAL_CONFIG  # where it always was
+from .discovery import find_project_config, trust_check
 from .errors import ConfigError, TychoError, UsageError
 from .names import check_package, clip, shown
 from .portable import O_BINARY, O_CLOEXEC, O_NONBLOCK
+from .schema import describe, suggestion, unknown_keys
 from .selector import Selector
 from .units import DEFAULT_EXTRACT_LIMIT, age_text, parse_age, parse_size
 
 CONFIG_ENV = "TYCHOREG_CONFIG"
 IDENTITY_ENV = "TYCHOREG_IDENTITY"
-LOCAL_CONFIG = ".tychoreg.json"
+
+
+#: How the config file was found: named by --config, by $TYCHOREG_CONFIG, or found in the
+#: current folder or a parent (a project config), or none (the embedded default).
+Origin = Literal["explicit", "environment", "project", "default"]
 Backend = Literal["s3", "file", "http"]
 BACKENDS: tuple[Backend, ...] = ("s3", "file", "http")
 DEFAULT_OUTDIR = "tycho_packages"
@@ -139,6 +146,8 @@ class Settings:
     #: Retention policies by package name (``*``: every package without its own), for ``prune``.
     retention: dict[str, Retention] = field(default_factory=dict)
 
+    origin: Origin = "explicit"
+
     @property
     def lockfile(self) -> Path | None:
         return self.project / LOCK_NAME if self.project else None
@@ -212,14 +221,21 @@ def default_registry_path() -> Path:
 
 
 def find_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> Path | None:
-    """Apply the resolution order: --config, $TYCHOREG_CONFIG, ./.tychoreg.json, none."""
+    """Apply the resolution order: --config, $TYCHOREG_CONFIG, the nearest .tychoreg.json, none."""
+    found = locate_config(explicit, cwd)
+    return found[0] if found else None
+
+
+def locate_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> tuple[Path, Origin] | None:
+    """The config file and how it was found: ``--config``, ``$TYCHOREG_CONFIG``, else the
+    ``.tychoreg.json`` in ``cwd`` or its nearest parent (see :mod:`tychoreg.discovery`)."""
     if explicit is not None and str(explicit) != "":
         path = cwd / Path(explicit).expanduser()
         if not _is_file(path):
             raise ConfigError(
                 f"config file {clip(explicit)} does not exist", "check the path", reason="explicit-config-missing"
             )
-        return path
+        return path, "explicit"
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
         path = cwd / Path(from_env).expanduser()
@@ -227,9 +243,9 @@ def find_config(explicit: str | os.PathLike[str] | None, cwd: Path) -> Path | No
             raise ConfigError(
                 f"config file {clip(from_env)} (named by {CONFIG_ENV}) does not exist", f"fix or unset {CONFIG_ENV}"
             )
-        return path
-    local = cwd / LOCAL_CONFIG
-    return local if local.is_file() else None
+        return path, "environment"
+    found = find_project_config(cwd)
+    return (found, "project") if found is not None else None
 
 
 def _is_file(path: Path) -> bool:
@@ -243,32 +259,42 @@ def _is_file(path: Path) -> bool:
 def load_settings(config: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Settings:
     """Resolve the configuration the way every command does."""
     cwd = Path.cwd() if cwd is None else cwd
-    path = find_config(config, cwd)
-    if path is None:
+    found = locate_config(config, cwd)
+    if found is None:
         return Settings(
             backend="file",
             outdir=cwd / DEFAULT_OUTDIR,
             options={"path": str(default_registry_path())},
             source="the embedded default (no config file found)",
             identity=os.environ.get(IDENTITY_ENV) or None,
+            origin="default",
         )
-    return _from_file(path, cwd)
+    return _from_file(*found, cwd)
 
 
-def read_document(path: Path, *, limit: int = MAX_DOCUMENT, head: int | None = None) -> str:
+def read_document(
+    path: Path,
+    *,
+    limit: int = MAX_DOCUMENT,
+    head: int | None = None,
+    check: Callable[[os.stat_result], None] | None = None,
+) -> str:
     """The text of a small local document (a config, lock or dotenv file), or with ``head`` only
     its first bytes (to tell a lock from a list, whatever its size).
 
     Opened without blocking and checked to be a regular file, so a FIFO or device planted under
     that name cannot hang or exhaust the command; larger than ``limit`` is refused unread.
     Raises ``OSError`` (cannot open), ``ValueError`` (not a regular file, too large) or
-    ``UnicodeDecodeError``.
+    ``UnicodeDecodeError``. ``check`` is given the open file's status before anything is read
+    (and may raise), so what it approves is what is read.
     """
     fd = os.open(path, os.O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_BINARY)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("it is not a regular file")
+        if check is not None:
+            check(info)
         if head is not None:
             return os.read(fd, head).decode("utf-8", errors="replace")
         if info.st_size > limit:
@@ -405,10 +431,10 @@ class _Environment:
         ]
 
 
-def _from_file(path: Path, cwd: Path) -> Settings:
+def _from_file(path: Path, origin: Origin, cwd: Path) -> Settings:
     env = _Environment(path)
     try:
-        return _settings(path, cwd, env)
+        return _settings(path, origin, cwd, env)
     except TychoError as exc:
         secrets = sorted(env.masked(), key=len, reverse=True)
         if not secrets:
@@ -422,9 +448,11 @@ def _mask(text: str, secrets: list[str]) -> str:
     return text
 
 
-def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
+def _settings(path: Path, origin: Origin, cwd: Path, env: _Environment) -> Settings:
+    # A config found in a parent folder is used only if no one else could have written it.
+    parent = origin == "project" and os.path.realpath(path.parent) != os.path.realpath(cwd)
     try:
-        raw = parse_document(read_document(path))
+        raw = parse_document(read_document(path, check=trust_check(path) if parent else None))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {clip(path)}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -444,16 +472,21 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {clip(path)} must hold a JSON object")
     tycho = _section(raw, "tycho", path)
+    # In a project config, outdir and dotenv are relative to its folder; with --config or
+    # $TYCHOREG_CONFIG they are relative to the current folder, as in tycho-station 0.4.0.
+    base = path.parent if origin == "project" else cwd
 
     # dotenv first, so {"env": ...} values below can come from it; existing variables win.
     dotenv = env.resolve(tycho.get("dotenv"), "tycho.dotenv")
-    dotenv_file = _load_dotenv(dotenv, path, cwd, env) if dotenv is not None else None
+    dotenv_file = _load_dotenv(dotenv, path, base, env) if dotenv is not None else None
 
     tycho = {k: env.resolve(v, f"tycho.{k}") for k, v in tycho.items()}
     backend = tycho.get("backend", "s3")
     if backend not in BACKENDS:
+        guess = suggestion(backend, list(BACKENDS)) if isinstance(backend, str) else None
         raise ConfigError(
-            f"unknown backend {shown(backend)} in {clip(path)}", f"set tycho.backend to one of: {', '.join(BACKENDS)}"
+            f"unknown backend {shown(backend)} in {clip(path)}" + (f" (did you mean {guess}?)" if guess else ""),
+            f"set tycho.backend to one of: {', '.join(BACKENDS)}",
         )
     outdir = tycho.get("outdir", DEFAULT_OUTDIR)
     if not isinstance(outdir, str) or not outdir:
@@ -469,7 +502,7 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
     secrets = tuple(
         sorted(set(_secret_values(options)) | set(env.masked()) | set(_header_values(options)), key=len, reverse=True)
     )
-    warnings = _exposed_secrets(raw, path) + _exposed_dotenv(dotenv_file, env, path)
+    warnings = _unknown(raw, path) + _exposed_secrets(raw, path) + _exposed_dotenv(dotenv_file, env, path)
     if backend == "s3":
         _check_s3(options, path)
     elif backend == "http":
@@ -483,7 +516,7 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
         options["path"] = str(path.parent / Path(reg).expanduser())
     return Settings(
         backend=backend,
-        outdir=cwd / Path(outdir).expanduser(),
+        outdir=base / Path(outdir).expanduser(),
         options=options,
         source=f"config file {path}",
         secrets=secrets,
@@ -492,9 +525,28 @@ def _settings(path: Path, cwd: Path, env: _Environment) -> Settings:
         packages=packages,
         retention=retention,
         project=path.parent,
+        origin=origin,
         **_tuning(tycho, path),
         **_signing(tycho, path, cwd),
     )
+
+
+def _unknown(raw: Mapping[str, Any], path: Path) -> tuple[str, ...]:
+    """Warnings for keys the config file's schema does not know (see :mod:`tychoreg.schema`).
+
+    The ``s3`` section is the exception: its keys go to ``boto3.client``, which refuses those it
+    does not take, so a key there that is close to a known one is refused here with the key it
+    most likely meant, and any other is left for boto3 to judge (a newer boto3 may take it)."""
+    warnings = []
+    for where, key, known in unknown_keys(raw):
+        if where != "s3.":
+            warnings.append(describe(where, key, known, path))
+        elif guess := suggestion(key, known):
+            raise ConfigError(
+                f"s3.{shown(key, 60)} in {clip(path)} is not an option of the S3 client (did you mean s3.{guess}?)",
+                "fix the key; every key of the s3 section but bucket and prefix goes to boto3.client",
+            )
+    return tuple(warnings[:20])
 
 
 def _inside(child: str, folder: str) -> bool:
@@ -502,23 +554,24 @@ def _inside(child: str, folder: str) -> bool:
     return child != folder and os.path.commonpath([child, folder]) == folder
 
 
-def _load_dotenv(value: Any, path: Path, cwd: Path, env: _Environment) -> Path | None:
-    """Read ``tycho.dotenv``: only a file inside the config file's folder or the current directory
-    (the one its relative path is resolved against; for a project config the two are the same),
-    with symlinks resolved, so a committed ``.env -> ~/.aws/credentials`` is refused. A missing
-    file is no error, as in 0.4.0. Returns the file read, for the readable-secrets warning."""
+def _load_dotenv(value: Any, path: Path, base: Path, env: _Environment) -> Path | None:
+    """Read ``tycho.dotenv``: only a file inside the config file's folder or ``base``, the folder
+    its relative path is resolved against (the config's own folder for a project config, the
+    current directory for one named by --config or $TYCHOREG_CONFIG), with symlinks resolved, so
+    a committed ``.env -> ~/.aws/credentials`` is refused. A missing file is no error, as in
+    0.4.0. Returns the file read, for the readable-secrets warning."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"tycho.dotenv in {clip(path)} must be a path")
     if "\0" in value:
         raise ConfigError(f"tycho.dotenv in {clip(path)} must be a path")
-    file = cwd / Path(value).expanduser()
+    file = base / Path(value).expanduser()
     real = os.path.realpath(file)
-    if not any(_inside(real, os.path.realpath(folder)) for folder in (path.parent, cwd)):
+    if not any(_inside(real, os.path.realpath(folder)) for folder in (path.parent, base)):
         via = f" (through a symbolic link, it is {clip(real)})" if real != os.path.abspath(file) else ""
         where = "folder" + (
             f" {clip(path.parent)}"
-            if os.path.realpath(path.parent) == os.path.realpath(cwd)
-            else f"s {clip(path.parent)} and {clip(cwd)}"
+            if os.path.realpath(path.parent) == os.path.realpath(base)
+            else f"s {clip(path.parent)} and {clip(base)}"
         )
         raise ConfigError(
             f"tycho.dotenv in {clip(path)} names {shown(value)}{via}, which is outside the {where}",
@@ -603,7 +656,13 @@ def _packages(section: Any, path: Path) -> dict[str, Requirement]:
                 found[name] = Requirement(name, spec, None, Selector.parse(spec))
                 continue
             if not isinstance(spec, dict) or set(spec) - {"version", "extract"}:
-                raise ConfigError(f'{entry} in {where} must be a version string or {{"version": ..., "extract": DIR}}')
+                odd = sorted(str(k) for k in spec if k not in ("version", "extract")) if isinstance(spec, dict) else []
+                guess = suggestion(odd[0], ["version", "extract"]) if odd else None
+                raise ConfigError(
+                    f'{entry} in {where} must be a version string or {{"version": ..., "extract": DIR}}'
+                    + (f"; it has an unknown key {shown(odd[0], 60)}" if odd else "")
+                    + (f" (did you mean {guess}?)" if guess else "")
+                )
             version = spec.get("version", "latest")
             extract = spec.get("extract")
             if not isinstance(version, str) or (extract is not None and (not isinstance(extract, str) or not extract)):

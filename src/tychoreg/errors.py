@@ -89,6 +89,10 @@ Reason = Literal[
     "format-needs-folder",
     "zstd-missing",
     "no-retention",
+    # everyday use (issue 15a): project discovery, selectors on the command line
+    "untrusted-config",
+    "selector-twice",
+    "package-twice",
 ]
 
 

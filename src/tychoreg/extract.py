@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, NamedTuple, Protocol, cast
 
 from . import portable
+from .concurrency import check_cancelled
 from .errors import OperationError
 from .integrity import CHUNK
 from .localfs import DIR_FLAGS, is_private, open_regular, umask
@@ -599,6 +600,7 @@ def _unpack(entries: Generator[_Entry, None, None], tree: _Tree, max_bytes: int)
     links: dict[tuple[str, ...], str] = {}
     written = 0
     for count, e in enumerate(entries, 1):
+        check_cancelled()  # interrupted: stop here, and the staging folder goes
         member = f"member {e.name!r}"
         if count > MAX_MEMBERS:
             raise _Refused(f"it has more than {MAX_MEMBERS} members")
@@ -687,6 +689,7 @@ def _write(e: _Entry, tree: _Tree, parts: tuple[str, ...], written: int, max_byt
     fd = tree.file(parts)
     with os.fdopen(fd, "wb") as out, e.open() or io.BytesIO() as src:
         while chunk := src.read(CHUNK):
+            check_cancelled()
             written += len(chunk)
             if written > max_bytes:
                 raise _too_big(f"member {e.name!r}", max_bytes)

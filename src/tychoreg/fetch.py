@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from . import layout, portable
 from .catalog import known_digest
-from .concurrency import backoff
+from .concurrency import backoff, executor
 from .errors import IntegrityError, NotFound, RecordMissing, VersionNotFound
 from .integrity import CHUNK, Digests, Discard, EtagPlan, HashingWriter, PositionalWriter, digest_stream, etag_plan
 from .localfs import open_regular, resumable_write, written_prefix
@@ -131,7 +130,7 @@ def _expected(
 
 
 def _read_both(store: Store, package: str, version: str) -> tuple[VersionRecord | None, ObjectInfo | None]:
-    with ThreadPoolExecutor(2) as pool:  # record and data head in one round trip
+    with executor(2) as pool:  # record and data head in one round trip
         record = pool.submit(read_record, store, package, version)
         info = store.head(layout.data(package, version))
         return record.result(), info
@@ -253,6 +252,21 @@ def _transfer(
     how often it resumed. Whatever happens, the file ends at the hashed prefix or beyond it
     with only hashed bytes, so the next run can trust it."""
     writer = PositionalWriter(fd, digests)
+    try:
+        return _read_into(store, expected, fd, digests, writer, progress, attempts)
+    finally:
+        writer.close()  # ranges still being fetched (an interruption) write nothing after this
+
+
+def _read_into(
+    store: Store,
+    expected: Expected,
+    fd: int,
+    digests: Digests,
+    writer: PositionalWriter,
+    progress: Progress | None,
+    attempts: int,
+) -> int:
     for attempt in range(attempts):
         try:
             if digests.size < expected.size or (expected.size == 0 and attempt == 0):
@@ -284,7 +298,8 @@ def _transfer(
             if attempt == attempts - 1:
                 raise
             backoff(attempt, 0.2, 2.0)
-        except BaseException:
+        except BaseException:  # interrupted: ranges still being fetched must not write after the cut
+            writer.close()
             os.ftruncate(fd, digests.size)
             raise
     return attempts

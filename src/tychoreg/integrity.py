@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from . import portable
+from .concurrency import Cancelled, check_cancelled
 from .store.base import CHUNK as CHUNK
 from .store.base import Sink, Source
 
@@ -135,12 +137,33 @@ class PositionalWriter:
 
     def __init__(self, fd: int, digests: Digests) -> None:
         self._fd, self.digests = fd, digests
+        self._state = threading.Condition()
+        self._writing = 0
+        self._closed = False
 
     def write_at(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            written = portable.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
+        check_cancelled()
+        with self._state:
+            if self._closed:  # the download gave up (or was interrupted): its file is not ours now
+                raise Cancelled
+            self._writing += 1
+        try:
+            view = memoryview(data)
+            while view:
+                written = portable.pwrite(self._fd, view, offset)
+                view, offset = view[written:], offset + written
+        finally:
+            with self._state:
+                self._writing -= 1
+                self._state.notify_all()
+
+    def close(self) -> None:
+        """Refuse further writes and wait for those under way: after this, no worker that is still
+        fetching a range can write into the file descriptor (closed, or reused, by then)."""
+        with self._state:
+            self._closed = True
+            while self._writing:
+                self._state.wait()
 
     def account(self, data: bytes) -> None:
         self.digests.update(data)

@@ -21,6 +21,7 @@ from .errors import ConfigError, OperationError, UsageError
 from .localfs import default_mode, fresh_temp
 from .models import Resolved
 from .names import check_package, clip, is_valid_segment, shown
+from .selector import PackageSpec
 
 FORMAT = 1
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
@@ -187,9 +188,9 @@ def _damaged(path: Path, why: str) -> OperationError:
     )
 
 
-def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
-    """What a pull list names: a lock file (exact versions) or a list of package names, one per
-    line (``#`` starts a comment). Returns (names, lock entries or None)."""
+def read_pull_list(path: Path) -> tuple[list[PackageSpec], dict[str, Locked] | None]:
+    """What a pull list names: a lock file (exact versions) or a list of packages, one per line
+    (``PKG`` or ``PKG@SELECTOR``; ``#`` starts a comment). Returns (packages, lock entries or None)."""
 
     def unreadable(exc: OSError | ValueError) -> UsageError:
         why = exc.strerror if isinstance(exc, OSError) else None
@@ -209,7 +210,7 @@ def read_pull_list(path: Path) -> tuple[list[str], dict[str, Locked] | None]:
     except (OSError, ValueError) as exc:  # also UnicodeDecodeError
         raise unreadable(exc) from None
     names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    names = [n for n in names if n]
-    for name in names:
-        check_package(name)
-    return names, None
+    specs = [PackageSpec.parse(n) for n in names if n]
+    for spec in specs:
+        check_package(spec.package)
+    return specs, None

@@ -362,9 +362,31 @@ class PullResult:
     #: Who signed it, as the trusted signers name them (None: no trust configured; empty: unsigned).
     signers: tuple[str, ...] | None = None
 
+    #: The version's size and SHA-256 (None: pushed by a tool that recorded none).
+    size: int | None = None
+    sha256: str | None = None
+
     @property
     def verified(self) -> bool:
         return self.checked_by == "sha256"
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` prints for this pull (the command-line contract's ``pull`` shape, then more)."""
+        return {
+            "package": self.package,
+            "version": self.version,
+            "path": str(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "downloaded": self.downloaded,
+            "from_cache": self.from_cache,
+            "extracted": self.extracted,
+            "checked_by": self.checked_by,
+            "verified": self.verified,
+            "resumes": self.resumes,
+            "yanked": self.yanked,
+            "yank_reason": self.yank_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -393,6 +415,37 @@ class PushResult:
 
     #: What a folder was packed into, when a folder was pushed.
     packed: Packed | None = None
+
+    #: What ``latest`` is after the push (as the push last read it).
+    latest: str | None = None
+
+    def to_json(self, package: str) -> dict[str, Any]:
+        """What ``--json`` prints for this push (the command-line contract's ``push`` shape, then more)."""
+        v = self.version
+        return {
+            "package": package,
+            "version": v.version,
+            "size": v.size,
+            "sha256": v.sha256,
+            "latest": self.latest,
+            "skipped": self.skipped,
+            "promoted": self.promoted,
+            "pushed_at": v.pushed_at,
+            "pushed_by": v.pushed_by,
+            "note": v.note,
+            "signed_by": self.signed_by,
+            "packed": None
+            if self.packed is None
+            else {
+                "folder": str(self.packed.folder),
+                "format": self.packed.format,
+                "files": self.packed.files,
+                "folders": self.packed.folders,
+                "links": self.packed.links,
+                "content_bytes": self.packed.content_bytes,
+                "archive_bytes": self.packed.archive_bytes,
+            },
+        }
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from .errors import (
 )
 from .integrity import Digests, HashingReader
 from .models import PUSH_ID, PushResult, VersionInfo, VersionRecord
+from .names import is_valid_segment
 from .probe import WEAKER, enforces_conditional_writes
 from .store import GuardChanged, ObjectNotFound, PreconditionFailed, StagedUpload, Store
 from .store.base import ObjectInfo, Progress, ProgressFactory, same_etag
@@ -147,7 +148,8 @@ def push(
                 package=package,
                 version=version,
             ) from None
-    return PushResult(info, skipped=skipped, promoted=promote_latest)
+    latest = version if promote_latest else doc.latest if is_valid_segment(doc.latest) else None
+    return PushResult(info, skipped=skipped, promoted=promote_latest, latest=latest)
 
 
 def _same_bytes(store: Store, package: str, version: str, path: Path) -> VersionInfo:

@@ -60,7 +60,7 @@ from .models import (
     record_for_data,
 )
 from .names import check_filename, check_package, check_tag, check_version, is_valid_segment
-from .selector import Selector
+from .selector import PackageSpec, Selector
 from .store import PreconditionFailed, Store, open_store
 from .store.base import LocalStore, ProgressFactory
 from .store.snapshot import ReadOnly, SnapshotStore
@@ -69,6 +69,7 @@ from .units import DEFAULT_EXTRACT_LIMIT
 if TYPE_CHECKING:
     from .lockfile import Locked
     from .mirror import Mirrored
+    from .plan import DeletePlan, SyncPlan
     from .retention import Plan, Pruned
     from .signatures import SignResult, Trust
     from .upkeep import Debris, Verified
@@ -543,28 +544,41 @@ class Registry:
             yanked=yank is not None,
             yank_reason=yank.get("reason") if yank else None,
             signers=expected.signed.signers if expected.signed else None,
+            size=expected.size,
+            sha256=expected.sha256,
         )
 
     def pull_many(
         self,
-        packages: Sequence[str],
+        packages: Sequence[str | PackageSpec],
         *,
         force: bool = False,
         progress: ProgressFactory | None = None,
         done: Done | None = None,
     ) -> list[tuple[str, PullResult | TychoError]]:
-        """Pull the latest of each package, in parallel; failures are returned, not raised.
+        """Pull each package, in parallel: a name pulls its latest, a :class:`PackageSpec`
+        (``narf@^1.2``, parsed by the caller) what its selector names. Failures are returned,
+        not raised; a package named twice with different selectors is a :class:`UsageError`.
 
         ``done`` hears of each package as it finishes (from a worker thread, one at a time)."""
-        for name in packages:
-            check_package(name)
+        wanted: dict[str, PackageSpec] = {}
+        for item in packages:
+            spec = item if isinstance(item, PackageSpec) else PackageSpec(item)
+            check_package(spec.package)
+            if str(wanted.setdefault(spec.package, spec).wanted()) != str(spec.wanted()):
+                raise UsageError(
+                    f"{spec.package} is named twice, as {wanted[spec.package]} and {spec}",
+                    "name each package once",
+                    reason="package-twice",
+                    package=spec.package,
+                )
         return each_package(
-            list(dict.fromkeys(packages)), lambda name: self.pull(name, force=force, progress=progress), done
+            list(wanted), lambda name: self.pull(name, wanted[name].wanted(), force=force, progress=progress), done
         )
 
     def pull_list(
         self,
-        packages: Sequence[str] = (),
+        packages: Sequence[str | PackageSpec] = (),
         *,
         from_file: str | os.PathLike[str] | None = None,
         force: bool = False,
@@ -572,15 +586,17 @@ class Registry:
         progress: ProgressFactory | None = None,
         done: Done | None = None,
     ) -> list[tuple[str, PullResult | TychoError]]:
-        """Pull the latest of each package, and what ``from_file`` names: a lock file (exact
-        versions, verified against their pinned digests; extract folders inside its folder) or a
-        list of package names, one per line. Failures are returned per package, not raised.
+        """Pull each package (its latest, or what a :class:`PackageSpec`'s selector names), and
+        what ``from_file`` names: a lock file (exact versions, verified against their pinned
+        digests; extract folders inside its folder) or a list of packages, one per line (``PKG``
+        or ``PKG@SELECTOR``). Failures are returned per package, not raised.
 
         Raises :class:`UsageError` when nothing is named, or when ``offline`` is asked without a
         lock file (only a lock pins what may come from the cache)."""
         from .lockfile import read_pull_list  # noqa: PLC0415 - lockfile: ~1 ms, only pull lists, lock and sync
 
-        names, entries = list(packages), None
+        names: list[str | PackageSpec] = list(packages)
+        entries = None
         if from_file is not None:
             more, entries = read_pull_list(Path(from_file))
             names += more
@@ -629,6 +645,8 @@ class Registry:
                     from_cache=done.from_cache,
                     extracted=extract,
                     signers=signers,
+                    size=pin.size,
+                    sha256=pin.sha256,
                 )
             except deliver.NotCached:
                 if offline:
@@ -669,6 +687,8 @@ class Registry:
             from_cache=done.from_cache,
             extracted=extract,
             signers=expected.signed.signers if expected.signed else None,
+            size=expected.size,
+            sha256=expected.sha256,
         )
 
     def _pinned_signers(self, pin: Pin) -> tuple[str, ...] | None:
@@ -1030,3 +1050,55 @@ class Registry:
                 if not isinstance(outcome, TychoError) and outcome.deleted:
                     self._after_write(package)
         return done
+
+    # -- everyday use (issue 15a): dry runs, the lock check, names for shell completion ---------
+    def plan_sync(self, *, locked: bool = False, offline: bool = False, force: bool = False) -> SyncPlan:
+        """What :meth:`sync` would do with the same options (the lock it would write, and for each
+        package the version, the destination and whether it is in place, in the cache or to be
+        downloaded), with nothing written. Fails as :meth:`sync` fails before it installs."""
+        from . import plan  # noqa: PLC0415 - plan, sync, lockfile: ~1 ms, only dry runs
+
+        return plan.sync_plan(
+            self,
+            self._project(),
+            store=self.store,
+            cache=self.cache,
+            known=self.known,
+            locked=locked,
+            offline=offline,
+            force=force,
+        )
+
+    def plan_lock(self, *, upgrade: Sequence[str] | bool = False) -> tuple[dict[str, Locked], bool]:
+        """What :meth:`lock` would pin, and whether the lock file would change; nothing is written."""
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
+
+        return sync.lock(self, self._project(), upgrade=upgrade, write=False)
+
+    def lock_problems(self) -> list[str]:
+        """Why the project's lock file does not answer its declared packages (empty: it does, and
+        :meth:`lock` would leave it as it is). Reads local files only."""
+        from . import sync  # noqa: PLC0415 - sync, lockfile: ~1 ms, only lock and sync
+
+        return sync.stale(self._project())
+
+    def plan_delete(self, package: str, version: str | Selector | None = None, *, force: bool = False) -> DeletePlan:
+        """What :meth:`delete` would remove (the version, or every version of the package, and the
+        tags that go with it), refused as :meth:`delete` refuses it; nothing is deleted."""
+        from . import plan  # noqa: PLC0415 - plan, sync, lockfile: ~1 ms, only dry runs
+
+        check_package(package)
+        return plan.delete_plan(self.store, package, None if version is None else Selector.exact(version), force=force)
+
+    def package_names(self, prefix: str = "") -> list[str]:
+        """The names of the packages starting with ``prefix``, from one listing (no document is
+        read): cheap enough for shell completion."""
+        return sorted(n for n in self.store.list_folders("") if is_valid_segment(n) and n.startswith(prefix))
+
+    def selectors(self, package: str) -> list[str]:
+        """What may follow ``PKG@``: ``latest``, the package's tags and its versions (highest first)."""
+        from .versions import sort_versions  # noqa: PLC0415 - semver, packaging: ~5 ms, only completion
+
+        check_package(package)
+        doc, _ = refs.read(self.store, package)
+        return list(dict.fromkeys(["latest", *doc.tags, *reversed(sort_versions(refs.visible(self.store, package)))]))

@@ -63,3 +63,35 @@ class Selector:
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """A package named for reading, with what version of it is wanted: ``narf`` or
+    ``narf@^1.2`` (``selector`` None: the command's default, ``latest``)."""
+
+    package: str
+    selector: Selector | None = None
+
+    @classmethod
+    def parse(cls, text: str | PackageSpec) -> PackageSpec:
+        """``PKG`` or ``PKG@SELECTOR`` (no name or version holds an ``@``, so the first one
+        splits them); :class:`UsageError` (exit 2) for an empty selector or a malformed one."""
+        if isinstance(text, PackageSpec):
+            return text
+        package, at, wanted = text.partition("@")
+        if not at:
+            return cls(text)
+        if not wanted:
+            raise UsageError(
+                f"{shown(text)} names no version after '@'",
+                "write PKG@SELECTOR, e.g. narf@1.2.0, narf@stable or narf@^1.2",
+                reason="bad-selector",
+            )
+        return cls(package, Selector.parse(wanted))
+
+    def wanted(self, default: str | Selector = "latest") -> Selector:
+        return self.selector or Selector.parse(default)
+
+    def __str__(self) -> str:
+        return self.package if self.selector is None else f"{self.package}@{self.selector}"

@@ -69,10 +69,11 @@ def declared(project: Project | None) -> dict[str, Requirement]:
 
 
 def lock(
-    reg: Registry, project: Project | None, *, upgrade: Collection[str] | bool = False
+    reg: Registry, project: Project | None, *, upgrade: Collection[str] | bool = False, write: bool = True
 ) -> tuple[dict[str, Locked], bool]:
     """Resolve the declarations (keeping locked answers unless upgraded); write the lock if it
-    changed. Returns the entries and whether the lock file changed."""
+    changed (unless not ``write``: a dry run). Returns the entries and whether the lock file
+    changed (or would)."""
     wanted = declared(project)
     assert project is not None
     path = project.lockfile
@@ -92,20 +93,23 @@ def lock(
     entries = {n: e for n, e in existing.items() if n in wanted and e.answers(wanted[n]) and not fresh(n)}
     todo = [r for n, r in wanted.items() if n not in entries]
 
-    failed = []
+    failed: dict[str, TychoError] = {}
     for name, got in each_package(
         [r.name for r in todo], lambda name: Locked.of(reg.resolve(name, wanted[name].wanted()), wanted[name])
     ):
         if isinstance(got, TychoError):
-            failed.append(f"{name}: {got}")
+            failed[name] = got
         else:
             entries[name] = got
     if failed:
         raise OperationError(
-            "could not resolve " + "; ".join(failed), "the lock file was not changed", reason="unresolved"
+            "could not resolve " + "; ".join(f"{name}: {exc}" for name, exc in failed.items()),
+            "the lock file was not changed",
+            reason="unresolved",
+            failed=failed,
         )
     changed = entries != existing or not path.exists()
-    if changed:
+    if changed and write:
         lockfile.write(path, entries, reg.location)
     return entries, changed
 
@@ -121,21 +125,47 @@ def sync(
     done: Callable[[str, PullResult | TychoError], None] | None = None,
 ) -> list[Outcome]:
     """Install every declared package as locked; lock first unless ``locked`` or ``offline``."""
+    entries, _ = to_install(reg, project, locked=locked, offline=offline)
+    assert project is not None
+    return install(reg, entries, project.folder, offline=offline, force=force, progress=progress, done=done)
+
+
+def to_install(
+    reg: Registry, project: Project | None, *, locked: bool = False, offline: bool = False, write: bool = True
+) -> tuple[dict[str, Locked], bool]:
+    """What a sync installs: the lock as it is (``locked``, ``offline``: it must answer the
+    declarations), else the lock brought up to date (written unless not ``write``). Returns the
+    entries and whether the lock file changed (or would)."""
     wanted = declared(project)
     assert project is not None
     path = project.lockfile
-    if locked or offline:
-        entries = lockfile.read(path)
-        if entries is None:
-            raise OperationError(f"there is no {path.name} in {path.parent}", reason="no-lock", offline=offline)
-        problems = lockfile.mismatches(entries, wanted)
-        if problems:
-            raise OperationError(
-                f"{path.name} does not match the declared packages: {'; '.join(problems)}", reason="stale-lock"
-            )
-    else:
-        entries, _ = lock(reg, project)
-    return install(reg, entries, project.folder, offline=offline, force=force, progress=progress, done=done)
+    if not (locked or offline):
+        return lock(reg, project, write=write)
+    entries = lockfile.read(path)
+    if entries is None:
+        raise OperationError(f"there is no {path.name} in {path.parent}", reason="no-lock", offline=offline)
+    problems = lockfile.mismatches(entries, wanted)
+    if problems:
+        raise OperationError(
+            f"{path.name} does not match the declared packages: {'; '.join(problems)}", reason="stale-lock"
+        )
+    return entries, False
+
+
+def stale(project: Project | None) -> list[str]:
+    """Why the project's lock file does not answer its declarations (empty: it does). Reads only
+    local files: a lock that answers every declaration is what ``lock`` would leave as it is."""
+    wanted = declared(project)
+    assert project is not None
+    entries = lockfile.read(project.lockfile)
+    if entries is None:
+        return [f"there is no {project.lockfile.name} in {project.folder}"]
+    return lockfile.mismatches(entries, wanted)
+
+
+def destination(reg: Registry, entry: Locked, base: Path) -> Path:
+    """Where a locked package is installed: its extract folder (inside ``base``) or OUTDIR/FILENAME."""
+    return _destination(reg, entry, base)
 
 
 def install(
@@ -150,14 +180,20 @@ def install(
 ) -> list[Outcome]:
     """Put every locked package in place, in parallel; failures are returned, not raised.
     Extract folders are relative to ``base`` (the lock's folder) and must stay inside it."""
-    for name in sorted(entries):
-        _confine_extract(entries[name], base)
-    _refuse_shared_destinations(reg, [entries[n] for n in entries], base)
+    check_destinations(reg, entries, base)
     return each_package(
         sorted(entries),
         lambda name: _install_one(reg, entries[name], base, offline=offline, force=force, progress=progress),
         done,
     )
+
+
+def check_destinations(reg: Registry, entries: dict[str, Locked], base: Path) -> None:
+    """Refuse (before anything is installed) extract folders that leave ``base``, and two
+    packages installed to one place."""
+    for name in sorted(entries):
+        _confine_extract(entries[name], base)
+    _refuse_shared_destinations(reg, [entries[n] for n in entries], base)
 
 
 def _confine_extract(entry: Locked, base: Path) -> None:

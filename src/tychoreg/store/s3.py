@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from ..concurrency import backoff
+from ..concurrency import backoff, executor
 from ..errors import ConfigError, StorageError
 from .base import (
     CHUNK,
@@ -471,7 +471,7 @@ class S3Store:
         pending: list[cf.Future[dict[str, Any]]] = []
         size, number, body = 0, 1, first
         window = max(2, min(self.concurrency, UPLOAD_BUFFER // part_size))
-        with cf.ThreadPoolExecutor(window) as pool:
+        with executor(window) as pool:
             try:
                 while body:
                     if len(pending) >= window:  # bound memory: wait for the oldest part
@@ -561,7 +561,7 @@ class S3Store:
         ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
         pending: deque[cf.Future[Chunks]] = deque()
         window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
-        with cf.ThreadPoolExecutor(window) as pool:
+        with executor(window) as pool:
             try:
                 for first, last in ranges:
                     pending.append(pool.submit(fetch, first, last))
