@@ -83,14 +83,24 @@ def test_versions_are_immutable(ws: Workspace) -> None:
     assert ws.read_stored("narf/tycho_1.0.pkg") == DATA
 
 
-@pytest.mark.parametrize("target", ["missing.bin", "a-folder"])
-def test_push_unreadable_file_is_usage_error(ws: Workspace, target: str) -> None:
+def test_push_unreadable_file_is_usage_error(ws: Workspace) -> None:
     setup_pkg(ws)
-    (ws.root / "a-folder").mkdir()
-    result = ws.run("push", "narf", "1.0", target)
+    result = ws.run("push", "narf", "1.0", "missing.bin")
     assert result.code == 2
-    assert target in result.err
+    assert "missing.bin" in result.err
     assert len(result.err.strip().splitlines()) <= 2
+
+
+def test_push_of_a_folder_to_a_package_that_saves_a_plain_file_is_usage_error(ws: Workspace) -> None:
+    """A folder is packed into an archive; a package whose pulls are saved as ``narf.bin`` would
+    hand out an archive under a name that says otherwise."""
+    setup_pkg(ws, filename="narf.bin")
+    (ws.root / "a-folder").mkdir()
+    result = ws.run("push", "narf", "1.0", "a-folder")
+    assert result.code == 2
+    assert "narf.bin" in result.err
+    assert len(result.err.strip().splitlines()) <= 2
+    assert not any(k.endswith(".pkg") for k in ws.stored_keys())
 
 
 def test_latest_is_reserved(ws: Workspace) -> None:

@@ -31,9 +31,7 @@ from typing import Any
 
 import pytest
 
-import tychoreg.catalog as catalog_module
 import tychoreg.concurrency as concurrency_module
-import tychoreg.fetch as fetch_module
 from interleave import Backend
 from tychoreg import layout
 from tychoreg.errors import IntegrityError, TychoError
@@ -76,6 +74,9 @@ class _Inline:
 
     def map(self, fn: Any, items: Any) -> Any:
         return [fn(i) for i in items]
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
 
 
 @dataclass
@@ -320,8 +321,6 @@ class World:
 
 @pytest.fixture
 def inline_pools(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetch_module, "ThreadPoolExecutor", _Inline)
-    monkeypatch.setattr(catalog_module, "ThreadPoolExecutor", _Inline)
     monkeypatch.setattr(concurrency_module, "ThreadPoolExecutor", _Inline)
     monkeypatch.setenv("TYCHOREG_CLAIM_TIMEOUT", "0")
 

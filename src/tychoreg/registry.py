@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -104,6 +105,15 @@ _R = TypeVar("_R")
 _UNCHANGED = (UsageError, ConfigError, NotFound, AlreadyExists, ConfirmationNeeded)
 
 
+def _is_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a folder (to pack); a name the system cannot even look up (too long)
+    is not one, and reading it as a file says what is wrong with it."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _writes(method: Callable[Concatenate[Registry, _P], _R]) -> Callable[Concatenate[Registry, _P], _R]:
     """A method that changes a package (named by its first argument): refused on a read-only
     store, and followed by bringing the static catalog up to date (best effort: see
@@ -122,7 +132,7 @@ def _writes(method: Callable[Concatenate[Registry, _P], _R]) -> Callable[Concate
         except _UNCHANGED:
             raise
         except TychoError:
-            self._after_write(package)
+            self._after_write(package, quiet=True)
             raise
         self._after_write(package)
         return result
@@ -337,7 +347,7 @@ class Registry:
             from .signatures import key_path  # noqa: PLC0415 - signatures, sshsig: only when signing
 
             key = key_path(chosen)
-        if Path(file).is_dir():
+        if _is_folder(file):
             result = self._pack_and_push(
                 package,
                 version,
@@ -914,18 +924,22 @@ class Registry:
         except TychoError:
             pass  # the write says what is wrong, if anything
 
-    def _after_write(self, package: str) -> None:
+    def _after_write(self, package: str, *, quiet: bool = False) -> None:
         """Bring the static catalog up to date after a write to ``package``: never fails the
-        write; a failure is reported (``index`` repairs it)."""
+        write; a failure is reported (``index`` repairs it), except with ``quiet``: after a write
+        that failed, whose own error says what is wrong (a catalog warning for the same lost
+        connection or refused credentials would only repeat it)."""
         from . import webindex  # noqa: PLC0415 - webindex, pages: ~2 ms, only writes, index and serve
 
         try:
             webindex.keep_current(self.store, package)
-        except TychoError as exc:
-            self._report_catalog(exc)
-        except Exception as exc:  # noqa: BLE001 - best effort by design: the write itself succeeded
+        except Exception as exc:  # noqa: BLE001 - best effort by design: the write itself is done
+            if quiet:
+                return
             self._report_catalog(
-                webindex.CatalogNotUpdated(
+                exc
+                if isinstance(exc, TychoError)
+                else webindex.CatalogNotUpdated(
                     f"the web catalog was not brought up to date after the change to {package} "
                     f"(the change itself is done): {type(exc).__name__}: {exc}",
                     package=package,
