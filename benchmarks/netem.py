@@ -42,9 +42,10 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 MIN_BUFFER = 4 * 1024 * 1024
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ \S+ HTTP/1\.[01]$")
 
@@ -105,8 +106,9 @@ class Stats:
 class RequestCounter:
     """Finds HTTP/1.x request lines in a client's byte stream, skipping bodies by their framing."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_request: Callable[[bytes], None] | None = None) -> None:
         self.count = 0
+        self.on_request = on_request
         self._buf = bytearray()
         self._body = 0  # bytes of a Content-Length body still to skip
         self._chunked = False  # inside a chunked body: parsing chunk-size lines
@@ -167,6 +169,8 @@ class RequestCounter:
         if not _REQUEST_LINE.match(head[0]):
             return True
         self.count += 1
+        if self.on_request is not None:
+            self.on_request(head[0])
         headers = {}
         for line in head[1:]:
             name, _, value = line.partition(b":")
@@ -255,7 +259,8 @@ class _Direction:
 class _Conn:
     def __init__(self, net: Netem, accepted: float) -> None:
         self.net = net
-        self.counter = RequestCounter()
+        self.number = net.stats().connections
+        self.counter = RequestCounter(self._traced if net.trace is not None else None)
         self.not_before = accepted + net.profile.rtt
         self.turn_start: float | None = None
         self.writers: list[asyncio.StreamWriter] = []
@@ -265,6 +270,10 @@ class _Conn:
         """One side is gone: close both, so that every reader and writer of the connection ends."""
         for w in self.writers:
             w.close()
+
+    def _traced(self, line: bytes) -> None:
+        assert self.net.trace is not None and self.net._loop is not None
+        self.net.trace.append((self.net._loop.time(), self.number, line.decode(errors="replace")))
 
     def client_sent(self, now: float) -> None:
         if self.turn_start is None:
@@ -279,8 +288,12 @@ class _Conn:
 class Netem:
     """The proxy, on a free loopback port, in a thread of its own with its own event loop."""
 
-    def __init__(self, upstream: tuple[str, int], profile: Profile, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, upstream: tuple[str, int], profile: Profile, host: str = "127.0.0.1", *, trace: bool = False
+    ) -> None:
         self.upstream, self.profile, self.host = upstream, profile, host
+        #: With ``trace``: (time, connection number, request line) of every request, in order.
+        self.trace: list[tuple[float, int, str]] | None = [] if trace else None
         bdp = int(2 * (profile.bandwidth or 0) * profile.rtt)
         self.buffer = max(MIN_BUFFER, bdp)
         self._stats = Stats()

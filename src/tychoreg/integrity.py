@@ -168,6 +168,17 @@ class PositionalWriter:
     def account(self, data: bytes) -> None:
         self.digests.update(data)
 
+    def account_written(self, offset: int, size: int) -> None:
+        """Hash, in order, bytes ``offset .. offset + size`` that ``write_at`` put in the file (read
+        back from the page cache: the range's pieces were not kept in memory)."""
+        end = offset + size
+        while offset < end:
+            data = portable.pread(self._fd, min(CHUNK, end - offset), offset)
+            if not data:
+                raise OSError(f"the part file ends at {offset} bytes, before {end}")
+            self.digests.update(data)
+            offset += len(data)
+
     def write(self, data: bytes) -> int:
         self.write_at(data, self.digests.size)
         self.digests.update(data)
