@@ -45,10 +45,10 @@ LEAN_READ = 1 * MiB
 UPLOAD_BUFFER = 40 * MiB
 #: Bytes of ranged-download parts held in memory at once (they wait there to be written in order).
 DOWNLOAD_BUFFER = 48 * MiB
-#: Ranges in flight at once into a file (nothing is held in memory then): on a near server
-#: (answers within ``NEAR`` seconds) more would only compete for its CPU; on a far one each
-#: connection carries only so much, and the time to first byte of each range is a round trip.
-RANGES_NEAR, RANGES_FAR, NEAR = 8, 32, 0.015
+#: Ranges in flight at once, written into the file as they arrive (nothing held in memory), when
+#: the server is far (no answer within ``NEAR`` seconds): each connection then carries only so
+#: much, and each range waits a round trip for its first byte.
+RANGES_FAR, NEAR = 32, 0.015
 _BODY_ATTEMPTS = 4
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
@@ -553,7 +553,10 @@ class S3Store:
         over in order, so the caller resumes from there."""
         etag: list[str] = []
         write_at = sink.write_at if isinstance(sink, RangeSink) else None
-        streamed = isinstance(sink, FileRangeSink) and self._lean is not None
+        # Far away, many ranges must be in flight: they go straight into the file and are hashed
+        # from there. Near, the few in flight are held in memory and hashed as they are (no
+        # reading back: on loopback the hash, on the main thread, is what bounds a pull).
+        streamed = isinstance(sink, FileRangeSink) and self.adaptive and self._far()
 
         def fetch(first: int, last: int) -> Chunks:
             if streamed and write_at and self._stream_range(key, first, last, etag[0] if etag else None, write_at):
@@ -589,7 +592,7 @@ class S3Store:
         ranges = [(a, min(a + part, size) - 1) for a in range(start, size, part)]
         pending: deque[cf.Future[Chunks]] = deque()
         if streamed:
-            window = RANGES_FAR if self.adaptive and self._far() else RANGES_NEAR
+            window = RANGES_FAR
             self.warm_connections(min(window, len(ranges)))
         else:
             window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
