@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from netem import PROFILES, Netem  # noqa: E402  (benchmarks/netem.py, beside this file)
+from netem import PROFILES, Netem, Profile  # noqa: E402  (benchmarks/netem.py, beside this file)
 
 import servers  # noqa: E402  (tests/servers.py: SeaweedFS and the 0.4.0 venv, shared with the tests)
 
@@ -626,11 +626,24 @@ def fmt(value: float | None, unit: str = "s") -> str:
     return f"{value:.0f}" if unit == "MiB" else f"{value:.3f}"
 
 
-def table(cases: list[Case]) -> str:
+def floor(traffic: dict[str, float] | None, profile: Profile) -> float | None:
+    """A physical lower bound of a run's wall time on the emulated link: the round trips it waited
+    for one after another times the RTT, or its bytes over all its connections at full bandwidth,
+    whichever is larger (CPU and the server are free in this bound)."""
+    if not traffic or not profile.rtt:
+        return None
+    waits = traffic["serial_round_trips"] * profile.rtt
+    if not profile.bandwidth or not traffic["connections"]:
+        return waits
+    moving = max(traffic["bytes_up"], traffic["bytes_down"]) / (profile.bandwidth * traffic["connections"])
+    return max(waits, moving)
+
+
+def table(cases: list[Case], profile: Profile) -> str:
     header = "| case | tool | median | min | max | ratio to anchor | target | met? | requests | connections |"
     lines = [
-        header + " round trips (serial) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+        header + " round trips (serial) | floor |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for case in cases:
         for row in case.rows():
@@ -645,6 +658,7 @@ def table(cases: list[Case]) -> str:
                 if t
                 else " |  | "
             )
+            counts += f" | {fmt(floor(t, profile))}" if floor(t, profile) is not None else " | "
             lines.append(
                 f"| {case.title} | {tool} | {fmt(row['median'], case.unit)} | {fmt(row['min'], case.unit)} "
                 f"| {fmt(row['max'], case.unit)} | {ratio} | {case.target_text if row['tool'] == NEW else ''} "
@@ -743,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         "help",
     ]
     cases.sort(key=lambda c: order.index(c.key))
-    print(table(cases))
+    print(table(cases, PROFILES[args.profile]))
     if args.json:
         report = {
             "machine": info,
