@@ -49,6 +49,8 @@ DOWNLOAD_BUFFER = 48 * MiB
 #: the server is far (no answer within ``NEAR`` seconds): each connection then carries only so
 #: much, and each range waits a round trip for its first byte.
 RANGES_FAR, NEAR = 32, 0.015
+#: Upload parts to a far server: S3's smallest, so ``UPLOAD_BUFFER`` keeps 8 of them in flight.
+FAR_UPLOAD_PART = 5 * MiB
 _BODY_ATTEMPTS = 4
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
@@ -443,8 +445,10 @@ class S3Store:
         progress: Progress | None = None,
         meta: Mapping[str, str] | None = None,
     ) -> _StagedPut | _StagedMultipart:
-        # Parts grow for huge files so that no upload needs more than S3's 10,000 parts.
-        part_size = max(self.part_size, -(-(size_hint or 0) // (MAX_PARTS - 100)))
+        # Parts grow for huge files so that no upload needs more than S3's 10,000 parts. To a far
+        # server, parts are S3's smallest, so that the same memory keeps more connections busy.
+        part = FAR_UPLOAD_PART if self.adaptive and self._far() else self.part_size
+        part_size = max(part, -(-(size_hint or 0) // (MAX_PARTS - 100)))
         first = source.read(part_size)
         if len(first) < part_size:
             if progress:
