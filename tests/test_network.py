@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+
 from conftest import Workspace
 from faultproxy import FaultProxy, Rule
 from servers import ROOT
