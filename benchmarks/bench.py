@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -232,6 +233,7 @@ class Bench:
         report = self.tmp / "launcher.report"
         report.unlink(missing_ok=True)
         self.net.reset()
+        cpu = time.process_time()  # this process: the emulator's thread (the harness only waits)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:  # files: no pipe to fill
             code = subprocess.run(
                 [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *argv],
@@ -250,6 +252,7 @@ class Bench:
             )
         seconds, maxrss_kib = report.read_text().split()
         traffic = self.net.reset().as_dict()
+        traffic["emulator_cpu_ms"] = round((time.process_time() - cpu) * 1000)
         return Run(float(seconds), int(maxrss_kib) / 1024, text, traffic)
 
     def s3_section(self, bucket: str, *, direct: bool = False) -> dict:

@@ -227,6 +227,26 @@ class _Direction:
             self.queue.append((loop.time(), None))
             self.ready.set()
 
+    async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """With no delay and no cap: each chunk written on as soon as it is read (no queue, no
+        second task), counted the same way."""
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await reader.read(CHUNK):
+                now = loop.time()
+                if self.upstream:
+                    self.conn.client_sent(now)
+                    self.net.counter_feed(self.conn, data)
+                else:
+                    self.conn.server_answered(now)
+                writer.write(data)
+                await writer.drain()
+                self.net.count_bytes(self.upstream, len(data))
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (ConnectionError, OSError):
+            self.conn.abort()
+
     async def write(self, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -358,7 +378,10 @@ class Netem:
         up = _Direction(self, conn, True, conn.not_before)
         down = _Direction(self, conn, False, 0.0)
         try:
-            await asyncio.gather(up.read(creader), up.write(swriter), down.read(sreader), down.write(cwriter))
+            if not self.profile.rtt and not self.profile.bandwidth:
+                await asyncio.gather(up.forward(creader, swriter), down.forward(sreader, cwriter))
+            else:
+                await asyncio.gather(up.read(creader), up.write(swriter), down.read(sreader), down.write(cwriter))
         finally:
             for w in (cwriter, swriter):
                 w.close()
