@@ -209,7 +209,9 @@ class Cache:
                 raise self._cannot(exc) from None
         finally:
             os.close(fd)
-        _touch(entry)  # no folder fsync: after a crash an entry may be missing, never partial
+        # No folder fsync: after a crash an entry may be missing (or, if not durable, damaged:
+        # every use hashes it), never used partial.
+        _touch(entry)
         self._evict(keep=sha256)
         return entry
 
