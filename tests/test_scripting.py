@@ -628,6 +628,8 @@ def test_ctrl_c_during_a_pull_list_stops_every_download(big) -> None:
     ws.ok("init", "twin", "twin.bin")
     ws.ok("push", "twin", "1.0", str(ws.file("in/twin.bin", data[::-1])), "--promote-latest")
     outdir = ws.root / "tycho_packages"
+    # one stalled range in each package, whichever starts first (a pull may read ahead)
+    proxy.rules += [Rule("GET", "/big/tycho_1.0.pkg", "stall"), Rule("GET", "/twin/tycho_1.0.pkg", "stall")]
     result, took = interrupt_mid_download(ws, proxy, ["pull-list", "big", "twin", "--no-cache"], outdir, ".*.part", 2)
     assert result.code == 130 and took < 8, (result.all, took)
     assert not (outdir / "big.bin").exists() and not (outdir / "twin.bin").exists()
