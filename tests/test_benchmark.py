@@ -22,8 +22,11 @@ CASES = {
     "pull_list": {"tychoreg", "0.4.0"},
     "list": {"tychoreg", "0.4.0"},
     "list_versions": {"tychoreg", "aws", "s5cmd", "0.4.0"},
+    "sync_cold": {"tychoreg", "0.4.0"},
+    "sync_warm": {"tychoreg", "0.4.0"},
     "help": {"tychoreg", "0.4.0"},
 }
+NETWORK = {"push", "pull", "noop_pull", "pull_list", "list", "list_versions", "sync_cold", "sync_warm"}
 
 
 def test_benchmark_smoke(tmp_path: Path) -> None:
@@ -49,6 +52,11 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         for tool, row in case["tools"].items():
             assert isinstance(row["median"], float) and row["median"] > 0, (key, tool, row)
             assert isinstance(row["ratio"], float), (key, tool, row)
+            if key in NETWORK:  # every tool went through the network emulator, which counted it
+                traffic = row["traffic"]
+                assert traffic is not None, (key, tool)
+                if key != "sync_warm" or tool != "tychoreg":
+                    assert traffic["requests"] >= 1 and traffic["connections"] >= 1, (key, tool, traffic)
         assert isinstance(case["tools"]["tychoreg"]["met"], bool), key
 
     versions = report["cases"]["list_versions"]
@@ -56,3 +64,7 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert versions["tools"]["tychoreg"]["count"] == report["sizes"]["versions"]
     assert versions["tools"]["aws"]["count"] == report["sizes"]["versions"]
     assert report["cases"]["pull_list"]["tools"]["tychoreg"]["count"] == report["sizes"]["pull_list"]
+    assert report["cases"]["sync_cold"]["tools"]["tychoreg"]["count"] == report["sizes"]["sync"]
+    # a warm sync finds everything in place and sends nothing (a promise of sync, not a timing)
+    assert report["cases"]["sync_warm"]["tools"]["tychoreg"]["traffic"]["requests"] == 0
+    assert report["machine"]["profile"].startswith("loopback")

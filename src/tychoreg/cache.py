@@ -162,7 +162,7 @@ class Cache:
         self.path(sha256)
         return self._private() / f"{sha256}.part"
 
-    def commit(self, sha256: str, size: int, part: Path) -> Path:
+    def commit(self, sha256: str, size: int, part: Path, *, durable: bool = True) -> Path:
         """Move the verified download ``part`` into the cache and return the entry's path.
 
         Only the size is checked: the caller hashed the bytes as they arrived. ``part`` must be a
@@ -173,7 +173,12 @@ class Cache:
         ``part`` removed. If the cache cannot be written (read-only, disk full)
         :class:`OperationError` is raised and ``part`` left as it was, for the caller to use.
         Then entries used least recently are evicted until the total fits ``limit_bytes``; the
-        new entry stays even if it alone is larger, since the caller is about to place it."""
+        new entry stays even if it alone is larger, since the caller is about to place it.
+
+        ``durable=False`` skips the fsync: for a copy of bytes the caller has safely elsewhere (a
+        pull's destination, fsynced), where flushing the copy too would double the disk writes of
+        every pull. After a crash such an entry may hold other bytes than its name says; every use
+        hashes it, so it is then deleted and downloaded again, never handed out."""
         entry = self.path(sha256)
         try:
             fd, st = open_regular(part)
@@ -190,7 +195,8 @@ class Cache:
                     f"downloaded file for {sha256[:12]} has {st.st_size} bytes, expected {size}", "pull again"
                 )
             try:
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
                 portable.fchmod(fd, 0o444)  # before it has the entry's name: no entry is ever writable
                 try:
                     self._link(fd, part, sha256, size)
@@ -203,7 +209,9 @@ class Cache:
                 raise self._cannot(exc) from None
         finally:
             os.close(fd)
-        _touch(entry)  # no folder fsync: after a crash an entry may be missing, never partial
+        # No folder fsync: after a crash an entry may be missing (or, if not durable, damaged:
+        # every use hashes it), never used partial.
+        _touch(entry)
         self._evict(keep=sha256)
         return entry
 
@@ -246,7 +254,7 @@ class Cache:
                 out, part = fresh_temp(self._private() / sha256, ".adopt")
                 with out:
                     _copy(src, out)
-            self.commit(sha256, size, part)
+            self.commit(sha256, size, part, durable=False)  # the pulled file is the durable copy
         except (OSError, OperationError):
             return False
         finally:

@@ -164,11 +164,14 @@ def _write_catalog(store: Store, package: str, raws: dict[str, bytes], etag: str
         pass
 
 
-def versions(store: Store, package: str, doc: PackageDoc) -> list[VersionInfo]:
-    """Every visible version of ``package`` as listings show it, ascending by precedence."""
+def versions(
+    store: Store, package: str, doc: PackageDoc, scanned: tuple[dict[str, int], dict[str, Known]] | None = None
+) -> list[VersionInfo]:
+    """Every visible version of ``package`` as listings show it, ascending by precedence
+    (``scanned``: what :func:`scan` answered, when the caller ran it alongside reading ``doc``)."""
     from .versions import version_sort_key  # noqa: PLC0415 - semver, packaging: ~6 ms, only to sort
 
-    sizes, known = scan(store, package)
+    sizes, known = scanned if scanned is not None else scan(store, package)
     key = version_sort_key(sizes)
     return sorted((describe(doc, v, sizes[v], known[v]) for v in sizes), key=lambda v: key(v.version))
 

@@ -19,10 +19,11 @@ from typing import TypeVar
 
 from .errors import TychoError
 
-#: Requests in flight at once for listings, record reads, deletes.
-PARALLEL_REQUESTS = 32
+#: Requests in flight at once for listings, record reads, deletes. On a server 20-80 ms away each
+#: wave of requests costs a round trip, so waves are wide (the requests are small).
+PARALLEL_REQUESTS = 64
 #: Packages pulled at once (each may itself read ranges in parallel).
-PARALLEL_PULLS = 16
+PARALLEL_PULLS = 32
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")

@@ -63,7 +63,7 @@ class _EtagHasher:
         self._in_part = 0
         self._digests: list[bytes] = []
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         if self._part_size is None:
             self._whole.update(data)
             return
@@ -92,7 +92,7 @@ class Digests:
         self._sha = hashlib.sha256()
         self._etag = _EtagHasher(etag.part_size) if etag else None
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self._sha.update(data)
         if self._etag:
@@ -167,6 +167,19 @@ class PositionalWriter:
 
     def account(self, data: bytes) -> None:
         self.digests.update(data)
+
+    def account_written(self, offset: int, size: int) -> None:
+        """Hash, in order, bytes ``offset .. offset + size`` that ``write_at`` put in the file (read
+        back from the page cache: the range's pieces were not kept in memory)."""
+        end = offset + size
+        buffer = bytearray(min(CHUNK, size))
+        view = memoryview(buffer)
+        while offset < end:
+            got = portable.pread_into(self._fd, view[: min(CHUNK, end - offset)], offset)
+            if not got:
+                raise OSError(f"the part file ends at {offset} bytes, before {end}")
+            self.digests.update(view[:got])
+            offset += got
 
     def write(self, data: bytes) -> int:
         self.write_at(data, self.digests.size)

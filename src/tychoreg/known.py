@@ -82,3 +82,8 @@ class KnownDigests:
             except OSError:
                 tmp.unlink(missing_ok=True)
                 raise
+
+    # -- performance on a real network (issue 16) --------------------------------------------
+    def versions(self, package: str) -> list[str]:
+        """The versions of ``package`` this machine verified (a hint for :mod:`tychoreg.ahead`)."""
+        return list(self._load(package))

@@ -201,3 +201,14 @@ def file_backend_problem() -> str | None:
     if not missing:
         return None
     return f"this system lacks {' and '.join(missing)}, which it needs to stay consistent under concurrent use"
+
+
+# -- performance on a real network (issue 16) ------------------------------------------------
+def pread_into(fd: int, buffer: memoryview, offset: int) -> int:
+    """Read into ``buffer`` at ``offset`` without moving the file position; returns the bytes read."""
+    native = getattr(os, "preadv", None)
+    if native is not None:
+        return int(native(fd, [buffer], offset))
+    data = pread(fd, len(buffer), offset)
+    buffer[: len(data)] = data
+    return len(data)

@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
-from . import catalog, delete, deliver, fetch, layout, portable, refs
+from . import ahead, catalog, delete, deliver, fetch, layout, portable, refs
 from .cache import Cache
 from .cache import default_root as default_cache_root
 from .concurrency import each_package, parallel_map
@@ -237,6 +237,7 @@ class Registry:
     def packages(self, pattern: str | None = None) -> list[PackageInfo]:
         """Every package (a folder with a ``tycho.json``), sorted by name; ``pattern`` is a glob.
         A package whose document is damaged is listed with its ``problem``."""
+        ahead.warm(self.store, 8)  # handshakes while the folders are listed
         names = sorted(
             n
             for n in self.store.list_folders("")
@@ -259,8 +260,9 @@ class Registry:
 
         Raises :class:`PackageNotFound`."""
         check_package(package)
-        doc, _ = refs.read(self.store, package)
-        return catalog.versions(self.store, package, doc)
+        ahead.warm(self.store, 4)  # tycho.json, and the two listings and the catalog at once
+        doc, scanned = ahead.both(lambda: refs.read(self.store, package)[0], lambda: catalog.scan(self.store, package))
+        return catalog.versions(self.store, package, doc, scanned)
 
     def info(
         self, package: str, version: str | Selector | None = None, *, pre: bool = False
@@ -529,15 +531,26 @@ class Registry:
         selector = Selector.parse(version)
         if outfile is not None and Path(outfile).is_dir():
             raise UsageError(f"{outfile} is a folder", "name a file path, e.g. DIR/FILENAME", reason="dest-is-folder")
-        doc, _ = refs.read(self.store, package)
-        exact = refs.select(self.store, package, doc, selector, pre=pre)
+        ahead.warm(self.store, 3)  # tycho.json, then (or at once) the record and the data's HEAD
+        read_doc: list[PackageDoc] = []
+
+        def name() -> str:
+            doc, _ = refs.read(self.store, package)
+            read_doc.append(doc)
+            return refs.select(self.store, package, doc, selector, pre=pre)
+
+        exact, expected = ahead.resolve(
+            ahead.guess(self.known, package, selector),
+            name,
+            lambda v: fetch.expected_for(
+                self.store, package, v, allow_unverified=allow_unverified, known=self.known, trust=self.trust
+            ),
+        )
+        doc = read_doc[0]
         if extract is None:
             dest = Path(outfile) if outfile is not None else self.outdir / doc.checked_localname()
         else:
             dest = Path(extract)
-        expected = fetch.expected_for(
-            self.store, package, exact, allow_unverified=allow_unverified, known=self.known, trust=self.trust
-        )
         yank = doc.yanked.get(exact)
         done = self._deliver(
             package, exact, expected, dest, extract=extract is not None, force=force, progress=progress

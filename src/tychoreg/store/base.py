@@ -272,3 +272,13 @@ class LocalStore(Protocol):
 
     @property
     def root(self) -> Path: ...
+
+
+# -- performance on a real network (issue 16) ------------------------------------------------
+@runtime_checkable
+class FileRangeSink(RangeSink, Protocol):
+    """A :class:`RangeSink` backed by a file, whose ranges can be handed over in order from what
+    was written (``account_written``) instead of from pieces held in memory: then a ranged read
+    keeps nothing in memory, and can have many more ranges in flight on a slow, far link."""
+
+    def account_written(self, offset: int, size: int) -> None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from ..errors import ConfigError, StorageError
 from .base import (
     CHUNK,
     MAX_DOCUMENT,
+    FileRangeSink,
     Leftover,
     ObjectInfo,
     ObjectNotFound,
@@ -30,7 +31,6 @@ from .base import (
     Sink,
     Source,
     TransferInterrupted,
-    same_etag,
     too_large,
 )
 from .s3http import Chunks, Fallback, LeanS3, Listed, http_date
@@ -45,6 +45,12 @@ LEAN_READ = 1 * MiB
 UPLOAD_BUFFER = 40 * MiB
 #: Bytes of ranged-download parts held in memory at once (they wait there to be written in order).
 DOWNLOAD_BUFFER = 48 * MiB
+#: Ranges in flight at once, written into the file as they arrive (nothing held in memory), when
+#: the server is far (no answer within ``NEAR`` seconds): each connection then carries only so
+#: much, and each range waits a round trip for its first byte.
+RANGES_FAR, NEAR = 32, 0.015
+#: Upload parts to a far server: S3's smallest, so ``UPLOAD_BUFFER`` keeps 8 of them in flight.
+FAR_UPLOAD_PART = 5 * MiB
 _BODY_ATTEMPTS = 4
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
@@ -184,8 +190,12 @@ class S3Store:
     #: S3 and the S3-compatible stores keep user metadata (x-amz-meta-*) with each object.
     keeps_metadata = True
 
-    def __init__(self, options: dict[str, Any], *, part_size: int = PART_SIZE, concurrency: int = CONCURRENCY) -> None:
-        self.part_size, self.concurrency = part_size, concurrency
+    def __init__(
+        self, options: dict[str, Any], *, part_size: int | None = None, concurrency: int = CONCURRENCY
+    ) -> None:
+        #: Ranges are sized to the link unless the config sets ``part_size`` (then it is used as is).
+        self.adaptive = part_size is None
+        self.part_size, self.concurrency = part_size or PART_SIZE, concurrency
         self.bucket: str = options["bucket"]
         self.prefix: str = options.get("prefix", "")
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
@@ -435,8 +445,10 @@ class S3Store:
         progress: Progress | None = None,
         meta: Mapping[str, str] | None = None,
     ) -> _StagedPut | _StagedMultipart:
-        # Parts grow for huge files so that no upload needs more than S3's 10,000 parts.
-        part_size = max(self.part_size, -(-(size_hint or 0) // (MAX_PARTS - 100)))
+        # Parts grow for huge files so that no upload needs more than S3's 10,000 parts. To a far
+        # server, parts are S3's smallest, so that the same memory keeps more connections busy.
+        part = FAR_UPLOAD_PART if self.adaptive and self._far() else self.part_size
+        part_size = max(part, -(-(size_hint or 0) // (MAX_PARTS - 100)))
         first = source.read(part_size)
         if len(first) < part_size:
             if progress:
@@ -497,8 +509,12 @@ class S3Store:
         progress: Progress | None = None,
         if_match: str | None = None,
     ) -> ObjectInfo:
-        if size is not None and size - start >= 2 * self.part_size:
-            return self._read_ranges(key, sink, start, size, progress, if_match)
+        part = self.part_size
+        far = self.adaptive and isinstance(sink, FileRangeSink) and self._far()
+        if far and size is not None:  # enough ranges to fill the parallel connections a far link needs
+            part = max(MiB, min(part, -(-(size - start) // RANGES_FAR)))
+        if size is not None and size - start >= 2 * part:
+            return self._read_ranges(key, sink, start, size, progress, if_match, part)
         small = start == 0 and size is not None and size <= LEAN_READ
         found = self._lean_get(key, LEAN_READ, if_match) if small else None
         if found is not None:
@@ -525,7 +541,14 @@ class S3Store:
         return ObjectInfo(key, total, resp.get("ETag"), resp.get("LastModified"))
 
     def _read_ranges(
-        self, key: str, sink: Sink, start: int, size: int, progress: Progress | None, if_match: str | None = None
+        self,
+        key: str,
+        sink: Sink,
+        start: int,
+        size: int,
+        progress: Progress | None,
+        if_match: str | None = None,
+        part_size: int | None = None,
     ) -> ObjectInfo:
         """Ranged GETs in parallel, handed to ``sink`` strictly in order (the caller hashes them
         in order). A :class:`RangeSink` gets each part written by the worker that fetched it, so
@@ -534,8 +557,14 @@ class S3Store:
         over in order, so the caller resumes from there."""
         etag: list[str] = []
         write_at = sink.write_at if isinstance(sink, RangeSink) else None
+        # Far away, many ranges must be in flight: they go straight into the file and are hashed
+        # from there. Near, the few in flight are held in memory and hashed as they are (no
+        # reading back: on loopback the hash, on the main thread, is what bounds a pull).
+        streamed = isinstance(sink, FileRangeSink) and self.adaptive and self._far()
 
         def fetch(first: int, last: int) -> Chunks:
+            if streamed and write_at and self._stream_range(key, first, last, etag[0] if etag else None, write_at):
+                return []  # in the file; handed over from there (see _drain)
             chunks = self._lean_range(key, first, last, etag[0] if etag else None)
             if chunks is None:
                 chunks = self._boto_range(key, first, last, etag[0] if etag else None)
@@ -544,13 +573,18 @@ class S3Store:
                 for chunk in chunks:
                     write_at(chunk, at)
                     at += len(chunk)
-            return chunks
+            return [] if streamed else chunks
 
-        pinned = self.head(key)  # one HEAD pins the object's ETag: every range must come from it
-        if pinned is None:
-            raise ObjectNotFound(f"{self.location}/{key} not found")
-        if if_match and not same_etag(pinned.etag, if_match):
-            raise PreconditionFailed(f"{self.location}/{key} was replaced since it was first read")
+        if if_match:
+            # The caller's HEAD pinned the object (its ETag, and its size, which it passes as
+            # ``size``): every range is conditional on that ETag, so a replaced object answers
+            # 412 on its first range. No second HEAD, no round trip.
+            pinned = ObjectInfo(key, size, if_match)
+        else:
+            found = self.head(key)  # one HEAD pins the object's ETag: every range must come from it
+            if found is None:
+                raise ObjectNotFound(f"{self.location}/{key} not found")
+            pinned = found
         if pinned.size != size:
             raise StorageError(
                 f"{self.location}/{key} is {pinned.size} bytes, not the {size} expected: it was replaced or damaged",
@@ -558,28 +592,63 @@ class S3Store:
             )
         if pinned.etag:
             etag.append(pinned.etag)
-        ranges = [(a, min(a + self.part_size, size) - 1) for a in range(start, size, self.part_size)]
+        part = part_size or self.part_size
+        ranges = [(a, min(a + part, size) - 1) for a in range(start, size, part)]
         pending: deque[cf.Future[Chunks]] = deque()
-        window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
+        if streamed:
+            window = RANGES_FAR
+            self.warm_connections(min(window, len(ranges)))
+        else:
+            window = max(2, min(self.concurrency, DOWNLOAD_BUFFER // self.part_size))
+        spans = {first: last - first + 1 for first, last in ranges}
         with executor(window) as pool:
             try:
+                order: deque[int] = deque()
                 for first, last in ranges:
                     pending.append(pool.submit(fetch, first, last))
+                    order.append(first)
                     if len(pending) >= window:
-                        self._drain(pending.popleft(), sink, progress)
+                        self._drain(pending.popleft(), sink, progress, order.popleft(), spans)
                 while pending:
-                    self._drain(pending.popleft(), sink, progress)
+                    self._drain(pending.popleft(), sink, progress, order.popleft(), spans)
             except BaseException:
                 for f in pending:
                     f.cancel()
                 raise
         return ObjectInfo(key, size, pinned.etag, pinned.modified)
 
+    def _stream_range(
+        self, key: str, first: int, last: int, etag: str | None, write_at: Callable[[bytes, int], None]
+    ) -> bool:
+        """Read a range through the lean client straight into the file; False when boto3 must read
+        it (again, from its start: what was written is overwritten with the same bytes)."""
+        assert self._lean is not None
+        at = [first]
+
+        def into(piece: bytes) -> None:
+            write_at(piece, at[0])
+            at[0] += len(piece)
+
+        try:
+            self._lean.stream_range(self._full(key), first, last, etag, CHUNK, into)
+        except Fallback:
+            return False
+        return True
+
     @staticmethod
-    def _drain(future: cf.Future[Chunks], sink: Sink, progress: Progress | None) -> None:
-        """Hand a finished part to the sink in order: only accounted for if the worker wrote it."""
+    def _drain(
+        future: cf.Future[Chunks], sink: Sink, progress: Progress | None, first: int, spans: dict[int, int]
+    ) -> None:
+        """Hand a finished part to the sink in order: only accounted for if the worker wrote it
+        (from the file when the worker kept no pieces of it)."""
+        chunks = future.result()
+        if not chunks and isinstance(sink, FileRangeSink) and spans[first]:
+            sink.account_written(first, spans[first])
+            if progress:
+                progress(spans[first])
+            return
         take = sink.account if isinstance(sink, RangeSink) else sink.write
-        for chunk in future.result():
+        for chunk in chunks:
             take(chunk)
             if progress:
                 progress(len(chunk))
@@ -600,3 +669,14 @@ class S3Store:
                 )
         except ObjectNotFound:
             pass
+
+    # -- performance on a real network (issue 16) --------------------------------------------
+    def _far(self) -> bool:
+        """Has no answer come within :data:`NEAR` seconds (so the server is a real network away,
+        not on this machine or in its rack)? False while nothing was timed yet."""
+        return self._lean is not None and self._lean.fastest is not None and self._lean.fastest >= NEAR
+
+    def warm_connections(self, connections: int) -> None:
+        """Open connections for requests about to be sent, in the background (see s3http)."""
+        if self._lean is not None:
+            self._lean.warm(connections)

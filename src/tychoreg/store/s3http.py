@@ -5,6 +5,13 @@ of hundreds of packages needs in all. When the config is plain (static keys, an 
 region, nothing boto3-specific), GET, HEAD and LIST of metadata go through this module instead:
 ``http.client`` with one kept-alive connection per thread and SigV4 signing by hand.
 
+Connections are kept alive in one pool shared by every thread (a thread takes an idle one or
+opens a new one, and gives it back after a clean answer), so parallel work that comes in waves
+(per package, per range) does not pay a new TCP handshake in each wave; :meth:`LeanS3.warm`
+opens some before they are needed, in parallel, so their handshakes overlap whatever the
+command does meanwhile. The fastest answer seen (:attr:`LeanS3.fastest`) tells how far the
+server is, for callers that size their parallelism to the link.
+
 It only ever makes the *first attempt*. Anything but a clean 2xx or 404 (a 403, a 5xx, a reset,
 a redirect, a truncated body) raises :class:`Fallback`, and the caller repeats the request with
 boto3, whose retries, credential chain and error messages then apply unchanged. So this module
@@ -21,8 +28,9 @@ import http.client
 import os
 import ssl
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -75,10 +83,8 @@ def _quote(text: str, safe: str = "-_.~") -> str:
     return urllib.parse.quote(text, safe=safe)
 
 
-class _PerThread(threading.local):
-    """Each thread's own kept-alive connection (None until its first request, or after one failed)."""
-
-    conn: http.client.HTTPConnection | None = None
+#: Idle connections kept for reuse; more are closed when given back.
+MAX_IDLE = 64
 
 
 class LeanS3:
@@ -102,7 +108,11 @@ class LeanS3:
         self._base = f"{parts.path.rstrip('/')}/{_quote(bucket)}" if path_style else parts.path.rstrip("/")
         self._region, self._key_id, self._secret, self._token = region, key_id, secret, token
         self._timeout, self._ca_bundle = timeout, ca_bundle
-        self._local = _PerThread()
+        self._idle: list[http.client.HTTPConnection] = []
+        self._pool_lock = threading.Lock()
+        self._warming = 0
+        #: Seconds of the quickest request so far (headers answered): about one round trip.
+        self.fastest: float | None = None
         self._signing_key: tuple[str, bytes] | None = None
 
     @classmethod
@@ -157,6 +167,19 @@ class LeanS3:
             raise Fallback(f"range answered {status}")
         return body
 
+    def stream_range(
+        self, key: str, first: int, last: int, etag: str | None, chunk: int, into: Callable[[bytes], None]
+    ) -> None:
+        """As :meth:`get_range`, each piece handed to ``into`` as it arrives (nothing is kept).
+        On :class:`Fallback` some pieces may have been handed over already: the caller reads the
+        whole range again."""
+        extra = {"range": f"bytes={first}-{last}"}
+        if etag:
+            extra["if-match"] = etag
+        status, headers, _ = self._request("GET", key, {}, last - first + 1, extra, chunk, into)
+        if status != 206 or headers.get("content-length") != str(last - first + 1):
+            raise Fallback(f"range answered {status}")
+
     def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None, dict[str, str], _dt.datetime | None] | None:
         """Size, ETag, last modified, user metadata and the server's clock, as boto3 gives them."""
         status, headers, _ = self._request("HEAD", key, {}, 0)
@@ -196,16 +219,51 @@ class LeanS3:
                 return
 
     # -- plumbing ------------------------------------------------------------------------
+    def _new_connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            context = ssl.create_default_context(cafile=self._ca_bundle)
+            return http.client.HTTPSConnection(self._host, timeout=self._timeout, context=context)
+        return http.client.HTTPConnection(self._host, timeout=self._timeout)
+
     def _connection(self) -> http.client.HTTPConnection:
-        conn = self._local.conn
-        if conn is None:
-            if self._https:
-                context = ssl.create_default_context(cafile=self._ca_bundle)
-                conn = http.client.HTTPSConnection(self._host, timeout=self._timeout, context=context)
-            else:
-                conn = http.client.HTTPConnection(self._host, timeout=self._timeout)
-            self._local.conn = conn
-        return conn
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_connection()
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._pool_lock:
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _saw(self, seconds: float) -> None:
+        if self.fastest is None or seconds < self.fastest:
+            self.fastest = seconds
+
+    def warm(self, connections: int) -> None:
+        """Open up to ``connections`` connections (counting idle ones) in the background, in
+        parallel, for requests about to be sent; best effort (a failure opens nothing)."""
+        with self._pool_lock:
+            wanted = min(connections, MAX_IDLE) - len(self._idle) - self._warming
+            if wanted <= 0:
+                return
+            self._warming += wanted
+
+        def one() -> None:
+            try:
+                conn = self._new_connection()
+                conn.connect()  # not timed: a proxy (or an emulated link) may accept at once
+            except (OSError, ValueError, http.client.HTTPException):
+                return
+            finally:
+                with self._pool_lock:
+                    self._warming -= 1
+            self._give_back(conn)
+
+        for _ in range(wanted):
+            threading.Thread(target=one, name="tychoreg-warm", daemon=True).start()
 
     @overload
     def _request(
@@ -220,7 +278,14 @@ class LeanS3:
 
     @overload
     def _request(
-        self, method: str, key: str, query: dict[str, str], limit: int, extra: dict[str, str] | None, chunk: int
+        self,
+        method: str,
+        key: str,
+        query: dict[str, str],
+        limit: int,
+        extra: dict[str, str] | None,
+        chunk: int,
+        into: Callable[[bytes], None] | None = None,
     ) -> tuple[int, dict[str, str], bytes | Chunks]: ...
 
     def _request(
@@ -231,8 +296,10 @@ class LeanS3:
         limit: int,
         extra: dict[str, str] | None = None,
         chunk: int = 0,
+        into: Callable[[bytes], None] | None = None,
     ) -> tuple[int, dict[str, str], bytes | Chunks]:
-        """One signed request; the body whole, or with ``chunk`` (a 206 answer) as a list of pieces."""
+        """One signed request; the body whole, or with ``chunk`` (a 206 answer) as a list of pieces,
+        or with ``into`` too, each piece handed to it as it arrives (the list then stays empty)."""
         path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
         canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
         headers = {**self._sign(method, path, canonical_query), **(extra or {})}
@@ -241,28 +308,37 @@ class LeanS3:
         except (OSError, ValueError) as exc:  # e.g. an AWS_CA_BUNDLE that cannot be read
             raise Fallback(f"{type(exc).__name__}: {exc}") from None
         try:
+            sent = time.perf_counter()
+            reused = conn.sock is not None
             conn.request(method, f"{path}?{canonical_query}" if canonical_query else path, headers=headers)
             resp = conn.getresponse()
+            if reused:  # a request on an open connection: about one round trip
+                self._saw(time.perf_counter() - sent)
             length = resp.getheader("content-length")
             if length is not None and int(length) > limit and method == "GET" and resp.status in (200, 206):
                 resp.close()
                 conn.close()
                 raise Fallback("object larger than a document")
             body: bytes | Chunks
+            got = 0
             if chunk and resp.status == 206:
                 body = []
                 while piece := resp.read(chunk):
-                    body.append(piece)
+                    got += len(piece)
+                    if into is None:
+                        body.append(piece)
+                    else:
+                        into(piece)
             else:
                 body = resp.read()
+                got = len(body)
         except (OSError, ValueError, http.client.HTTPException) as exc:
             conn.close()
-            self._local.conn = None
             raise Fallback(f"{type(exc).__name__}: {exc}") from None
         if resp.will_close:
             conn.close()
-            self._local.conn = None
-        got = sum(map(len, body)) if isinstance(body, list) else len(body)
+        else:
+            self._give_back(conn)
         if resp.status not in (200, 206, 404) or (length is not None and method != "HEAD" and got != int(length)):
             raise Fallback(f"{method} answered {resp.status}")
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
