@@ -82,3 +82,9 @@ class KnownDigests:
             except OSError:
                 tmp.unlink(missing_ok=True)
                 raise
+
+    # -- delta pulls -------------------------------------------------------------------------
+    def versions(self, package: str) -> dict[str, str]:
+        """Every version of ``package`` this machine verified, with its SHA-256 (where a delta
+        pull looks for local copies of the package's other versions in the cache)."""
+        return self._load(package)

@@ -541,6 +541,8 @@ class Registry:
             resumes=done.resumes,
             from_cache=done.from_cache,
             extracted=extract is not None,
+            reused=done.reused,
+            fetched=done.fetched,
             yanked=yank is not None,
             yank_reason=yank.get("reason") if yank else None,
             signers=expected.signed.signers if expected.signed else None,
@@ -686,6 +688,8 @@ class Registry:
             resumes=done.resumes,
             from_cache=done.from_cache,
             extracted=extract,
+            reused=done.reused,
+            fetched=done.fetched,
             signers=expected.signed.signers if expected.signed else None,
             size=expected.size,
             sha256=expected.sha256,
@@ -718,7 +722,16 @@ class Registry:
         offline: bool = False,
         progress: ProgressFactory | None = None,
     ) -> deliver.Delivered:
-        source = deliver.Source(self.store, package, version, expected, self.cache, offline)
+        source = deliver.Source(
+            self.store,
+            package,
+            version,
+            expected,
+            self.cache,
+            offline,
+            self.delta,
+            self._delta_siblings(package, version),
+        )
         watch = progress(f"{package} {version}", expected.size) if progress and not offline else None
         if extract:
             done = deliver.to_folder(source, dest, limit=self.extract_limit, force=force, progress=watch)
@@ -1102,3 +1115,16 @@ class Registry:
         check_package(package)
         doc, _ = refs.read(self.store, package)
         return list(dict.fromkeys(["latest", *doc.tags, *reversed(sort_versions(refs.visible(self.store, package)))]))
+
+    # -- delta pulls (docs/FORMAT.md, "Chunk indexes") ---------------------------------------
+    #: Pulls reuse the pieces of a version that local files already hold (:mod:`tychoreg.delta`);
+    #: False downloads every version whole.
+    delta: bool = True
+
+    def _delta_siblings(self, package: str, version: str) -> tuple[str, ...]:
+        """The SHA-256s of the package's other versions this machine verified (their cache
+        entries may hold pieces of ``version``), the most recently remembered first."""
+        if not (self.delta and self.cache and self.known):
+            return ()
+        seen = self.known.versions(package)
+        return tuple(dict.fromkeys(sha for v, sha in reversed(seen.items()) if v != version))

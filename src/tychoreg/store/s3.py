@@ -600,3 +600,10 @@ class S3Store:
                 )
         except ObjectNotFound:
             pass
+
+    # -- delta pulls: one byte range ---------------------------------------------------------
+    def read_range(self, key: str, first: int, last: int, *, size: int, if_match: str | None = None) -> Chunks:
+        chunks = self._lean_range(key, first, last, if_match)
+        if chunks is None:
+            chunks = self._boto_range(key, first, last, if_match)
+        return chunks
