@@ -19,17 +19,22 @@ then ``count`` entries of 36 bytes: the piece's length (4 bytes, big-endian) and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import layout
 from .errors import TychoError
+from .integrity import digest_stream
+from .names import is_valid_segment
 from .store import PreconditionFailed, Store
 
 FORMAT = 1
@@ -241,3 +246,50 @@ def read(store: Store, package: str, version: str, size: int, sha256: str | None
     if index is None or index.size != size or (sha256 is not None and index.sha256 != sha256):
         return None
     return index
+
+
+def forget(store: Store, package: str, version: str, sha256: str | None) -> None:
+    """Remove the index of a deleted version if it describes the bytes deleted (``sha256``; an
+    index a new push of the same version wrote meanwhile stays). Best effort."""
+    k = layout.chunk_index(package, version)
+    try:
+        raw, etag = store.get(k)
+    except TychoError:
+        return
+    index = ChunkIndex.parse(raw)
+    if index is None or sha256 is None or index.sha256 == sha256:
+        with contextlib.suppress(TychoError):
+            store.delete_if_match(k, etag)
+
+
+def backfill(store: Store, package: str) -> tuple[list[str], list[str]]:
+    """Write an index for each version of ``package`` that has none (pushed by tycho-station
+    0.4.0, or before indexes were written): each is downloaded once, verified as a pull verifies
+    it, and cut. Returns the keys written and the problems met (one line each)."""
+    from . import fetch  # noqa: PLC0415 - fetch imports this module's users; only the index command
+
+    versions = {v for i in store.list(layout.data_prefix(package)) if (v := layout.version_of_data(package, i.key))}
+    indexed = {
+        v for i in store.list(layout.chunks_prefix(package)) if (v := layout.version_of_chunk_index(package, i.key))
+    }
+    written: list[str] = []
+    problems: list[str] = []
+    for version in sorted(versions - indexed):
+        if not is_valid_segment(version) or _chunker(Params()) is None:
+            continue
+        try:
+            expected = fetch.expected_for(store, package, version, allow_unverified=True)
+            if expected.checked_by == "size":
+                continue  # nothing says what the bytes should be: no index to vouch for them
+            with tempfile.TemporaryDirectory(prefix="tychoreg-chunks-") as tmp:
+                local = Path(tmp) / "data"
+                fetch.download(store, package, version, expected, local)
+                with open(local, "rb") as fh:
+                    sha = expected.sha256 or digest_stream(fh, None).sha256
+                    index = build(fh.fileno(), expected.size, sha)
+            if index is not None:
+                write(store, package, version, index)
+                written.append(layout.chunk_index(package, version))
+        except TychoError as exc:
+            problems.append(f"{package} {version}: no chunk index written: {exc}")
+    return written, problems

@@ -892,7 +892,11 @@ class Registry:
                     reason="index-over-http",
                 )
             self.ensure_writable()
-        return webindex.check(self.store) if check else webindex.rebuild(self.store)
+        if check:
+            return webindex.check(self.store)
+        report = webindex.rebuild(self.store)
+        self._index_chunks(report)
+        return report
 
     def serve(
         self,
@@ -1128,3 +1132,13 @@ class Registry:
             return ()
         seen = self.known.versions(package)
         return tuple(dict.fromkeys(sha for v, sha in reversed(seen.items()) if v != version))
+
+    def _index_chunks(self, report: IndexReport) -> None:
+        """Write the chunk indexes that versions lack (pushed by tycho-station 0.4.0 or before
+        indexes were written), adding what was written and what failed to ``report``."""
+        from . import chunks  # noqa: PLC0415 - only the index command
+
+        for name in sorted(n for n in self.store.list_folders("") if is_valid_segment(n)):
+            written, problems = chunks.backfill(self.store, name)
+            report.written += written
+            report.problems += problems
