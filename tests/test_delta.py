@@ -277,3 +277,28 @@ def test_no_delta_pulls_whole(ws: Workspace) -> None:
     assert (ws.root / "tycho_packages" / "narf.bin").read_bytes() == two
     for command in ("sync", "mirror"):
         assert "--no-delta" in ws.ok(command, "--help").out
+
+
+@pytest.mark.parametrize("suffix", ["tar.gz", "zip"])
+def test_a_folder_with_a_few_files_changed_pulls_little(ws: Workspace, suffix: str) -> None:
+    """``push DIR`` packs with restarts at members (docs/FORMAT.md, "Folder archives"): files
+    that did not change compress to the same bytes, so the next version's archive deltas well."""
+    rng = random.Random(3)
+    tree = ws.root / "tree"
+    for i in range(24):
+        ws.file(f"tree/lib/part{i:02}.so", rng.randbytes(MiB))
+    for i in range(40):
+        ws.file(f"tree/src/file{i:02}.txt", (f"line {i} " * rng.randrange(100, 3000)).encode())
+    ws.ok("init", "narf", f"narf.{suffix}")
+    ws.ok("push", "narf", "1.0", str(tree))
+    ws.file("tree/lib/part05.so", rng.randbytes(MiB))
+    ws.file("tree/src/file07.txt", b"changed\n" * 999)
+    ws.ok("push", "narf", "2.0", str(tree))
+    ws.ok("pull", "narf", "--version", "1.0")
+    got = pull_json(ws, "--version", "2.0", "--no-cache")
+    size = got["size"]
+    assert got["reused_bytes"] + got["fetched_bytes"] == size
+    assert got["fetched_bytes"] <= 1.3 * (MiB + 8 * 999) + 4 * 256 * 1024 + index_size(ws, "2.0"), got
+    out = ws.root / "x"
+    ws.ok("pull", "narf", "--version", "2.0", "--extract", str(out), "--no-cache")
+    assert (out / "lib" / "part05.so").read_bytes() == (tree / "lib" / "part05.so").read_bytes()
