@@ -43,7 +43,7 @@ def versions(size: int, share: float, seed: int = 11) -> tuple[bytes, bytes, int
     """Version 1, and version 2 with ``share`` of it changed: a third inserted, a third deleted,
     a third overwritten, each in three places; returns them and the new bytes in version 2."""
     rng = random.Random(seed)
-    one = rng.randbytes(size)
+    one = b"".join(rng.randbytes(min(16 * MIB, size - at)) for at in range(0, size, 16 * MIB))
     region = max(1, int(size * share / 9))
     two = bytearray(one)
     for k in range(3):  # overwrite, at 10 %, 40 %, 70 %
@@ -117,6 +117,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tycho-delta-bench-"))
     rows = []
     try:
+        (tmp / "weed").mkdir()
         with servers.running_seaweed(tmp / "weed") as seaweed:
             proxy = FaultProxy(seaweed.endpoint)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TYCHOREG_"))}

@@ -26,7 +26,7 @@ from . import chunks, portable
 from .concurrency import check_cancelled, executor
 from .errors import IntegrityError, TychoError
 from .fetch import Expected
-from .integrity import CHUNK, Digests
+from .integrity import Digests
 from .localfs import open_regular, resumable_write
 from .store import Store
 from .store.base import Progress, RangeReader
@@ -131,17 +131,8 @@ def assemble(
             with resumable_write(dest, None) as fh:
                 fd = fh.fileno()
                 os.ftruncate(fd, expected.size)
-                for piece in reusable:
-                    check_cancelled()
-                    src = found[piece.sha256]
-                    data = portable.pread(src.fd, piece.length, src.offset)
-                    if len(data) != piece.length:
-                        raise _Doubt(f"{dest}: a local piece changed while it was read")
-                    portable.pwrite(fd, data, piece.offset)
-                    if progress:
-                        progress(piece.length)
                 _fetch(store, expected, ranges, fd, progress)
-                _verify(fd, expected, dest)
+                _copy_and_verify(index, found, fd, expected, dest, progress)
         except TychoError:  # a doubt, a failed range, a local error: the whole download decides
             return None
     return Outcome(reused, sum(last + 1 - first for first, last in ranges), index_size)
@@ -169,10 +160,29 @@ def _fetch(
             future.result()
 
 
-def _verify(fd: int, expected: Expected, dest: Path) -> None:
+def _copy_and_verify(
+    index: chunks.ChunkIndex,
+    found: dict[bytes, _Found],
+    fd: int,
+    expected: Expected,
+    dest: Path,
+    progress: Progress | None,
+) -> None:
+    """One pass in order over the version's pieces: copy each local one into place, and hash
+    every piece (copied or fetched) into the whole file's digests, which must be the version's."""
     digests = Digests(expected.etag)
-    for offset in range(0, expected.size, CHUNK):
+    for piece in index.pieces:
         check_cancelled()
-        digests.update(portable.pread(fd, min(CHUNK, expected.size - offset), offset))
+        src = found.get(piece.sha256)
+        if src is not None:
+            data = portable.pread(src.fd, piece.length, src.offset)
+            if len(data) != piece.length:
+                raise _Doubt(f"{dest}: a local piece changed while it was read")
+            portable.pwrite(fd, data, piece.offset)
+            if progress:
+                progress(piece.length)
+        else:
+            data = portable.pread(fd, piece.length, piece.offset)
+        digests.update(data)
     if not expected.matches(digests):
         raise _Doubt(f"{dest}: the assembled file does not verify")
