@@ -58,6 +58,25 @@ def versions(size: int, share: float, seed: int = 11) -> tuple[bytes, bytes, int
     return one, bytes(two), 6 * region
 
 
+def throttle(proxy: FaultProxy, mbit: float, rtt: float) -> None:
+    """A shared link of ``mbit`` Mbit/s with ``rtt`` seconds of latency per request, as a crude
+    stand-in for a real network: every response waits ``rtt``, then its body takes its share of
+    the one link (bodies are sent one after another, whatever the number of connections)."""
+    import threading
+
+    link = threading.Lock()
+    rate = mbit * 1e6 / 8
+
+    def slow(method: str, path: str, body: bytes) -> bytes:
+        time.sleep(rtt)
+        if body:
+            with link:
+                time.sleep(len(body) / rate)
+        return body
+
+    proxy.transform = slow
+
+
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
@@ -112,6 +131,9 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--shares", default="0.01,0.05,0.30")
+    parser.add_argument("--mbit", type=float, default=0, help="emulate a link of this speed (0: loopback)")
+    parser.add_argument("--rtt-ms", type=float, default=20, help="latency per request on the emulated link")
+    parser.add_argument("--no-push", action="store_true", help="skip the push and chunker measurements")
     args = parser.parse_args()
     size = args.mib * MIB
     tmp = Path(tempfile.mkdtemp(prefix="tycho-delta-bench-"))
@@ -120,6 +142,8 @@ def main() -> None:
         (tmp / "weed").mkdir()
         with servers.running_seaweed(tmp / "weed") as seaweed:
             proxy = FaultProxy(seaweed.endpoint)
+            if args.mbit:
+                throttle(proxy, args.mbit, args.rtt_ms / 1000)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TYCHOREG_"))}
             env.update(servers.S3_ENV)
             for n, share in enumerate(float(s) for s in args.shares.split(",")):
@@ -175,7 +199,7 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                if n == 0:
+                if n == 0 and not args.no_push:
                     speed = chunker_speed(work / "v1")
                     direct = work / "direct.json"
                     cfg = json.loads((work / "tycho.json").read_text())

@@ -36,6 +36,7 @@ from .errors import TychoError
 from .integrity import digest_stream
 from .names import is_valid_segment
 from .store import PreconditionFailed, Store
+from .store.base import RangeReader
 
 FORMAT = 1
 CHUNKER = "fastcdc2020"
@@ -238,9 +239,18 @@ class _TooLarge(Exception):
 def read(store: Store, package: str, version: str, size: int, sha256: str | None) -> ChunkIndex | None:
     """The version's index if it has one that describes ``size`` bytes (hashing to ``sha256``
     when that is known); None otherwise (none, damaged, about other bytes, unreadable)."""
-    sink = _Collect(min(MAX_INDEX, 4096 + (size // MIN + 1) * ENTRY.size))
+    k = layout.chunk_index(package, version)
+    sink = _Collect(min(MAX_INDEX, 4096 + (size // 64 + 1) * ENTRY.size))
     try:
-        store.read(layout.chunk_index(package, version), sink)
+        info = store.head(k)  # None over HTTP too: the catalog does not list indexes
+        if info is not None and (info.size == 0 or info.size > sink.limit):
+            return None
+        if info is not None and isinstance(store, RangeReader):
+            # one ranged GET: the lean S3 client (no boto3 to load), the file store's pread
+            for piece in store.read_range(k, 0, info.size - 1, size=info.size, if_match=info.stamp):
+                sink.write(piece)
+        else:
+            store.read(k, sink)
     except (_TooLarge, TychoError, OSError):
         return None
     index = ChunkIndex.parse(b"".join(sink.parts))
