@@ -146,7 +146,7 @@ def _fetch(
         at = first
         for data in store.read_range(expected.key, first, last, size=expected.size, if_match=expected.pin):
             check_cancelled()
-            portable.pwrite(fd, data, at)
+            _write_all(fd, data, at)
             at += len(data)
             if progress:
                 progress(len(data))
@@ -160,6 +160,30 @@ def _fetch(
             future.result()
 
 
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = portable.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def _runs(index: chunks.ChunkIndex, found: dict[bytes, _Found]) -> list[tuple[int | None, int, int, int]]:
+    """The pieces in order as runs ``(source fd or None for fetched, source offset, offset,
+    length)``: neighbours that follow each other in the same source are one run (fewer, larger
+    reads and writes)."""
+    runs: list[tuple[int | None, int, int, int]] = []
+    for piece in index.pieces:
+        src = found.get(piece.sha256)
+        fd, at = (src.fd, src.offset) if src is not None else (None, piece.offset)
+        if runs:
+            rfd, rat, roff, rlen = runs[-1]
+            if rfd == fd and rat + rlen == at and roff + rlen == piece.offset and rlen < MAX_RANGE:
+                runs[-1] = (rfd, rat, roff, rlen + piece.length)
+                continue
+        runs.append((fd, at, piece.offset, piece.length))
+    return runs
+
+
 def _copy_and_verify(
     index: chunks.ChunkIndex,
     found: dict[bytes, _Found],
@@ -171,18 +195,15 @@ def _copy_and_verify(
     """One pass in order over the version's pieces: copy each local one into place, and hash
     every piece (copied or fetched) into the whole file's digests, which must be the version's."""
     digests = Digests(expected.etag)
-    for piece in index.pieces:
+    for src, at, offset, length in _runs(index, found):
         check_cancelled()
-        src = found.get(piece.sha256)
+        data = portable.pread(fd if src is None else src, length, offset if src is None else at)
+        if len(data) != length:
+            raise _Doubt(f"{dest}: a local piece changed while it was read")
         if src is not None:
-            data = portable.pread(src.fd, piece.length, src.offset)
-            if len(data) != piece.length:
-                raise _Doubt(f"{dest}: a local piece changed while it was read")
-            portable.pwrite(fd, data, piece.offset)
+            _write_all(fd, data, offset)
             if progress:
-                progress(piece.length)
-        else:
-            data = portable.pread(fd, piece.length, piece.offset)
+                progress(length)
         digests.update(data)
     if not expected.matches(digests):
         raise _Doubt(f"{dest}: the assembled file does not verify")
