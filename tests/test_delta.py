@@ -302,3 +302,27 @@ def test_a_folder_with_a_few_files_changed_pulls_little(ws: Workspace, suffix: s
     out = ws.root / "x"
     ws.ok("pull", "narf", "--version", "2.0", "--extract", str(out), "--no-cache")
     assert (out / "lib" / "part05.so").read_bytes() == (tree / "lib" / "part05.so").read_bytes()
+
+
+def test_delta_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks/delta.py still runs end to end (on 8 MiB): the numbers are complete and the
+    delta pull fetched a fraction of what the full one did."""
+    import subprocess
+    import sys
+
+    from servers import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "delta.py"), "--mib", "8", "--runs", "1", "--shares", "0.05"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    row, extra = lines[0], lines[1]
+    assert row["full_fetched_mib"] == 8.0 and 0 < row["delta_fetched_mib"] < 1.5, row
+    assert row["delta_s"] > 0 and row["full_s"] > 0
+    assert extra["chunk_and_hash_mb_s"] > 0 and extra["push_with_index_s"] > 0
+    assert "| change | new bytes |" in proc.stdout
