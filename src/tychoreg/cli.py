@@ -1296,7 +1296,9 @@ def index(check: bool, as_json: bool) -> None:
     """Write the static catalog into the registry: index.html and .tycho-catalog.json at its root,
     PKG/index.html and PKG/.tycho/catalog.json per package. Writes keep it current by themselves;
     run this for a registry written by tycho-station 0.4.0 or an older tychoreg, or after a warning.
-    With it, any static web server (or `tychoreg serve`) makes the registry readable over HTTP."""
+    With it, any static web server (or `tychoreg serve`) makes the registry readable over HTTP.
+    It also writes the chunk index (for delta pulls) of every version that lacks one, reading each
+    such version once."""
     reg = _STATE.registry()
     report = reg.index(check=check)
     if report.written:
