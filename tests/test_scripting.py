@@ -546,13 +546,22 @@ def test_completion_scripts_for_zsh_and_fish(narf: Workspace, shell: str, marker
 
 # -- Ctrl-C and a closed pipe -----------------------------------------------------------------------
 def interrupt_mid_download(
-    ws: Workspace, proxy: FaultProxy, args: list[str], folder: Path, pattern: str, stalls: int = 1
+    ws: Workspace,
+    proxy: FaultProxy,
+    args: list[str],
+    folder: Path,
+    pattern: str,
+    stalls: int = 1,
+    packages: tuple[str, ...] = ("",),
 ) -> tuple[Result, float]:
     """Start ``tychoreg ARGS`` with the first read of the data (of ``stalls`` packages) stalled
     for a minute, wait until other ranges have landed in a file ``folder.glob(pattern)`` finds,
-    send SIGINT; return the result and how long the command took to exit after the signal."""
+    send SIGINT; return the result and how long the command took to exit after the signal.
+    ``packages`` names them when there are several (one stalled read each, whichever starts
+    first: without names, the first reads of one package could take every stall)."""
     proxy.stall_seconds = 60
-    proxy.rules.append(Rule("GET", "/tycho_1.0.pkg", "stall", times=stalls))
+    for package in packages:
+        proxy.rules.append(Rule("GET", f"{package}/tycho_1.0.pkg", "stall", times=stalls // len(packages)))
     proc = ws.spawn(*args)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -628,7 +637,9 @@ def test_ctrl_c_during_a_pull_list_stops_every_download(big) -> None:
     ws.ok("init", "twin", "twin.bin")
     ws.ok("push", "twin", "1.0", str(ws.file("in/twin.bin", data[::-1])), "--promote-latest")
     outdir = ws.root / "tycho_packages"
-    result, took = interrupt_mid_download(ws, proxy, ["pull-list", "big", "twin", "--no-cache"], outdir, ".*.part", 2)
+    result, took = interrupt_mid_download(
+        ws, proxy, ["pull-list", "big", "twin", "--no-cache"], outdir, ".*.part", 2, ("/big", "/twin")
+    )
     assert result.code == 130 and took < 8, (result.all, took)
     assert not (outdir / "big.bin").exists() and not (outdir / "twin.bin").exists()
     assert all(p.name.endswith(".part") for p in outdir.iterdir())
