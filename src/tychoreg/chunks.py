@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import layout
+from . import layout, portable
 from .errors import TychoError
 from .integrity import digest_stream
 from .names import is_valid_segment
 from .store import PreconditionFailed, Store
 from .store.base import RangeReader
+from .store.snapshot import SnapshotStore
 
 FORMAT = 1
 CHUNKER = "fastcdc2020"
@@ -147,7 +148,7 @@ class _PositionalReader:
             n = min(n, self._end - self._at)
         if n <= 0:
             return b""
-        data = os.pread(self._fd, n, self._at)
+        data = portable.pread(self._fd, n, self._at)
         self._at += len(data)
         return data
 
@@ -193,7 +194,7 @@ class Background:
         try:
             found = cut(self._fd)
             self._pieces = list(found) if found is not None else None
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - best effort: a push never fails for its index
             self._pieces = None
         finally:
             os.close(self._fd)
@@ -243,6 +244,8 @@ def read(store: Store, package: str, version: str, size: int, sha256: str | None
     sink = _Collect(min(MAX_INDEX, 4096 + (size // 64 + 1) * ENTRY.size))
     try:
         info = store.head(k)  # None over HTTP too: the catalog does not list indexes
+        if info is None and not isinstance(store, SnapshotStore):
+            return None  # a bucket or folder: no index
         if info is not None and (info.size == 0 or info.size > sink.limit):
             return None
         if info is not None and isinstance(store, RangeReader):
