@@ -5,7 +5,8 @@ still verify at the server. Rules are (method, path substring, fault, times): ``
 503 without forwarding; ``"503-after"`` forwards the request (so the server does the work) and
 then answers 503 instead of the server's reply, as a lost response looks to a client;
 ``"truncate"`` forwards and sends the headers but only half of the body, then closes.
-``ranges`` records the path and Range header of every GET, to show that downloads resume.
+``ranges`` records the path and Range header of every GET, to show that downloads resume;
+``sent`` counts the body bytes sent back per path (what a delta pull really fetched).
 ``transform``, when set, rewrites every forwarded response body: ``(method, path, body) -> body``
 (e.g. a listing as another S3-compatible server would write it).
 
@@ -77,6 +78,8 @@ class FaultProxy:
         self.seen: list[tuple[str, str, int]] = []
         self.transform: Callable[[str, str, bytes], bytes] | None = None
         self.ranges: list[tuple[str, str | None]] = []
+        #: Response body bytes sent to the client, by request path (GETs only).
+        self.sent: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -183,6 +186,8 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                    with proxy._lock:
+                        proxy.sent[urlsplit(self.path).path] += len(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 

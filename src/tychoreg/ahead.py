@@ -51,7 +51,7 @@ def guess(known: KnownDigests | None, package: str, selector: Selector) -> str |
         return selector.text if selector.text in seen else None
     from .versions import sort_versions  # noqa: PLC0415 - semver, packaging: only with a guess to make
 
-    return sort_versions(seen)[-1]
+    return sort_versions(list(seen))[-1]
 
 
 def resolve(guessed: str | None, name: Callable[[], str], read: Callable[[str], _T]) -> tuple[str, _T]:

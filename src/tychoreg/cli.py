@@ -53,6 +53,7 @@ class _State:
         self.debug = False
         self.quiet = False
         self.no_cache = False
+        self.no_delta = False
         self.settings: Settings | None = None
         #: --json: results are one JSON document on stdout, and nothing else goes there.
         self.as_json = False
@@ -70,6 +71,7 @@ class _State:
             _warn(warning)
         reg = Registry.from_settings(self.settings, warn=_warn)
         reg.catalog_problem = _warn_error
+        reg.delta = not self.no_delta
         if self.settings.origin == "default":
             self.default_registry = reg.location
         return reg
@@ -127,6 +129,21 @@ def no_cache_option(func: _Command) -> _Command:
         expose_value=False,
         callback=_set_no_cache,
         help="Neither read nor fill the shared download cache this time.",
+    )(func)
+
+
+def _set_no_delta(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    _STATE.no_delta = _STATE.no_delta or value
+
+
+def no_delta_option(func: _Command) -> _Command:
+    """``--no-delta``, for the commands that download."""
+    return click.option(
+        "--no-delta",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_no_delta,
+        help="Download whole files: do not reuse the parts that local copies already hold.",
     )(func)
 
 
@@ -392,6 +409,9 @@ def _report_pull(result: PullResult) -> None:
         check += f", signed by {', '.join(result.signers)}"
     if result.resumes:
         check += f", resumed {result.resumes}x after interruptions"
+    if result.reused:
+        fetched = result.fetched or 0
+        check += f", reused {_size(result.reused)} of {_size(result.size or 0)}, fetched {_size(fetched)}"
     verb = "Extracted" if result.extracted else "Pulled"
     if result.downloaded:
         _info(f"{verb} {result.package} {result.version} -> {_shown(result.path)} ({check})")
@@ -434,6 +454,7 @@ def _report_pull(result: PullResult) -> None:
     help="Take a version whose record is missing although it had one, by size and ETag.",
 )
 @no_cache_option
+@no_delta_option
 @json_option
 @common
 def pull(
@@ -526,6 +547,7 @@ def _error_json(package: str, exc: TychoError) -> dict[str, Any]:
 @click.option("--force", is_flag=True, help="Download even when destinations are up to date.")
 @click.option("--offline", is_flag=True, help="With a lock file: use the cache only, never the registry.")
 @no_cache_option
+@no_delta_option
 @json_option
 @common
 def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offline: bool, as_json: bool) -> None:
@@ -867,6 +889,7 @@ def gc(older_than: str, yes: bool, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Download and extract again even when up to date.")
 @click.option("--dry-run", is_flag=True, help="Say what would be locked and installed; write and download nothing.")
 @no_cache_option
+@no_delta_option
 @json_option
 @common
 def sync(locked: bool, offline: bool, force: bool, dry_run: bool, as_json: bool) -> None:
@@ -1208,6 +1231,7 @@ def sign(package: str, version: str, key: Path | None, as_json: bool) -> None:
     help="The config file of the registry to copy to.",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
+@no_delta_option
 @json_option
 @common
 def mirror(packages: tuple[str, ...], to: Path, dry_run: bool, as_json: bool) -> None:
@@ -1272,7 +1296,9 @@ def index(check: bool, as_json: bool) -> None:
     """Write the static catalog into the registry: index.html and .tycho-catalog.json at its root,
     PKG/index.html and PKG/.tycho/catalog.json per package. Writes keep it current by themselves;
     run this for a registry written by tycho-station 0.4.0 or an older tychoreg, or after a warning.
-    With it, any static web server (or `tychoreg serve`) makes the registry readable over HTTP."""
+    With it, any static web server (or `tychoreg serve`) makes the registry readable over HTTP.
+    It also writes the chunk index (for delta pulls) of every version that lacks one, reading each
+    such version once."""
     reg = _STATE.registry()
     report = reg.index(check=check)
     if report.written:

@@ -34,6 +34,9 @@ def delete_version(store: Store, package: str, selector: Selector, *, force: boo
             store.delete_if_match(layout.record(package, version), record_etag)
         except (ObjectNotFound, PreconditionFailed):
             pass  # a new push of this version has claimed it meanwhile: it stays
+    from .chunks import forget as forget_chunks  # noqa: PLC0415 - only when a version goes
+
+    forget_chunks(store, package, version, sha256)
     if sha256 is not None:
         from .signatures import forget  # noqa: PLC0415 - signatures, sshsig: only when a version goes
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import fetch, localfs
+from . import delta, fetch, localfs
 from .cache import Cache
 from .errors import NotFound, OperationError, TychoError
 from .fetch import Expected
@@ -34,6 +34,10 @@ class Delivered:
     downloaded: bool
     from_cache: bool = False
     resumes: int = 0
+    #: Delta pulls: bytes taken from local files, and bytes read from the store (None: not known,
+    #: e.g. nothing was downloaded).
+    reused: int = 0
+    fetched: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,27 @@ class Source:
     expected: Expected
     cache: Cache | None = None
     offline: bool = False
+    #: Delta pulls: try to reuse local pieces (see :mod:`tychoreg.delta`), and the SHA-256s of the
+    #: package's other versions whose cache entries may hold some.
+    delta: bool = True
+    siblings: tuple[str, ...] = ()
+
+
+def _delta_sources(src: Source, dest: Path | None) -> list[Path]:
+    """Local files that may share pieces with the wanted version: the destination (usually the
+    version pulled before), then the cache's copies of the package's other versions."""
+    out = [dest] if dest is not None else []
+    if src.cache:
+        out += [src.cache.path(sha) for sha in src.siblings if sha != src.expected.sha256]
+    return out
+
+
+def _try_delta(src: Source, dest: Path | None, target: Path, progress: Progress | None) -> delta.Outcome | None:
+    if not src.delta or fetch.resumable_part(target, src.expected):
+        return None
+    return delta.assemble(
+        src.store, src.package, src.version, src.expected, target, lambda: _delta_sources(src, dest), progress
+    )
 
 
 def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress | None = None) -> Delivered:
@@ -58,11 +83,14 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
         src.cache.note_digest(dest, exp.sha256)
         return Delivered(downloaded=False, from_cache=True)
     _online(src)
-    resumes = fetch.download(src.store, src.package, src.version, exp, dest, progress)
+    outcome = _try_delta(src, dest, dest, progress)
+    resumes = 0 if outcome else fetch.download(src.store, src.package, src.version, exp, dest, progress)
     if src.cache and exp.sha256:
         src.cache.adopt(exp.sha256, exp.size, dest)  # a clone or copy, never a link; best effort
         src.cache.note_digest(dest, exp.sha256)
-    return Delivered(downloaded=True, resumes=resumes)
+    if outcome:
+        return Delivered(downloaded=True, reused=outcome.reused, fetched=outcome.fetched)
+    return Delivered(downloaded=True, resumes=resumes, fetched=exp.size)
 
 
 def to_folder(
@@ -134,7 +162,8 @@ def _into_cache(src: Source, progress: Progress | None) -> int:
     exp = src.expected
     assert src.cache and exp.sha256
     target = src.cache.part_path(exp.sha256)
-    resumes = fetch.download(src.store, src.package, src.version, exp, target, progress)
+    outcome = _try_delta(src, None, target, progress)
+    resumes = 0 if outcome else fetch.download(src.store, src.package, src.version, exp, target, progress)
     try:
         src.cache.commit(exp.sha256, exp.size, target)
     except OperationError:

@@ -319,3 +319,10 @@ def _fingerprint(expected: Expected) -> str | None:
     else:
         return None
     return "".join(c for c in source if c in "0123456789abcdef")[:16] + f"-{expected.size}"
+
+
+def resumable_part(dest: Path, expected: Expected) -> bool:
+    """True when an interrupted download of these bytes left a part file beside ``dest`` (see
+    :func:`download`): resuming it is cheaper than anything else (a delta pull then steps aside)."""
+    tag = _fingerprint(expected)
+    return tag is not None and os.path.lexists(dest.with_name(f".{dest.name}.{tag}.part"))

@@ -83,7 +83,8 @@ class KnownDigests:
                 tmp.unlink(missing_ok=True)
                 raise
 
-    # -- performance on a real network (issue 16) --------------------------------------------
-    def versions(self, package: str) -> list[str]:
-        """The versions of ``package`` this machine verified (a hint for :mod:`tychoreg.ahead`)."""
-        return list(self._load(package))
+    # -- delta pulls -------------------------------------------------------------------------
+    def versions(self, package: str) -> dict[str, str]:
+        """Every version of ``package`` this machine verified, with its SHA-256 (where a delta
+        pull looks for local copies of the package's other versions in the cache)."""
+        return self._load(package)

@@ -106,3 +106,23 @@ def package_index(package: str) -> str:
 
 def package_page(package: str) -> str:
     return f"{package}/{PAGE}"
+
+
+# -- chunk indexes (docs/FORMAT.md, "Chunk indexes") ------------------------------------------
+CHUNKS = ".tycho/chunks/"
+CHUNKS_SUFFIX = ".cdx"
+
+
+def chunk_index(package: str, version: str) -> str:
+    return f"{package}/{CHUNKS}{version}{CHUNKS_SUFFIX}"
+
+
+def chunks_prefix(package: str) -> str:
+    return f"{package}/{CHUNKS}"
+
+
+def version_of_chunk_index(package: str, key: str) -> str | None:
+    head = chunks_prefix(package)
+    if key.startswith(head) and key.endswith(CHUNKS_SUFFIX) and "/" not in key[len(head) :]:
+        return key[len(head) : -len(CHUNKS_SUFFIX)] or None
+    return None

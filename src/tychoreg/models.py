@@ -365,6 +365,10 @@ class PullResult:
     #: The version's size and SHA-256 (None: pushed by a tool that recorded none).
     size: int | None = None
     sha256: str | None = None
+    #: Delta pulls: bytes taken from local files, and bytes read from the store (None when the
+    #: store was not read, e.g. the destination or the cache held the version).
+    reused: int = 0
+    fetched: int | None = None
 
     @property
     def verified(self) -> bool:
@@ -386,6 +390,8 @@ class PullResult:
             "resumes": self.resumes,
             "yanked": self.yanked,
             "yank_reason": self.yank_reason,
+            "reused_bytes": self.reused,
+            "fetched_bytes": self.fetched or 0,
         }
 
 

@@ -21,6 +21,7 @@ for a claim, our push id on the data) before concluding that someone else won.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -31,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from . import fetch, layout, refs
+from . import chunks, fetch, layout, refs
 from .concurrency import backoff
 from .errors import (
     AlreadyExists,
@@ -200,6 +201,7 @@ def publish(
         raise VersionExists(package, version)
     push_id = push_id or secrets.token_hex(16)
     digests = Digests()
+    chunking = chunks.Background(source.fileno())  # in the same time as the upload (docs/FORMAT.md)
     staged = store.stage(
         data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress, meta={PUSH_ID: push_id}
     )
@@ -221,7 +223,17 @@ def publish(
         staged.abort()
         raise
     _Push(store, package, record, staged).commit(claim)
+    _write_chunk_index(store, package, version, chunking.result(record.size, record.sha256))
     return record
+
+
+def _write_chunk_index(store: Store, package: str, version: str, index: chunks.ChunkIndex | None) -> None:
+    """Best effort: a version without an index pulls whole, as before (docs/FORMAT.md, "Chunk
+    indexes"); the push itself has succeeded."""
+    if index is None:
+        return
+    with contextlib.suppress(TychoError, OSError):
+        chunks.write(store, package, version, index)
 
 
 def _claim(store: Store, package: str, record: VersionRecord) -> tuple[VersionRecord, str]:

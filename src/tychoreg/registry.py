@@ -564,6 +564,8 @@ class Registry:
             resumes=done.resumes,
             from_cache=done.from_cache,
             extracted=extract is not None,
+            reused=done.reused,
+            fetched=done.fetched,
             yanked=yank is not None,
             yank_reason=yank.get("reason") if yank else None,
             signers=expected.signed.signers if expected.signed else None,
@@ -709,6 +711,8 @@ class Registry:
             resumes=done.resumes,
             from_cache=done.from_cache,
             extracted=extract,
+            reused=done.reused,
+            fetched=done.fetched,
             signers=expected.signed.signers if expected.signed else None,
             size=expected.size,
             sha256=expected.sha256,
@@ -741,7 +745,16 @@ class Registry:
         offline: bool = False,
         progress: ProgressFactory | None = None,
     ) -> deliver.Delivered:
-        source = deliver.Source(self.store, package, version, expected, self.cache, offline)
+        source = deliver.Source(
+            self.store,
+            package,
+            version,
+            expected,
+            self.cache,
+            offline,
+            self.delta,
+            self._delta_siblings(package, version),
+        )
         watch = progress(f"{package} {version}", expected.size) if progress and not offline else None
         if extract:
             done = deliver.to_folder(source, dest, limit=self.extract_limit, force=force, progress=watch)
@@ -902,7 +915,11 @@ class Registry:
                     reason="index-over-http",
                 )
             self.ensure_writable()
-        return webindex.check(self.store) if check else webindex.rebuild(self.store)
+        if check:
+            return webindex.check(self.store)
+        report = webindex.rebuild(self.store)
+        self._index_chunks(report)
+        return report
 
     def serve(
         self,
@@ -1129,3 +1146,26 @@ class Registry:
         check_package(package)
         doc, _ = refs.read(self.store, package)
         return list(dict.fromkeys(["latest", *doc.tags, *reversed(sort_versions(refs.visible(self.store, package)))]))
+
+    # -- delta pulls (docs/FORMAT.md, "Chunk indexes") ---------------------------------------
+    #: Pulls reuse the pieces of a version that local files already hold (:mod:`tychoreg.delta`);
+    #: False downloads every version whole.
+    delta: bool = True
+
+    def _delta_siblings(self, package: str, version: str) -> tuple[str, ...]:
+        """The SHA-256s of the package's other versions this machine verified (their cache
+        entries may hold pieces of ``version``), the most recently remembered first."""
+        if not (self.delta and self.cache and self.known):
+            return ()
+        seen = self.known.versions(package)
+        return tuple(dict.fromkeys(sha for v, sha in reversed(seen.items()) if v != version))
+
+    def _index_chunks(self, report: IndexReport) -> None:
+        """Write the chunk indexes that versions lack (pushed by tycho-station 0.4.0 or before
+        indexes were written), adding what was written and what failed to ``report``."""
+        from . import chunks  # noqa: PLC0415 - only the index command
+
+        for name in sorted(n for n in self.store.list_folders("") if is_valid_segment(n)):
+            written, problems = chunks.backfill(self.store, name)
+            report.written += written
+            report.problems += problems

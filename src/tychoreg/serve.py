@@ -14,6 +14,7 @@ application in a shared bucket):
 ``/PKG/.tycho/catalog.json``    the package's machine index
 ``/PKG/tycho.json``             the package document
 ``/PKG/tycho_VERSION.pkg``      a version's data: ``Range``, ``If-Range``, ``If-Match``
+``/PKG/.tycho/chunks/V.cdx``    a version's chunk index (delta pulls), served as data
 ==============================  ===========================================================
 
 Everything is read through the store, so the file backend's rules hold (no symbolic link is
@@ -103,6 +104,8 @@ def route(path: str) -> Target | None:
         return Target(layout.package_doc(package), "document")
     if len(parts) == 2 and is_valid_segment(layout.version_of_data(package, f"{package}/{rest}")):
         return Target(f"{package}/{rest}", "data")
+    if len(parts) == 4 and is_valid_segment(layout.version_of_chunk_index(package, f"{package}/{rest}")):
+        return Target(f"{package}/{rest}", "data")  # a chunk index, for delta pulls over HTTP
     return None
 
 

@@ -282,3 +282,24 @@ class FileRangeSink(RangeSink, Protocol):
     keeps nothing in memory, and can have many more ranges in flight on a slow, far link."""
 
     def account_written(self, offset: int, size: int) -> None: ...
+
+
+# -- delta pulls: reading one byte range (docs/FORMAT.md, "Chunk indexes") ---------------------
+#: A range's bytes, in the pieces they arrived in (joining them would briefly double the memory).
+Pieces = list[bytes]
+
+
+class RangesUnsupported(StorageError):
+    """The store (a web server) does not serve byte ranges: read objects whole."""
+
+
+@runtime_checkable
+class RangeReader(Protocol):
+    """A store that reads any byte range of an object (S3, a folder, a web server that serves
+    ranges): what a delta pull fetches its missing pieces with."""
+
+    def read_range(self, key: str, first: int, last: int, *, size: int, if_match: str | None = None) -> list[bytes]:
+        """Bytes ``first..last`` (inclusive) of the object of ``size`` bytes, in pieces;
+        ``if_match`` as for :meth:`Store.read`. Raises :class:`RangesUnsupported` when the store
+        cannot, and the errors of :meth:`Store.read`."""
+        ...

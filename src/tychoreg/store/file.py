@@ -38,6 +38,7 @@ from .base import (
     Leftover,
     ObjectInfo,
     ObjectNotFound,
+    Pieces,
     PreconditionFailed,
     Progress,
     Sink,
@@ -511,6 +512,29 @@ class FileStore:
                     os.unlink(parts[-1], dir_fd=folder)
             except FileNotFoundError:
                 pass
+
+    # -- delta pulls: one byte range ---------------------------------------------------------
+    def read_range(self, key: str, first: int, last: int, *, size: int, if_match: str | None = None) -> Pieces:
+        parts = self._parts(key)
+        with self._storage_errors(key), self._folder(parts[:-1]) as folder:
+            fd, st = self._open(folder, parts[-1], parts)
+        try:
+            if if_match is not None and _stamp(st) != if_match:
+                raise PreconditionFailed(f"{key} was replaced since it was resolved")
+            if st.st_size != size:
+                raise StorageError(f"{self.location}/{key} is {st.st_size} bytes, not the {size} expected")
+            out: Pieces = []
+            at = first
+            with self._storage_errors(key):
+                while at <= last:
+                    data = portable.pread(fd, min(CHUNK, last + 1 - at), at)
+                    if not data:
+                        raise StorageError(f"{self.location}/{key} ended before byte {last}")
+                    out.append(data)
+                    at += len(data)
+            return out
+        finally:
+            os.close(fd)
 
 
 def _share_with_group(fd: int, root: int) -> None:

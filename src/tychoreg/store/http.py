@@ -38,7 +38,18 @@ import urllib3
 from .. import __version__
 from ..concurrency import backoff
 from ..errors import StorageError
-from .base import CHUNK, ObjectInfo, ObjectNotFound, PreconditionFailed, Progress, RangeSink, Sink, TransferInterrupted
+from .base import (
+    CHUNK,
+    ObjectInfo,
+    ObjectNotFound,
+    Pieces,
+    PreconditionFailed,
+    Progress,
+    RangeSink,
+    RangesUnsupported,
+    Sink,
+    TransferInterrupted,
+)
 from .snapshot import PACKAGE_INDEX, ROOT_INDEX, Snapshot, SnapshotStore
 
 MiB = 1024 * 1024
@@ -464,6 +475,16 @@ class HttpStore(SnapshotStore):
                     f.cancel()
                 raise
         return ObjectInfo(key, size)
+
+    # -- delta pulls: one byte range ---------------------------------------------------------
+    def read_range(self, key: str, first: int, last: int, *, size: int, if_match: str | None = None) -> Pieces:
+        """Pinned like every read here: the first asks (HEAD) whether the server serves ranges
+        and ties the reads that follow to the object it describes."""
+        with self._lock:
+            seen = key in self._validators
+        if not seen and not self._pinned(key, size):
+            raise RangesUnsupported(f"{self.location} does not serve byte ranges")
+        return self._range(key, first, last)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:

@@ -680,3 +680,10 @@ class S3Store:
         """Open connections for requests about to be sent, in the background (see s3http)."""
         if self._lean is not None:
             self._lean.warm(connections)
+
+    # -- delta pulls: one byte range ---------------------------------------------------------
+    def read_range(self, key: str, first: int, last: int, *, size: int, if_match: str | None = None) -> Chunks:
+        chunks = self._lean_range(key, first, last, if_match)
+        if chunks is None:
+            chunks = self._boto_range(key, first, last, if_match)
+        return chunks
