@@ -17,6 +17,7 @@ a result that does not verify. :func:`assemble` then returns None, having left n
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -83,6 +84,16 @@ def _cut_source(
         return
 
 
+def _has_bytes(path: Path) -> bool:
+    """Whether ``path`` may hold pieces: a regular file with bytes (it is opened without following
+    links, and cut, only once an index says what to look for)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
 def _ranges(missing: Iterable[chunks.Piece]) -> list[tuple[int, int]]:
     """Adjacent missing pieces as one range (first, last inclusive), at most MAX_RANGE each."""
     out: list[tuple[int, int]] = []
@@ -106,9 +117,12 @@ def assemble(
 ) -> Outcome | None:
     """Make ``dest`` hold the version from local pieces and fetched ranges, verified; None when
     a delta cannot be done or was not worth it (the caller downloads whole; nothing was left
-    behind). ``sources`` names local files that may share pieces (asked only once an index is
-    there)."""
+    behind). ``sources`` names local files that may share pieces; with none that holds bytes, the
+    index is not even read (a fresh pull pays no round trip for it)."""
     if expected.checked_by == "size" or not isinstance(store, RangeReader):
+        return None
+    paths = [p for p in sources()[:MAX_SOURCES] if _has_bytes(p)]
+    if not paths:  # nothing local to reuse: not even the index is worth a round trip
         return None
     index = chunks.read(store, package, version, expected.size, expected.sha256)
     if index is None or not index.pieces:
@@ -117,7 +131,7 @@ def assemble(
     wanted = {p.sha256 for p in index.pieces}
     found: dict[bytes, _Found] = {}
     with ExitStack() as stack:
-        for path in sources()[:MAX_SOURCES]:
+        for path in paths:
             _cut_source(path, index.params, wanted, found, stack)
             if len(found) == len(wanted):
                 break
