@@ -44,19 +44,26 @@ def delete_version(store: Store, package: str, selector: Selector, *, force: boo
     return version, sorted(set(removed) | set(refs.drop(store, package, version, yank_too=True)))
 
 
-def delete_package(store: Store, package: str, *, force: bool = False) -> list[str]:
-    """Delete a package with every version; returns its tags. Refused if it has tags, unless
-    ``force``. The document goes first (the package disappears and pushes to it are refused at
-    once), then the data (versions vanish), then everything else under ``PKG/``."""
-    doc, _ = refs.read(store, package)
-    tags = sorted(doc.tags)
-    if tags and not force:
+def refuse_tagged_package(package: str, tags: list[str]) -> None:
+    """A package with tags is not deleted (unless forced): the one refusal of a delete and of its
+    dry run."""
+    if tags:
         raise OperationError(
             f"package {package} has tags ({', '.join(tags)}); not deleted",
             reason="package-tagged",
             package=package,
             tags=tags,
         )
+
+
+def delete_package(store: Store, package: str, *, force: bool = False) -> list[str]:
+    """Delete a package with every version; returns its tags. Refused if it has tags, unless
+    ``force``. The document goes first (the package disappears and pushes to it are refused at
+    once), then the data (versions vanish), then everything else under ``PKG/``."""
+    doc, _ = refs.read(store, package)
+    tags = sorted(doc.tags)
+    if not force:
+        refuse_tagged_package(package, tags)
     store.delete(layout.package_doc(package))
     keys = [info.key for info in store.list(f"{package}/") if info.key != layout.package_doc(package)]
     data = [k for k in keys if layout.version_of_data(package, k)]

@@ -17,8 +17,9 @@ from . import fetch, layout, refs, sync
 from .cache import Cache
 from .concurrency import each_package
 from .config import Project
+from .delete import refuse_tagged_package
 from .deliver import NotCached
-from .errors import OperationError, TychoError, VersionNotFound
+from .errors import TychoError, VersionNotFound
 from .known import KnownDigests
 from .lockfile import Locked
 from .selector import Selector
@@ -153,24 +154,13 @@ def delete_plan(store: Store, package: str, selector: Selector | None, *, force:
     doc, _ = refs.read(store, package)
     if selector is None:
         tags = sorted(doc.tags)
-        if tags and not force:
-            raise OperationError(
-                f"package {package} has tags ({', '.join(tags)}); not deleted",
-                reason="package-tagged",
-                package=package,
-                tags=tags,
-            )
+        if not force:
+            refuse_tagged_package(package, tags)
         return DeletePlan(package, None, tags, sort_versions(refs.visible(store, package)))
     version = refs.exact(store, package, doc, selector)
     if store.head(layout.data(package, version)) is None:
         raise VersionNotFound(package, version)
     tags = sorted(t for t, v in doc.tags.items() if v == version)
-    if tags and not force:
-        raise OperationError(
-            f"{package} {version} is tagged {', '.join(tags)}; not deleted",
-            reason="tagged",
-            package=package,
-            version=version,
-            tags=tags,
-        )
+    if not force:
+        refs.refuse_tagged_version(package, version, tags)
     return DeletePlan(package, version, tags, [version])

@@ -118,6 +118,19 @@ def point(store: Store, package: str, tag: str, version: str) -> None:
         raise VersionNotFound(package, version)
 
 
+def refuse_tagged_version(package: str, version: str, tags: list[str]) -> None:
+    """A tagged version is not deleted (unless forced): the one refusal of a delete and of its
+    dry run."""
+    if tags:
+        raise OperationError(
+            f"{package} {version} is tagged {', '.join(tags)}; not deleted",
+            reason="tagged",
+            package=package,
+            version=version,
+            tags=list(tags),
+        )
+
+
 def drop(store: Store, package: str, version: str, *, yank_too: bool = False, refuse_tagged: bool = False) -> list[str]:
     """Remove every tag (and with ``yank_too`` the yank entry) naming ``version``; returns the
     tags removed. ``refuse_tagged`` raises instead of removing any."""
@@ -125,14 +138,8 @@ def drop(store: Store, package: str, version: str, *, yank_too: bool = False, re
 
     def change(doc: PackageDoc) -> None:
         removed[:] = [t for t, v in doc.tags.items() if v == version]
-        if removed and refuse_tagged:
-            raise OperationError(
-                f"{package} {version} is tagged {', '.join(removed)}; not deleted",
-                reason="tagged",
-                package=package,
-                version=version,
-                tags=list(removed),
-            )
+        if refuse_tagged:
+            refuse_tagged_version(package, version, removed)
         for t in removed:
             doc.set_tag(t, None)
         if yank_too:

@@ -331,7 +331,8 @@ class Registry:
         format: str | None = None,
     ) -> PushResult:
         """Upload ``file`` as ``version`` of ``package``; versions are immutable. A folder is
-        packed into an archive first (see :meth:`push_folder`; ``format`` is for folders only).
+        packed into an archive first (reproducibly: see :mod:`tychoreg.pack`; ``format`` is for
+        folders only).
 
         With ``skip_existing``, a version that already holds exactly these bytes is success
         (idempotent CI pushes); one that holds other bytes is still an error.
@@ -366,21 +367,7 @@ class Registry:
                 reason="format-needs-folder",
             )
         else:
-            from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
-
-            result = push(
-                self.store,
-                package,
-                version,
-                Path(file),
-                identity=self.identity,
-                note=note,
-                promote_latest=promote_latest,
-                skip_existing=skip_existing,
-                progress=progress,
-                known=self.known,
-                warn=self._warn,
-            )
+            result = self._publish(package, version, Path(file), note, promote_latest, skip_existing, progress)
         if key is None:
             return result
         try:
@@ -983,8 +970,7 @@ class Registry:
             self._warn(str(exc))
 
     # -- folders as packages, retention (issue 15: everyday use) -----------------------------
-    @_writes
-    def push_folder(
+    def _pack_and_push(
         self,
         package: str,
         version: str,
@@ -1004,34 +990,10 @@ class Registry:
         Raises :class:`UsageError` (``reason="folder-format"``: the file name says another
         format; ``"cannot-pack"``: a special file, a link leaving the folder, an unreadable file,
         the registry inside), :class:`OperationError` (``"changed-while-packing"``), and what
-        :meth:`push` raises."""
-        return self._pack_and_push(
-            package,
-            version,
-            folder,
-            format=format,
-            promote_latest=promote_latest,
-            note=note,
-            skip_existing=skip_existing,
-            progress=progress,
-        )
-
-    def _pack_and_push(
-        self,
-        package: str,
-        version: str,
-        folder: str | os.PathLike[str],
-        *,
-        format: str | None = None,
-        promote_latest: bool = False,
-        note: str | None = None,
-        skip_existing: bool = False,
-        progress: ProgressFactory | None = None,
-    ) -> PushResult:
+        :meth:`push` raises (it is what :meth:`push` does with a folder)."""
         check_package(package)
         check_version(version, for_push=True)
         from . import pack  # noqa: PLC0415 - tarfile, zipfile: ~4 ms, only for folders
-        from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
 
         doc, _ = refs.read(self.store, package)
         fmt = pack.format_for(doc.checked_localname(), format, package)
@@ -1042,20 +1004,35 @@ class Registry:
                     f"{folder} holds {packed.content_bytes} bytes, more than this configuration lets "
                     f"an archive expand to ({self.extract_limit}): pulls with that limit refuse to extract it"
                 )
-            result = push(
-                self.store,
-                package,
-                version,
-                archive,
-                identity=self.identity,
-                note=note,
-                promote_latest=promote_latest,
-                skip_existing=skip_existing,
-                progress=progress,
-                known=self.known,
-                warn=self._warn,
-            )
+            result = self._publish(package, version, archive, note, promote_latest, skip_existing, progress)
         return replace(result, packed=packed)
+
+    def _publish(
+        self,
+        package: str,
+        version: str,
+        file: Path,
+        note: str | None,
+        promote_latest: bool,
+        skip_existing: bool,
+        progress: ProgressFactory | None,
+    ) -> PushResult:
+        """The push protocol (:func:`tychoreg.publish.push`) with this registry's identity."""
+        from .publish import push  # noqa: PLC0415 - socket, getpass: ~4 ms; push and yank
+
+        return push(
+            self.store,
+            package,
+            version,
+            file,
+            identity=self.identity,
+            note=note,
+            promote_latest=promote_latest,
+            skip_existing=skip_existing,
+            progress=progress,
+            known=self.known,
+            warn=self._warn,
+        )
 
     def prune(
         self,
