@@ -220,3 +220,26 @@ def test_windows_like_pulls_from_s3_and_says_what_it_cannot_do(s3_ws: Workspace)
     assert len(refused.err.splitlines()) == 2 and not (ws.root / "unpacked").exists()
     ws.ok("pull", "site", "--extract", "unpacked")  # the same archive, on Linux
     assert (ws.root / "unpacked" / "a.txt").read_bytes() == b"a"
+
+
+def test_cutting_the_chunk_index_never_moves_the_uploads_read_position(tmp_path: Path, monkeypatch) -> None:
+    """Where there is no ``os.pread`` (Windows), the stand-in seeks and restores the file
+    position, which a descriptor shares with its duplicates: a chunk cutter reading a duplicate
+    of the pushed file's descriptor moved the position under the upload's sequential reads, and
+    the push stored (and recorded, self-consistently) other bytes than the file's. The cutter
+    must read through a file description of its own."""
+    from tychoreg import chunks
+
+    monkeypatch.delattr(os, "pread")
+    data = os.urandom(24 * 1024 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    for _ in range(3):
+        with open(src, "rb") as fh:
+            background = chunks.Background(fh)
+            read = hashlib.sha256()
+            while block := fh.read(64 * 1024):
+                read.update(block)
+            index = background.result(len(data), read.hexdigest())
+        assert read.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert index is not None and sum(p.length for p in index.pieces) == len(data)

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import layout, portable
 from .errors import TychoError
@@ -184,13 +184,15 @@ class Background:
     """Chunks a file in a thread while the caller uploads it (push): the chunker and SHA-256 let
     go of the interpreter lock, so on a machine with two cores a push takes no longer."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = os.dup(fd)
+    def __init__(self, source: BinaryIO) -> None:
+        self._fd = _own_description(source)
         self._pieces: list[Piece] | None = None
         self._thread = threading.Thread(target=self._run, name="tycho-chunks", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        if self._fd is None:
+            return
         try:
             found = cut(self._fd)
             self._pieces = list(found) if found is not None else None
@@ -206,6 +208,27 @@ class Background:
         if self._pieces is None or sum(p.length for p in self._pieces) != size:
             return None
         return ChunkIndex(size, sha256, tuple(self._pieces))
+
+
+def _own_description(source: BinaryIO) -> int | None:
+    """A descriptor for reading ``source`` beside the upload, which reads it sequentially.
+
+    With a native ``pread`` a duplicate will do: it never touches the file position the two
+    share. Without one (Windows) ``pread`` is a seek and a read, and a shared position would move
+    under the upload: its bytes, and so the version pushed, would be other bytes than the
+    file's. The file is then opened again by name and kept only if it is the same file; None
+    (no index now; ``tychoreg index`` writes it later) when it cannot be."""
+    if portable.native_pread():
+        return os.dup(source.fileno())
+    try:
+        fd = os.open(source.name, os.O_RDONLY | portable.O_BINARY | portable.O_CLOEXEC)
+    except (OSError, TypeError):
+        return None
+    mine, theirs = os.fstat(fd), os.fstat(source.fileno())
+    if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+        return fd
+    os.close(fd)
+    return None
 
 
 def write(store: Store, package: str, version: str, index: ChunkIndex) -> None:

@@ -80,6 +80,13 @@ def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
             os.lseek(fd, here, os.SEEK_SET)
 
 
+def native_pread() -> bool:
+    """Whether ``pread``/``pwrite`` are the system's; else they are seek-and-restore stand-ins,
+    and a descriptor read through them must not share its file position with a reader that
+    does not take their lock (a duplicate does share it)."""
+    return hasattr(os, "pread") and hasattr(os, "pwrite")
+
+
 def pread(fd: int, size: int, offset: int) -> bytes:
     """Read up to ``size`` bytes at ``offset`` without moving the file position."""
     native = getattr(os, "pread", None)

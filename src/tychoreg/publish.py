@@ -201,7 +201,7 @@ def publish(
         raise VersionExists(package, version)
     push_id = push_id or secrets.token_hex(16)
     digests = Digests()
-    chunking = chunks.Background(source.fileno())  # in the same time as the upload (docs/FORMAT.md)
+    chunking = chunks.Background(source)  # in the same time as the upload (docs/FORMAT.md)
     staged = store.stage(
         data_key, HashingReader(source, digests), os.fstat(source.fileno()).st_size, progress, meta={PUSH_ID: push_id}
     )
