@@ -508,7 +508,7 @@ def _spec(text: str, version: str | None, option: str = "--version") -> PackageS
         return spec
     if spec.selector is not None:
         raise UsageError(
-            f"{clean(text)} already names a version; {option} {clean(version)} names another",
+            f"{clean(text)} already names a version, and {option} {clean(version)} names one too",
             f"give the version once: {clean(spec.package)}@SELECTOR or {option}",
             reason="selector-twice",
         )
