@@ -473,7 +473,8 @@ class S3Store:
     ) -> _StagedPut | _StagedMultipart:
         # Parts grow for huge files so that no upload needs more than S3's 10,000 parts. To a far
         # server, parts are S3's smallest, so that the same memory keeps more connections busy.
-        part = FAR_UPLOAD_PART if self.adaptive and self._far() else self.part_size
+        far = self.adaptive and self._far()
+        part = self._far_part(size_hint) if far else self.part_size
         part_size = max(part, -(-(size_hint or 0) // (MAX_PARTS - 100)))
         first = source.read(part_size)
         if len(first) < part_size:
@@ -485,16 +486,32 @@ class S3Store:
                 Bucket=self.bucket, Key=self._full(key), Metadata=dict(meta or {})
             )["UploadId"]
         try:
-            parts, size = self._upload_parts(key, upload_id, first, source, part_size, progress)
+            window = self.concurrency if far else max(2, min(self.concurrency, UPLOAD_BUFFER // part_size))
+            parts, size = self._upload_parts(key, upload_id, first, source, (part_size, window), progress)
         except BaseException:
             _StagedMultipart(self, key, upload_id, [], 0).abort()
             raise
         return _StagedMultipart(self, key, upload_id, parts, size)
 
+    def _far_part(self, size: int | None) -> int:
+        """The part size to a far server: S3's smallest, or a little more so that the parts fill
+        whole rounds of ``concurrency`` uploads, and no last round of a few parts leaves the other
+        connections idle (128 MiB: 24 parts of 5.3 MiB in 3 rounds, not 26 of 5 MiB in 4). At
+        most a quarter more than the smallest, so the parts held in memory stay about
+        ``UPLOAD_BUFFER``."""
+        rounds = (size or 0) // (self.concurrency * FAR_UPLOAD_PART)
+        if size and rounds:
+            part = -(-size // (rounds * self.concurrency))
+            if part <= FAR_UPLOAD_PART * 5 // 4:
+                return part
+        return FAR_UPLOAD_PART
+
     def _upload_parts(
-        self, key: str, upload_id: str, first: bytes, source: Source, part_size: int, progress: Progress | None
+        self, key: str, upload_id: str, first: bytes, source: Source, sizing: tuple[int, int], progress: Progress | None
     ) -> tuple[_Parts, int]:
-        """Read parts in order (the caller hashes as we read) and upload them in parallel."""
+        """Read parts in order (the caller hashes as we read) and upload them in parallel:
+        ``sizing`` is (part size, parts in flight)."""
+        part_size, window = sizing
 
         def send(number: int, body: bytes) -> dict[str, Any]:
             with self._errors(key):
@@ -508,7 +525,6 @@ class S3Store:
         parts: _Parts = []
         pending: list[cf.Future[dict[str, Any]]] = []
         size, number, body = 0, 1, first
-        window = max(2, min(self.concurrency, UPLOAD_BUFFER // part_size))
         with executor(window) as pool:
             try:
                 while body:
