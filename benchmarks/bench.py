@@ -584,7 +584,7 @@ def catalog_once(reg, package: str):
     """Many pushes to one package, with the static web catalog brought up to date once at the end
     instead of after each push (each refresh reads every version: thousands of pushes would take
     quadratic time). What is stored at the end is the same."""
-    reg._after_write = lambda _package: None
+    reg._after_write = lambda _package, **_: None
     try:
         yield
     finally:

@@ -184,3 +184,33 @@ def test_the_connections_open_while_the_domain_is_still_importing(far_ws: tuple[
     net.reset()
     ws.ok("cache", "info")
     assert net.reset().connections == 0
+
+
+def test_a_push_waits_for_few_round_trips(far_ws: tuple[Workspace, Netem]) -> None:
+    """A push of a small file, counted by the emulator: the round trips it waits for one after the
+    other. What cannot go at once, and so is the minimum (11):
+
+    1. the handshake of the first connections (the lean client's, opened ahead);
+    2. ``tycho.json`` and a HEAD of the data, together (the package; whether the version exists);
+    3. the write client's own connection (boto3 keeps its own pool);
+    4. the claim (create-if-absent of the record: it carries the data's SHA-256, so after the upload);
+    5. the commit of the data (create-if-absent);
+    6. the confirm (the record read again), a HEAD of ``tycho.json`` (not deleted meanwhile) and the
+       chunk index, together;
+    7-11. the web catalog: its four objects read together; the package's document, listing, record
+       and data after the package index's ETag; the package index written; its page, the registry's
+       index and a HEAD of ``tycho.json`` together; the registry's page.
+
+    Before this was cut, every PUT also waited for ``100 Continue``, the catalog read and wrote
+    its objects one by one and a HEAD of missing data was asked twice: 31 round trips."""
+    ws, net = far_ws
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("one", os.urandom(1000))))  # the catalog's first write, the probe
+    data = os.urandom(2 * MiB)
+    net.reset()
+    ws.ok("push", "narf", "2.0", str(ws.file("two", data)))
+    stats = net.reset()
+    assert stats.serial_round_trips <= 12, stats.as_dict()  # the 11 above, and one for a slow start
+    ws.ok("pull", "narf", "--version", "2.0", "--outfile", str(ws.root / "two.bin"))
+    assert (ws.root / "two.bin").read_bytes() == data
+    assert ws.run("index", "--check").code == 0  # the catalog is current

@@ -32,8 +32,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from . import chunks, fetch, layout, refs
-from .concurrency import backoff
+from . import ahead, chunks, fetch, layout, refs
+from .concurrency import backoff, executor
 from .errors import (
     AlreadyExists,
     BeingPushed,
@@ -61,6 +61,9 @@ STALE_CLAIM = timedelta(hours=1)
 CLAIM_TIMEOUT_ENV = "TYCHOREG_CLAIM_TIMEOUT"
 #: Rounds of compare-and-swap when confirming a record against concurrent takers.
 CONFIRM_ATTEMPTS = 8
+#: Connections opened ahead at the start of a push: its first reads take two, and the catalog
+#: upkeep after it reads four objects at once (see :func:`tychoreg.webindex.keep_current`).
+CATALOG_READS = 4
 
 
 def _claim_timeout() -> timedelta:
@@ -99,8 +102,17 @@ def push(
 ) -> PushResult:
     """Upload the file at ``path`` as ``version`` of ``package`` (see :meth:`Registry.push`)."""
     skipped = False
+    gone: list[bool] = []  # was the package deleted while we pushed? (asked beside the confirm)
     with open_source(path) as source:
-        doc, _ = refs.read(store, package)
+        prepare = getattr(store, "prepare_writes", None)
+        if prepare is not None:  # the write client's set-up overlaps the reads below
+            prepare()
+        ahead.warm(store, CATALOG_READS)
+        # Two independent reads at once (one round trip, not two): the package, and whether the
+        # version exists already (then nothing is uploaded).
+        (doc, _), existing = ahead.both(
+            lambda: refs.read(store, package), lambda: store.head(layout.data(package, version))
+        )
         if warn and not enforces_conditional_writes(store):
             warn(WEAKER.format(location=store.location))
         if version in doc.tags:
@@ -112,6 +124,8 @@ def push(
                 version=version,
             )
         try:
+            if existing is not None:
+                raise VersionExists(package, version)
             size = os.fstat(source.fileno()).st_size
             record = publish(
                 store,
@@ -121,6 +135,8 @@ def push(
                 identity=identity or default_identity(),
                 note=note,
                 progress=progress(f"{package} {version}", size) if progress else None,
+                absent=True,
+                alongside=lambda: gone.append(store.head(layout.package_doc(package)) is None),
             )
             info = VersionInfo(version, record.size, record.sha256, record.pushed_at, record.pushed_by, record.note)
             if known:
@@ -130,7 +146,7 @@ def push(
                 raise
             info = _same_bytes(store, package, version, path)
             skipped = True
-    if not skipped and store.head(layout.package_doc(package)) is None:
+    if not skipped and any(gone):
         # The package was deleted while we pushed: do not leave a version behind without it.
         withdraw(store, package, record)
         raise NotFound(
@@ -190,14 +206,21 @@ def publish(
     progress: Progress | None = None,
     push_id: str | None = None,
     pushed_at: str | None = None,
+    absent: bool = False,
+    alongside: Callable[[], object] | None = None,
 ) -> VersionRecord:
     """Upload ``source`` as ``version``; raises AlreadyExists when another push has it.
 
     ``push_id`` and ``pushed_at`` are for a copy of a version from another registry (a mirror):
     the same copy made again writes the very same record, so a copy that was killed after its
-    claim is recognised as its own when it runs again (see :mod:`tychoreg.mirror`)."""
+    claim is recognised as its own when it runs again (see :mod:`tychoreg.mirror`).
+
+    ``absent``: the caller has just seen no data under the version's key (so it is not asked
+    again). ``alongside`` runs once the data is committed, at the same time as the confirm and
+    the chunk index (independent requests: one round trip instead of three); its error is
+    raised after them."""
     data_key = layout.data(package, version)
-    if store.head(data_key) is not None:
+    if not absent and store.head(data_key) is not None:
         raise VersionExists(package, version)
     push_id = push_id or secrets.token_hex(16)
     digests = Digests()
@@ -222,8 +245,17 @@ def publish(
     except BaseException:
         staged.abort()
         raise
-    _Push(store, package, record, staged).commit(claim)
-    _write_chunk_index(store, package, version, chunking.result(record.size, record.sha256))
+    pushing = _Push(store, package, record, staged)
+    pushing.commit(claim)
+    with executor(2) as pool:
+        index = pool.submit(
+            lambda: _write_chunk_index(store, package, version, chunking.result(record.size, record.sha256))
+        )
+        also = pool.submit(alongside) if alongside is not None else None
+        pushing.confirm()
+        index.result()
+        if also is not None:
+            also.result()
     return record
 
 
@@ -312,6 +344,7 @@ class _Push:
         self.key = layout.record(package, record.version)
 
     def commit(self, claim: str) -> None:
+        """Commit the data; then the caller must :meth:`confirm`."""
         for attempt in range(3):
             try:
                 self.staged.commit(guard=(self.key, claim))
@@ -350,7 +383,6 @@ class _Push:
                         ) from None
                     raise
             break  # committed (or our commit landed and only its answer was lost)
-        self._confirm()
 
     def _data(self) -> ObjectInfo | None:
         return self.store.head(layout.data(self.package, self.version))
@@ -393,7 +425,7 @@ class _Push:
         except StorageError:
             pass  # best effort: no longer ours (someone confirmed or took it), or unreachable
 
-    def _confirm(self) -> None:
+    def confirm(self) -> None:
         """Make the record ours again if a taker replaced (or gc removed) it while we committed;
         unless the data is no longer ours (deleted, and maybe pushed again by someone else)."""
         for attempt in range(CONFIRM_ATTEMPTS):

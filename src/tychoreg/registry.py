@@ -134,7 +134,11 @@ def _writes(method: Callable[Concatenate[Registry, _P], _R]) -> Callable[Concate
         except TychoError:
             self._after_write(package, quiet=True)
             raise
-        self._after_write(package)
+        fresh: tuple[str, ...] = ()
+        pushed: object = result
+        if isinstance(pushed, PushResult) and not pushed.skipped:  # read with the listing, not after it
+            fresh = (layout.data(package, pushed.version.version), layout.record(package, pushed.version.version))
+        self._after_write(package, fresh=fresh)
         return result
 
     return write
@@ -941,7 +945,7 @@ class Registry:
         except TychoError:
             pass  # the write says what is wrong, if anything
 
-    def _after_write(self, package: str, *, quiet: bool = False) -> None:
+    def _after_write(self, package: str, *, quiet: bool = False, fresh: Sequence[str] = ()) -> None:
         """Bring the static catalog up to date after a write to ``package``: never fails the
         write; a failure is reported (``index`` repairs it), except with ``quiet``: after a write
         that failed, whose own error says what is wrong (a catalog warning for the same lost
@@ -949,7 +953,7 @@ class Registry:
         from . import webindex  # noqa: PLC0415 - webindex, pages: ~2 ms, only writes, index and serve
 
         try:
-            webindex.keep_current(self.store, package)
+            webindex.keep_current(self.store, package, fresh)
         except Exception as exc:  # noqa: BLE001 - best effort by design: the write itself is done
             if quiet:
                 return

@@ -80,6 +80,11 @@ class LeanS3:
         self._idle: list[http.client.HTTPConnection] = []
         self._pool_lock = threading.Lock()
         self._warming = 0
+        #: Has the bucket answered (a 2xx, or a 404 that names a missing key)? Then a HEAD's bare
+        #: 404 means a missing key. ``_in_flight`` counts requests whose answer may tell.
+        self._bucket_seen = False
+        self._in_flight = 0
+        self._answers = threading.Condition(self._pool_lock)
         #: Seconds of the quickest request so far (headers answered): about one round trip.
         self.fastest: float | None = None
         self._signing_key: tuple[str, bytes] | None = None
@@ -127,10 +132,16 @@ class LeanS3:
             raise Fallback(f"range answered {status}")
 
     def head(self, key: str) -> tuple[int, str | None, _dt.datetime | None, dict[str, str], _dt.datetime | None] | None:
-        """Size, ETag, last modified, user metadata and the server's clock, as boto3 gives them."""
+        """Size, ETag, last modified, user metadata and the server's clock, as boto3 gives them;
+        None when the key does not exist. A HEAD's 404 has no body to tell a missing key from a
+        missing bucket: it means a missing key once the bucket has answered another request of
+        this client (a bucket deleted in between fails the command's next request, as it
+        would anyway); before that, boto3 asks again and says which."""
         status, headers, _ = self._request("HEAD", key, {}, 0)
-        if status == 404:  # no body to tell a missing key from a missing bucket: boto3 decides
-            raise Fallback("HEAD 404")
+        if status == 404:
+            if self._bucket_exists():
+                return None
+            raise Fallback("HEAD 404")  # no body to tell a missing key from a missing bucket: boto3 decides
         meta = {k[len(_META) :]: v for k, v in headers.items() if k.startswith(_META)}
         try:
             return (
@@ -165,6 +176,21 @@ class LeanS3:
                 return
 
     # -- plumbing ------------------------------------------------------------------------
+    def _bucket_exists(self) -> bool:
+        """Has the bucket answered? Waits for the requests in flight (sent at the same moment,
+        e.g. a push's ``tycho.json`` beside its HEAD), whose answers may tell."""
+        with self._answers:
+            self._answers.wait_for(lambda: self._bucket_seen or not self._in_flight, self._timeout)
+            return self._bucket_seen
+
+    def _answered(self, status: int, body: bytes | Chunks) -> None:
+        """One request fewer in flight; note whether its answer shows that the bucket exists."""
+        with self._answers:
+            self._in_flight -= 1
+            if 200 <= status < 300 or (status == 404 and isinstance(body, bytes) and b"<Code>NoSuchKey</Code>" in body):
+                self._bucket_seen = True
+            self._answers.notify_all()
+
     def _new_connection(self) -> http.client.HTTPConnection:
         """A connection, already connected when :mod:`preconnect` opened a socket for it."""
         sock = preconnect.take(*self._address)
@@ -258,6 +284,24 @@ class LeanS3:
     ) -> tuple[int, dict[str, str], bytes | Chunks]:
         """One signed request; the body whole, or with ``chunk`` (a 206 answer) as a list of pieces,
         or with ``into`` too, each piece handed to it as it arrives (the list then stays empty)."""
+        with self._answers:
+            self._in_flight += 1
+        answer: tuple[int, dict[str, str], bytes | Chunks] = (0, {}, b"")
+        try:
+            answer = self._send(method, (key, query, limit, extra), chunk, into)
+        finally:
+            self._answered(answer[0], answer[2])
+        return answer
+
+    def _send(
+        self,
+        method: str,
+        what: tuple[str, dict[str, str], int, dict[str, str] | None],
+        chunk: int,
+        into: Callable[[bytes], None] | None,
+    ) -> tuple[int, dict[str, str], bytes | Chunks]:
+        """The request itself: ``what`` is (key, query, limit, extra) as :meth:`_request` takes them."""
+        key, query, limit, extra = what
         path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
         canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
         headers = {**self._sign(method, path, canonical_query), **(extra or {})}
@@ -270,8 +314,9 @@ class LeanS3:
             reused = conn.sock is not None
             conn.request(method, f"{path}?{canonical_query}" if canonical_query else path, headers=headers)
             resp = conn.getresponse()
-            if reused:  # a request on an open connection: about one round trip
-                self._saw(time.perf_counter() - sent)
+            # A request on an open connection takes about one round trip; on a new one, about
+            # two (the handshake first): either tells how far the server is.
+            self._saw((time.perf_counter() - sent) / (1 if reused else 2))
             length = resp.getheader("content-length")
             if length is not None and int(length) > limit and method == "GET" and resp.status in (200, 206):
                 resp.close()
