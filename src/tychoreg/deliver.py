@@ -66,7 +66,7 @@ def _delta_sources(src: Source, dest: Path | None) -> list[Path]:
 
 
 def _try_delta(src: Source, dest: Path | None, target: Path, progress: Progress | None) -> delta.Outcome | None:
-    if not src.delta or fetch.resumable_part(target, src.expected):
+    if not src.delta:
         return None
     return delta.assemble(
         src.store, src.package, src.version, src.expected, target, lambda: _delta_sources(src, dest), progress

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import chunks, portable
 from .concurrency import check_cancelled, executor
 from .errors import IntegrityError, TychoError
-from .fetch import Expected
+from .fetch import Expected, resumable_part
 from .integrity import Digests
 from .localfs import open_regular, resumable_write
 from .store import Store
@@ -118,8 +118,9 @@ def assemble(
     """Make ``dest`` hold the version from local pieces and fetched ranges, verified; None when
     a delta cannot be done or was not worth it (the caller downloads whole; nothing was left
     behind). ``sources`` names local files that may share pieces; with none that holds bytes, the
-    index is not even read (a fresh pull pays no round trip for it)."""
-    if expected.checked_by == "size" or not isinstance(store, RangeReader):
+    index is not even read (a fresh pull pays no round trip for it). An interrupted download of
+    the version beside ``dest`` is resumed instead: it is cheaper than anything else."""
+    if expected.checked_by == "size" or not isinstance(store, RangeReader) or resumable_part(dest, expected):
         return None
     paths = [p for p in sources()[:MAX_SOURCES] if _has_bytes(p)]
     if not paths:  # nothing local to reuse: not even the index is worth a round trip
