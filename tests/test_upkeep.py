@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 from conftest import Workspace
 
@@ -55,3 +57,44 @@ def test_gc_removes_debris_only(ws: Workspace) -> None:
     assert "No debris" in ws.ok("gc", "--older-than", "0s").err
     ws.ok("verify", "narf")
     assert ws.run("gc", "--older-than", "soon").code == 2
+
+
+def delete_stored(ws: Workspace, key: str) -> None:
+    if ws.backend == "file":
+        (Path(ws.config["file"]["path"]) / key).unlink()
+    else:
+        prefix = ws.config["s3"].get("prefix", "")
+        ws.seaweed.client().delete_object(Bucket=ws.bucket, Key=f"{prefix}/{key}" if prefix else key)
+
+
+def test_gc_removes_the_chunk_index_of_a_version_that_is_gone(ws: Workspace) -> None:
+    """A delete that stopped after the data and record went leaves the version's chunk index:
+    gc lists and removes it, and leaves the index of a live version and that of a version a push
+    has just claimed again (its push may be under way)."""
+    ws.ok("init", "narf", "narf.bin")
+    for v in ("1.0", "2.0", "3.0"):
+        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 50_000)))
+    assert {f"narf/.tycho/chunks/{v}.cdx" for v in ("1.0", "2.0", "3.0")} <= ws.stored_keys()
+    record = ws.read_stored("narf/.tycho/versions/3.0.json")
+    for key in ("narf/tycho_2.0.pkg", "narf/.tycho/versions/2.0.json", "narf/tycho_3.0.pkg"):
+        delete_stored(ws, key)
+    time.sleep(3)  # the indexes are older than 2 s; 3.0's claim, written now, is younger
+    ws.write_stored("narf/.tycho/versions/3.0.json", record)
+    assert "No debris" in ws.ok("gc").err  # younger than 24 hours
+    dry = ws.ok("gc", "--older-than", "2s", "--json").json()
+    assert [(d["kind"], d["key"]) for d in dry["debris"]] == [("orphaned chunk index", "narf/.tycho/chunks/2.0.cdx")]
+    assert "narf/.tycho/chunks/2.0.cdx" in ws.stored_keys()
+    text = ws.ok("gc", "--older-than", "2s", "--yes").out
+    assert "removed  orphaned chunk index  narf/.tycho/chunks/2.0.cdx" in text
+    keys = ws.stored_keys()
+    assert "narf/.tycho/chunks/2.0.cdx" not in keys
+    assert {"narf/.tycho/chunks/1.0.cdx", "narf/.tycho/chunks/3.0.cdx", "narf/.tycho/versions/3.0.json"} <= keys
+    # once 3.0's claim is old it is debris, and its index with it (the claim goes first)
+    gone = ws.ok("gc", "--older-than", "0s", "--yes", "--json").json()
+    assert [(d["kind"], d["key"]) for d in gone["debris"]] == [
+        ("orphaned claim", "narf/.tycho/versions/3.0.json"),
+        ("orphaned chunk index", "narf/.tycho/chunks/3.0.cdx"),
+    ]
+    assert not {"narf/.tycho/chunks/3.0.cdx", "narf/.tycho/versions/3.0.json"} & ws.stored_keys()
+    assert "No debris" in ws.ok("gc", "--older-than", "0s").err
+    assert ws.ok("pull", "narf", "--version", "1.0").code == 0
