@@ -362,6 +362,29 @@ def test_mirror_reuses_the_cache_and_never_trusts_the_destination(
     assert again["reused_bytes"] >= SIZE - 3 * REGION  # from the cache, not the damaged copy
 
 
+def test_the_skip_check_and_the_delta_share_one_read_of_the_destination(
+    proxied_s3: tuple[Workspace, FaultProxy],
+) -> None:
+    """Without the cache's memo the destination is read once, for the skip check and the delta's
+    pieces: a destination that holds the version is still skipped with nothing asked of the store
+    but the record, and one that holds the other version (same size) gives its pieces."""
+    ws, proxy = proxied_s3
+    one, two, changed = versions()
+    assert len(one) == len(two)
+    pushed(ws, one, two)
+    pull_json(ws, "--version", "2.0", "--no-cache")
+    proxy.sent.clear()
+    again = pull_json(ws, "--version", "2.0", "--no-cache")
+    assert again["downloaded"] is False
+    assert wire(proxy, "/tycho_2.0.pkg") == 0 and wire(proxy, "/2.0.cdx") == 0
+    dest = ws.root / "tycho_packages" / "narf.bin"
+    dest.write_bytes(one)
+    proxy.sent.clear()
+    got = pull_json(ws, "--version", "2.0", "--no-cache")
+    assert got["downloaded"] is True and dest.read_bytes() == two
+    assert 0 < wire(proxy, "/tycho_2.0.pkg") == got["fetched_bytes"] <= 1.3 * changed + index_size(ws, "2.0")
+
+
 def test_an_interrupted_download_is_resumed_rather_than_started_over_as_a_delta(
     proxied_s3: tuple[Workspace, FaultProxy],
 ) -> None:

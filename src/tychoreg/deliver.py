@@ -65,25 +65,55 @@ def _delta_sources(src: Source, dest: Path | None) -> list[Path]:
     return out
 
 
-def _try_delta(src: Source, dest: Path | None, target: Path, progress: Progress | None) -> delta.Outcome | None:
+def _try_delta(
+    src: Source, dest: Path | None, target: Path, progress: Progress | None, scan: delta.Prescan | None = None
+) -> delta.Outcome | None:
     if not src.delta:
         return None
     return delta.assemble(
-        src.store, src.package, src.version, src.expected, target, lambda: _delta_sources(src, dest), progress
+        src.store, src.package, src.version, src.expected, target, lambda: _delta_sources(src, dest), progress, scan
     )
+
+
+def _holds(src: Source, dest: Path, scan: delta.Prescan | None) -> bool:
+    """The skip check, answered by the prescan's read where there is one."""
+    found = scan.holds(src.cache) if scan is not None else None
+    return fetch.holds(src.store, dest, src.expected, src.cache) if found is None else found
+
+
+@contextmanager
+def _prescan(src: Source, dest: Path, force: bool) -> Iterator[delta.Prescan | None]:
+    """One read of the destination for the skip check and a delta (see
+    :class:`tychoreg.delta.Prescan`): only where the check will read it, and neither the cache
+    nor an offline install makes the delta moot."""
+    exp = src.expected
+    scan = None
+    if (
+        src.delta
+        and not force
+        and not src.offline
+        and not (src.cache and exp.sha256 and src.cache.has(exp.sha256, exp.size))
+    ):
+        scan = delta.Prescan.start(src.store, dest, exp, src.cache.known_digest(dest) if src.cache else None)
+    try:
+        yield scan
+    finally:
+        if scan is not None:
+            scan.close()
 
 
 def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress | None = None) -> Delivered:
     """Make ``dest`` hold exactly the version's bytes."""
     check_destination(dest)
     exp = src.expected
-    if not force and fetch.holds(src.store, dest, exp, src.cache):
-        return Delivered(downloaded=False)
-    if src.cache and exp.sha256 and src.cache.place(exp.sha256, exp.size, dest):
-        src.cache.note_digest(dest, exp.sha256)
-        return Delivered(downloaded=False, from_cache=True)
-    _online(src)
-    outcome = _try_delta(src, dest, dest, progress)
+    with _prescan(src, dest, force) as scan:
+        if not force and _holds(src, dest, scan):
+            return Delivered(downloaded=False)
+        if src.cache and exp.sha256 and src.cache.place(exp.sha256, exp.size, dest):
+            src.cache.note_digest(dest, exp.sha256)
+            return Delivered(downloaded=False, from_cache=True)
+        _online(src)
+        outcome = _try_delta(src, dest, dest, progress, scan)
     resumes = 0 if outcome else fetch.download(src.store, src.package, src.version, exp, dest, progress)
     if src.cache and exp.sha256:
         src.cache.adopt(exp.sha256, exp.size, dest)  # a clone or copy, never a link; best effort
