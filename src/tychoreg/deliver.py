@@ -56,12 +56,14 @@ class Source:
     siblings: tuple[str, ...] = ()
 
 
-def _delta_sources(src: Source, dest: Path | None) -> list[Path]:
+def _delta_sources(src: Source, dest: Path | None, held: str | None) -> list[Path]:
     """Local files that may share pieces with the wanted version: the destination (usually the
-    version pulled before), then the cache's copies of the package's other versions."""
+    version pulled before), then the cache's copies of the package's other versions, but for
+    the one with the bytes the destination is known to hold (``held``: the same pieces, which
+    would be cut and hashed a second time for nothing)."""
     out = [dest] if dest is not None else []
     if src.cache:
-        out += [src.cache.path(sha) for sha in src.siblings if sha != src.expected.sha256]
+        out += [src.cache.path(sha) for sha in src.siblings if sha not in (src.expected.sha256, held)]
     return out
 
 
@@ -70,9 +72,14 @@ def _try_delta(
 ) -> delta.Outcome | None:
     if not src.delta:
         return None
-    return delta.assemble(
-        src.store, src.package, src.version, src.expected, target, lambda: _delta_sources(src, dest), progress, scan
-    )
+
+    def sources() -> list[Path]:
+        held = scan.sha256 if scan is not None else None
+        if held is None and src.cache and dest is not None:
+            held = src.cache.known_digest(dest)
+        return _delta_sources(src, dest, held)
+
+    return delta.assemble(src.store, src.package, src.version, src.expected, target, sources, progress, scan)
 
 
 def _holds(src: Source, dest: Path, scan: delta.Prescan | None) -> bool:
@@ -94,7 +101,8 @@ def _prescan(src: Source, dest: Path, force: bool) -> Iterator[delta.Prescan | N
         and not src.offline
         and not (src.cache and exp.sha256 and src.cache.has(exp.sha256, exp.size))
     ):
-        scan = delta.Prescan.start(src.store, dest, exp, src.cache.known_digest(dest) if src.cache else None)
+        known = src.cache.known_digest(dest) if src.cache and exp.sha256 else None
+        scan = delta.Prescan.start(src.store, dest, exp, known)
     try:
         yield scan
     finally:

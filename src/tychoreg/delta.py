@@ -69,11 +69,12 @@ class _Found:
 
 class Prescan:
     """One read of the destination for both the pull's skip check and a delta that may follow:
-    each block read is hashed whole (the skip check's SHA-256, in a second thread, in order)
-    and cut into pieces (by the usual parameters), instead of a pass to hash it and, when it
-    differs, another to cut it. Started (:meth:`start`) only where the skip check would read the
-    file and a delta could follow; stopped by :meth:`close`. Its pieces are found as any
-    source's: each one's SHA-256 must be the index's, and the assembled file is verified whole."""
+    each block read is hashed whole (the skip check's SHA-256) and cut into pieces (by the usual
+    parameters), instead of a pass to hash it and, when it differs, another to cut it. The read
+    runs in a thread (the caller waits for it in :meth:`holds`). Started (:meth:`start`) only
+    where the skip check would read the file and a delta could follow; stopped by :meth:`close`.
+    Its pieces are found as any source's: each one's SHA-256 must be the index's, and the
+    assembled file is verified whole."""
 
     def __init__(self, path: Path, fd: int, expected: Expected) -> None:
         self.path = path
@@ -88,12 +89,12 @@ class Prescan:
     @classmethod
     def start(cls, store: Store, dest: Path, expected: Expected, known: str | None) -> Prescan | None:
         """A prescan of ``dest`` where the skip check would hash it (a regular file of the
-        version's size whose remembered digest, ``known``, is not the version's) and a delta
-        could follow; None elsewhere."""
+        version's size whose digest is not remembered, ``known`` None) and a delta could
+        follow; None elsewhere."""
         if expected.checked_by == "size" or not isinstance(store, RangeReader) or resumable_part(dest, expected):
             return None
-        if known is not None and known == expected.sha256:
-            return None  # the skip check will not read it
+        if known is not None:
+            return None  # the skip check will not read it: the memo answers
         try:
             fd, st = open_regular(dest)
         except OSError:
@@ -106,23 +107,14 @@ class Prescan:
     def _run(self) -> None:
         assert self._fd is not None
         digests = Digests(self._expected.etag)
+        pieces = []
         try:
-            with executor(1) as hasher:  # one worker: blocks are hashed in the order they are read
-                pending: deque[Future[None]] = deque()
-
-                def hashed(data: bytes) -> None:
-                    pending.append(hasher.submit(digests.update, data))
-                    while len(pending) > HASH_AHEAD:
-                        pending.popleft().result()
-
-                found = chunks.cut(self._fd, chunks.Params(), tap=hashed)  # to the end, as the skip check reads
-                pieces = []
-                for piece in found or ():
-                    if self._stop.is_set() or CANCELLED.is_set():
-                        return
-                    pieces.append(piece)
-                while pending:
-                    pending.popleft().result()
+            # in this thread, block by block as the chunker reads: a hashing thread fed ~150 KiB
+            # blocks cost more in hand-offs than it saved on two busy cores (benchmarks/RESULTS.md)
+            for piece in chunks.cut(self._fd, chunks.Params(), tap=digests.update) or ():
+                if self._stop.is_set() or CANCELLED.is_set():
+                    return
+                pieces.append(piece)
         except (OSError, ValueError):
             return
         if digests.size == self._expected.size and sum(p.length for p in pieces) == digests.size:
@@ -137,6 +129,12 @@ class Prescan:
         if memo:
             memo.note_digest(self.path, self._digests.sha256)
         return self._expected.matches(self._digests)
+
+    @property
+    def sha256(self) -> str | None:
+        """The file's SHA-256 as read (None when the read did not finish)."""
+        self._thread.join()
+        return self._digests.sha256 if self._digests is not None else None
 
     def take(self, params: chunks.Params, stack: ExitStack) -> tuple[int, list[chunks.Piece]] | None:
         """The descriptor (now ``stack``'s to close) and the pieces; None when they could not
