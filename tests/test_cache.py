@@ -506,3 +506,82 @@ def without_hanging(call, fifos, seconds: float = 10.0):  # type: ignore[no-unty
         pytest.fail(f"blocked on a FIFO for {seconds} s")
     assert outcome, "the call raised"
     return outcome[0]
+
+
+def _grow(fd: int, data: bytes, follower, step: int = 1024 * 1024) -> None:
+    """What a download does: write the bytes in order and say how many are hashed."""
+    for at in range(0, len(data), step):
+        os.pwrite(fd, data[at : at + step], at)
+        follower.advance(fd, min(at + step, len(data)))
+
+
+def test_a_follower_copies_a_download_into_the_cache_as_it_is_verified(cache: Cache, tmp_path: Path) -> None:
+    """The copy a pull leaves in the cache is made while it downloads (no copy at the end): the
+    entry holds exactly the bytes, is committed only by ``finish``, and never shares an inode
+    with the pulled file."""
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    follower = cache.follow(sha(data), len(data))
+    assert follower is not None
+    part = tmp_path / "download.part"
+    with open(part, "w+b") as fh:
+        _grow(fh.fileno(), data, follower)
+        assert not cache.has(sha(data), len(data))  # nothing before the download is verified
+    assert follower.finish()
+    entry = cache.path(sha(data))
+    assert entry.read_bytes() == data
+    assert entry.stat().st_ino != part.stat().st_ino
+    assert not list((cache.root / "tmp").rglob("*.adopt"))
+    assert cache.follow(sha(data), len(data)) is None  # already there: nothing to follow
+
+
+def test_a_follower_starts_again_when_the_download_does(cache: Cache, tmp_path: Path) -> None:
+    """A resumed part file that turns out not to be a prefix of these bytes is downloaded again
+    from the start: what was copied of it must not end up in the entry."""
+    data = os.urandom(3 * 1024 * 1024)
+    follower = cache.follow(sha(data), len(data))
+    assert follower is not None
+    with open(tmp_path / "download.part", "w+b") as fh:
+        _grow(fh.fileno(), os.urandom(2 * 1024 * 1024), follower)  # the stale prefix
+        time.sleep(0.2)  # let the copy take it
+        os.ftruncate(fh.fileno(), 0)
+        follower.advance(fh.fileno(), 0)
+        _grow(fh.fileno(), data, follower)
+    assert follower.finish()
+    assert cache.path(sha(data)).read_bytes() == data
+
+
+def test_an_abandoned_or_short_follow_leaves_no_entry(cache: Cache, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    follower = cache.follow(sha(data), len(data))
+    assert follower is not None
+    with open(tmp_path / "download.part", "w+b") as fh:
+        _grow(fh.fileno(), data[: 1024 * 1024], follower)
+    follower.abandon()
+    assert not cache.has(sha(data), len(data))
+    # a file shorter than it should be (the copy finds its end early) is no entry either
+    follower = cache.follow(sha(data), len(data))
+    assert follower is not None
+    with open(tmp_path / "short.part", "w+b") as fh:
+        _grow(fh.fileno(), data[: 1024 * 1024], follower)
+        assert not follower.finish()
+    assert not cache.has(sha(data), len(data))
+    assert not list((cache.root / "tmp").rglob("*.adopt"))
+
+
+def test_a_pull_leaves_its_cache_copy_without_copying_at_the_end(tmp_path: Path, monkeypatch) -> None:
+    """End to end: with the copy after the download made impossible, a pull still leaves its
+    entry in the cache (the follower made it while downloading), and the entry is verified bytes."""
+    from tychoreg import Registry
+    from tychoreg.store.file import FileStore
+
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (tmp_path / "reg").mkdir()
+    reg = Registry(FileStore(tmp_path / "reg"), outdir=tmp_path / "out", cache=Cache(tmp_path / "cache"))
+    reg.init("narf", "narf.bin")
+    src = tmp_path / "narf.bin"
+    src.write_bytes(data)
+    reg.push("narf", "1.0", src, promote_latest=True)
+    monkeypatch.setattr(Cache, "adopt", lambda self, *a: pytest.fail("copied after the download"))
+    reg.pull("narf", "latest")
+    assert (tmp_path / "out" / "narf.bin").read_bytes() == data
+    assert reg.cache is not None and reg.cache.path(sha(data)).read_bytes() == data

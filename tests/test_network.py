@@ -124,3 +124,63 @@ def test_a_streamed_range_cut_off_is_read_again_whole(s3_ws: Workspace) -> None:
     finally:
         net.stop()
         proxy.close()
+
+
+_ORDER = """
+import json, sys
+events = []
+def hook(event, args):
+    if event == "import":
+        events.append(["import", args[0]])
+    elif event == "socket.connect" and isinstance(args[1], tuple):
+        events.append(["connect", args[1][1]])
+sys.addaudithook(hook)
+import threading
+start = threading.Thread.start
+def recorded(self):
+    events.append(["thread", self.name])
+    start(self)
+threading.Thread.start = recorded
+sys.argv = ["tychoreg", *sys.argv[2:]]
+try:
+    from tychoreg.cli import main
+    main()
+finally:
+    with open(OUT, "w") as f:
+        json.dump(events, f)
+"""
+
+
+def test_the_connections_open_while_the_domain_is_still_importing(far_ws: tuple[Workspace, Netem]) -> None:
+    """A no-op pull waits for one round trip after start-up, not two: the TCP handshakes to the
+    server start as soon as the configuration is read, before the registry, the S3 client and
+    http.client are imported (about as long as a handshake on a far link)."""
+    import json
+    import subprocess
+
+    ws, net = far_ws
+    ws.ok("init", "narf", "narf.bin")
+    ws.ok("push", "narf", "1.0", str(ws.file("n", b"narf")), "--promote-latest")
+    ws.ok("pull", "narf")
+    port = urlsplit(net.endpoint).port
+    out = ws.root / "events.json"
+    for args, wanted in ((["pull", "narf"], 3), (["list"], 8), (["list-versions", "narf"], 4)):
+        proc = subprocess.run(
+            [sys.executable, "-c", _ORDER.replace("OUT", repr(str(out))), "-", *args],
+            cwd=ws.root,
+            env=ws.base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        events = [tuple(e) for e in json.loads(out.read_text())]
+        connecting = events.index(("thread", "tychoreg-connect"))
+        assert connecting < events.index(("import", "tychoreg.registry")), args
+        assert connecting < events.index(("import", "http.client")), args
+        # and those connections are the ones used: no other is opened
+        assert events.count(("connect", port)) == events.count(("thread", "tychoreg-connect")) == wanted, args
+    # a command that reads nothing remotely opens nothing ahead
+    net.reset()
+    ws.ok("cache", "info")
+    assert net.reset().connections == 0

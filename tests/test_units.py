@@ -148,3 +148,33 @@ def test_public_names_are_listed_and_importable() -> None:
     assert set(tychoreg.__all__) == {*tychoreg._HOMES, "__version__"}
     for name in tychoreg.__all__:
         assert getattr(tychoreg, name) is not None, name
+
+
+def test_a_download_is_flushed_to_disk_as_it_grows_not_all_at_the_end(tmp_path, monkeypatch) -> None:
+    """The fsync before the rename would otherwise wait for the whole file (Linux writes nothing
+    back until then): a background flush follows the file as it grows, and stops before the file
+    is closed (its descriptor is never used after)."""
+    import threading
+    import time
+
+    from tychoreg import localfs
+
+    flushed: list[tuple[int, int]] = []
+    monkeypatch.setattr(localfs, "FLUSH_EVERY", 1024 * 1024)
+    monkeypatch.setattr(localfs.portable, "fdatasync", lambda fd: flushed.append((fd, os.fstat(fd).st_size)))
+    dest = tmp_path / "big.bin"
+    data = os.urandom(3 * 1024 * 1024)
+    with localfs.resumable_write(dest, None) as fh:
+        for i in range(3):
+            fh.write(data[i * 1024 * 1024 : (i + 1) * 1024 * 1024])
+            fh.flush()
+            deadline = time.monotonic() + 10
+            while len(flushed) <= i and time.monotonic() < deadline:
+                time.sleep(0.02)
+        during = list(flushed)
+        fd = fh.fileno()
+    assert [size for _, size in during] == [1024 * 1024, 2 * 1024 * 1024, 3 * 1024 * 1024]
+    assert {d for d, _ in during} == {fd}
+    assert flushed == during  # nothing after the block
+    assert not [t for t in threading.enumerate() if t.name == "tychoreg-flush"]
+    assert dest.read_bytes() == data

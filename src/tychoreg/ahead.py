@@ -49,6 +49,8 @@ def guess(known: KnownDigests | None, package: str, selector: Selector) -> str |
         return None
     if selector.kind == "name":
         return selector.text if selector.text in seen else None
+    if len(seen) == 1:  # the usual case; sorting would import semver and packaging (~15 ms)
+        return next(iter(seen))
     from .versions import sort_versions  # noqa: PLC0415 - semver, packaging: only with a guess to make
 
     return sort_versions(list(seen))[-1]

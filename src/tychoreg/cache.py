@@ -137,6 +137,103 @@ def _memo_name(real: str) -> str:
     return hashlib.sha256(real.encode()).hexdigest()
 
 
+class Follower:
+    """The cache's copy of a download, made while the download is still running.
+
+    :meth:`Cache.adopt` copies a pulled file after it is complete: for 512 MiB that is a quarter
+    of a second on the critical path, after the download and its hash. A follower makes the same
+    copy (in the kernel, from the page cache) in a thread of its own, of the bytes the download
+    has hashed in order so far (:meth:`advance`; never bytes not yet hashed), and :meth:`finish`
+    copies what is left and commits the entry once the download is verified. Its own duplicate
+    of the file descriptor keeps the source open until then. Best effort, like ``adopt``: a
+    failed copy leaves no entry, and the caller adopts the file the usual way."""
+
+    def __init__(self, cache: Cache, sha256: str, size: int, out: BinaryIO, part: Path) -> None:
+        self._cache, self._sha256, self._size, self._out, self._part = cache, sha256, size, out, part
+        self._state = threading.Lock()
+        self._wake = threading.Event()
+        self._src: int | None = None  # ours: a duplicate of the download's descriptor
+        self._target = 0
+        self._restart = False
+        self._stop = False
+        self._broken = False
+        self._copied = 0
+        self._thread = threading.Thread(target=self._run, name="tychoreg-cache-copy", daemon=True)
+        self._thread.start()
+
+    def advance(self, fd: int, hashed: int) -> None:
+        """The download's file ``fd`` holds ``hashed`` bytes, hashed in order, at its start. Less
+        than before means it started again from scratch: what was copied is copied again."""
+        with self._state:
+            if self._src is None:
+                try:
+                    self._src = os.dup(fd)
+                except OSError:
+                    self._broken = True
+            if hashed < self._target:
+                self._restart = True
+            self._target = hashed
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            with self._state:
+                src, target, restart, stop = self._src, self._target, self._restart, self._stop
+                self._restart = False
+            try:
+                if restart:
+                    os.ftruncate(self._out.fileno(), 0)
+                    self._copied = 0
+                if src is not None and not self._broken and self._copied < target:
+                    got = portable.copy_span(
+                        src, self._out.fileno(), self._copied, min(CHUNK * 8, target - self._copied)
+                    )
+                    self._broken = got == 0
+                    self._copied += got
+                    continue
+            except OSError:
+                self._broken = True
+            if stop:
+                return
+            self._wake.wait()
+            self._wake.clear()
+
+    def _end(self) -> None:
+        with self._state:
+            self._stop = True
+        self._wake.set()
+        self._thread.join()
+        with self._state:
+            if self._src is not None:
+                os.close(self._src)
+                self._src = None
+        self._out.close()
+
+    def finish(self) -> bool:
+        """After the download was verified: copy the rest and commit the entry. False when the
+        cache did not take it (the caller then adopts the file as usual)."""
+        with self._state:
+            if self._target < self._size:
+                self._target = self._size  # verified: every byte is hashed now
+        try:
+            self._end()
+            if self._broken or self._copied != self._size:
+                return False
+            self._cache.commit(
+                self._sha256, self._size, self._part, durable=False
+            )  # the pulled file is the durable copy
+            return True
+        except (OSError, OperationError):
+            return False
+        finally:
+            self._part.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """The download failed: no entry."""
+        self._end()
+        self._part.unlink(missing_ok=True)
+
+
 class Cache:
     """Entries live at ``root/sha256/ab/abcdef...``; ``limit_bytes`` caps their total size."""
 
@@ -261,6 +358,17 @@ class Cache:
             if part is not None:
                 part.unlink(missing_ok=True)
         return True
+
+    def follow(self, sha256: str, size: int) -> Follower | None:
+        """A copy into the cache that keeps up with a download while it is verified (see
+        :class:`Follower`); None when the cache has the entry already or cannot take one."""
+        if self.has(sha256, size):
+            return None
+        try:
+            out, part = fresh_temp(self._private() / sha256, ".adopt")
+        except (OSError, OperationError):
+            return None
+        return Follower(self, sha256, size, out, part)
 
     # -- using -------------------------------------------------------------------------------
     def place(self, sha256: str, size: int, dest: Path, *, _strategy: str = "auto") -> bool:

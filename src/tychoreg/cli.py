@@ -60,11 +60,17 @@ class _State:
         #: The embedded default registry's location, when that is the one in use.
         self.default_registry: str | None = None
 
-    def registry(self) -> Registry:
+    def registry(self, connections: int = 0) -> Registry:
+        """The registry the configuration names. ``connections``: how many requests the command
+        sends at once first; they start connecting now, while the domain is still importing."""
         from .config import load_settings  # noqa: PLC0415 - the domain loads on use: --help stays fast
-        from .registry import Registry  # noqa: PLC0415 - the domain loads on use: --help stays fast
+        from .store import connect_ahead  # noqa: PLC0415 - the domain loads on use: --help stays fast
 
         self.settings = load_settings(self.config)
+        if connections:
+            connect_ahead(self.settings.backend, self.settings.options, connections)
+        from .registry import Registry  # noqa: PLC0415 - imported after the connections are under way
+
         if self.no_cache:
             self.settings = replace(self.settings, cache=False)
         for warning in self.settings.warnings:
@@ -475,7 +481,7 @@ def pull(
     if extract is not None and outfile is not None:
         raise UsageError("--extract and --outfile do not go together", "give one of them")
     spec = _spec(package, version)
-    reg = _STATE.registry()
+    reg = _STATE.registry(connections=3)  # tycho.json, the record and a HEAD of the data
     with _bars() as bars:
         result = reg.pull(
             spec.package,
@@ -558,7 +564,7 @@ def pull_list(packages: tuple[str, ...], source: Path | None, force: bool, offli
     e.g. tychoreg pull-list narf@^1 tool@stable gcc@13.2.0
     """
     specs = [_spec(p, None) for p in packages]
-    reg = _STATE.registry()
+    reg = _STATE.registry(connections=0 if offline else 3)
     with _bars() as bars:
         results = reg.pull_list(specs, from_file=source, force=force, offline=offline, progress=bars, done=_done)
     if as_json:
@@ -578,7 +584,7 @@ def list_(pattern: str | None, as_json: bool) -> None:
     \b
     e.g. tychoreg list 'tools-*' --json
     """
-    reg = _STATE.registry()
+    reg = _STATE.registry(connections=8)  # the listing, then tycho.json of each package in waves
     infos = reg.packages(pattern)
     for info in infos:
         if info.problem:
@@ -599,7 +605,7 @@ def list_(pattern: str | None, as_json: bool) -> None:
 @common
 def list_versions(package: str, as_json: bool) -> None:
     """Every version of PKG, ascending by version precedence."""
-    reg = _STATE.registry()
+    reg = _STATE.registry(connections=4)  # tycho.json, two listings and the catalog at once
     versions = reg.versions(package)
     for v in versions:
         if v.problem:

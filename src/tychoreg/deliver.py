@@ -122,9 +122,20 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
             return Delivered(downloaded=False, from_cache=True)
         _online(src)
         outcome = _try_delta(src, dest, dest, progress, scan)
-    resumes = 0 if outcome else fetch.download(src.store, src.package, src.version, exp, dest, progress)
+    resumes, cached = 0, False
+    if not outcome:
+        # the cache's copy is made while the download runs (best effort; else adopted below)
+        follower = src.cache.follow(exp.sha256, exp.size) if src.cache and exp.sha256 else None
+        try:
+            resumes = fetch.download(src.store, src.package, src.version, exp, dest, progress, follow=follower)
+        except BaseException:
+            if follower:
+                follower.abandon()
+            raise
+        cached = follower.finish() if follower else False
     if src.cache and exp.sha256:
-        src.cache.adopt(exp.sha256, exp.size, dest)  # a clone or copy, never a link; best effort
+        if not cached:
+            src.cache.adopt(exp.sha256, exp.size, dest)  # a clone or copy, never a link; best effort
         src.cache.note_digest(dest, exp.sha256)
     if outcome:
         return Delivered(downloaded=True, reused=outcome.reused, fetched=outcome.fetched)

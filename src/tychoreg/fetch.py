@@ -194,6 +194,12 @@ def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None 
     return stored.size == local.size and stored.sha256 == local.sha256
 
 
+class Follow(Protocol):
+    """Something that keeps up with a download's verified prefix (:class:`tychoreg.cache.Follower`)."""
+
+    def advance(self, fd: int, hashed: int) -> None: ...
+
+
 def download(
     store: Store,
     package: str,
@@ -202,22 +208,36 @@ def download(
     dest: Path,
     progress: Progress | None = None,
     attempts: int = RESUME_ATTEMPTS,
+    follow: Follow | None = None,
 ) -> int:
     """Stream the version into ``.DEST.TAG.part`` and rename it into place only once verified.
 
     An interrupted transfer resumes with a ranged read from where it stopped, in this run (up to
     ``attempts`` times) or the next one (the part file is kept), only for content we can name
-    (see :func:`_fingerprint`). Returns how often it resumed.
+    (see :func:`_fingerprint`). Returns how often it resumed. ``follow`` is told, as the bytes
+    are hashed in order, how many of them the part file holds (the cache copies them meanwhile).
     """
     with resumable_write(dest, _fingerprint(expected)) as fh:
         fd = fh.fileno()
+
+        def hashed(amount: int) -> None:
+            if progress:
+                progress(amount)
+            if follow:
+                follow.advance(fd, digests.size)
+
+        told = hashed if follow else progress
         digests = _resume(fd, expected)
         resumed = digests.size > 0
-        resumes = _transfer(store, expected, fd, digests, progress, attempts)
+        if follow:
+            follow.advance(fd, digests.size)
+        resumes = _transfer(store, expected, fd, digests, told, attempts)
         if resumed and not expected.matches(digests):
             # what an earlier run left was not a prefix of these bytes: once more, from the start
             digests = _resume(fd, expected, restart=True)
-            resumes += _transfer(store, expected, fd, digests, progress, attempts)
+            if follow:
+                follow.advance(fd, 0)
+            resumes += _transfer(store, expected, fd, digests, told, attempts)
         if not expected.matches(digests):
             got = digests.sha256 if expected.sha256 else digests.etag
             hint = f"{dest} was left untouched; the stored copy is damaged: re-push it as a new version"

@@ -21,6 +21,7 @@ missing                  what stands in
 ``geteuid``              0 (Windows reports every file as owned by 0; its folders are guarded by
                          ACLs, not by mode bits)
 ``fchmod``               left out (Windows has no such modes)
+``fdatasync``            ``fsync`` (macOS, Windows)
 =======================  ========================================================================
 
 The file backend needs two of these for its guarantees (``link`` for create-if-absent, record
@@ -163,6 +164,30 @@ def copy_range(src: int, dst: int) -> bool:
         return True
     except OSError:  # not across these file systems
         return False
+
+
+def fdatasync(fd: int) -> None:
+    """Write the file's data to disk (``fsync`` where there is no lighter call)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
+def copy_span(src: int, dst: int, offset: int, length: int) -> int:
+    """Copy up to ``length`` bytes at ``offset`` of ``src`` to the same offset of ``dst`` (in the
+    kernel where it can); how many were copied, 0 at the end of ``src``. File positions are left
+    alone."""
+    native = getattr(os, "copy_file_range", None)
+    if native is not None:
+        try:
+            return int(native(src, dst, length, offset, offset))
+        except OSError as exc:  # not across these file systems, or not on this kernel: by hand
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    data = pread(src, length, offset)
+    view = memoryview(data)
+    while view:
+        written = pwrite(dst, view, offset)
+        view, offset = view[written:], offset + written
+    return len(data)
 
 
 def geteuid() -> int:

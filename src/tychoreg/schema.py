@@ -10,7 +10,6 @@ only looks at names, and never refuses a file (tycho-station 0.4.0 ignored unkno
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping
 from functools import cache
@@ -54,6 +53,8 @@ def suggestion(key: str, known: list[str]) -> str | None:
     folded = {k.lower(): k for k in known}
     if key.lower() in folded:
         return folded[key.lower()]
+    import difflib  # noqa: PLC0415 - ~3 ms, only for a key that is not known
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return close[0] if close else None
 

@@ -6,7 +6,30 @@ from typing import Any
 
 from .base import GuardChanged, ObjectInfo, ObjectNotFound, PreconditionFailed, StagedUpload, Store
 
-__all__ = ["GuardChanged", "ObjectInfo", "ObjectNotFound", "PreconditionFailed", "StagedUpload", "Store", "open_store"]
+__all__ = [
+    "GuardChanged",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "PreconditionFailed",
+    "StagedUpload",
+    "Store",
+    "connect_ahead",
+    "open_store",
+]
+
+
+def connect_ahead(backend: str, options: dict[str, Any], connections: int) -> None:
+    """Start connecting to the server ``open_store`` will talk to, before the store (and the rest
+    of tychoreg) is imported: see :mod:`tychoreg.store.preconnect`. Only the S3 store's lean
+    client adopts such connections; other backends start none."""
+    if backend != "s3":
+        return
+    from . import preconnect  # noqa: PLC0415 - socket and threading only
+    from .s3target import lean_target  # noqa: PLC0415 - light: no http.client, no ssl
+
+    target = lean_target(options)
+    if target is not None:
+        preconnect.start(*target.address, connections)
 
 
 def open_store(backend: str, options: dict[str, Any], **tuning: int) -> Store:

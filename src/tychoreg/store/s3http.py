@@ -34,32 +34,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from . import preconnect
+from .s3target import LeanTarget, lean_target
+
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _META = "x-amz-meta-"
-#: Client options this module honours exactly; anything else (botocore ``config`` included: only
-#: boto3 can say whether it is valid) means boto3 must do the work.
-_PLAIN_OPTIONS = {
-    "bucket",
-    "prefix",
-    "endpoint_url",
-    "region_name",
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_session_token",
-}
-#: Environment that changes what boto3 would do in ways we do not reproduce.
-_BOTO_ENV = (
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "AWS_USE_FIPS_ENDPOINT",
-    "AWS_USE_DUALSTACK_ENDPOINT",
-    "TYCHOREG_NO_FAST_PATH",
-)
 
 
 #: An object's bytes in the pieces they were read in (joining them would briefly double the
@@ -90,24 +69,14 @@ MAX_IDLE = 64
 class LeanS3:
     """Signed GET/HEAD/LIST against one bucket; see the module docstring for when it is used."""
 
-    def __init__(
-        self,
-        bucket: str,
-        endpoint: str,
-        region: str,
-        key_id: str,
-        secret: str,
-        token: str | None,
-        path_style: bool,
-        timeout: float,
-        ca_bundle: str | None = None,
-    ) -> None:
-        parts = urllib.parse.urlsplit(endpoint)
-        self._https = parts.scheme == "https"
-        self._host = parts.netloc if path_style else f"{bucket}.{parts.netloc}"
-        self._base = f"{parts.path.rstrip('/')}/{_quote(bucket)}" if path_style else parts.path.rstrip("/")
-        self._region, self._key_id, self._secret, self._token = region, key_id, secret, token
-        self._timeout, self._ca_bundle = timeout, ca_bundle
+    def __init__(self, target: LeanTarget, timeout: float) -> None:
+        parts = urllib.parse.urlsplit(target.endpoint)
+        self._https, self._host, self._address = target.https, target.host, target.address
+        path, bucket = parts.path.rstrip("/"), _quote(target.bucket)
+        self._base = f"{path}/{bucket}" if target.path_style else path
+        self._region, self._key_id = target.region, target.key_id
+        self._secret, self._token = target.secret, target.token
+        self._timeout, self._ca_bundle = timeout, target.ca_bundle
         self._idle: list[http.client.HTTPConnection] = []
         self._pool_lock = threading.Lock()
         self._warming = 0
@@ -118,31 +87,8 @@ class LeanS3:
     @classmethod
     def for_options(cls, options: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> LeanS3 | None:
         """A lean client when ``options`` (the config's s3 section) are plain enough, else None."""
-        if set(options) - _PLAIN_OPTIONS or any(env.get(name) for name in _BOTO_ENV):
-            return None
-        key_id, secret = options.get("aws_access_key_id"), options.get("aws_secret_access_key")
-        token = options.get("aws_session_token")
-        if key_id is None and secret is None and token is None:  # boto3 would look in the environment first
-            key_id, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-            token = env.get("AWS_SESSION_TOKEN")
-        if not (isinstance(key_id, str) and isinstance(secret, str) and key_id and secret):
-            return None
-        region = options.get("region_name") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        endpoint = options.get("endpoint_url")
-        bucket = options["bucket"]
-        if endpoint:  # path-style for a custom endpoint, as S3-compatible servers expect
-            path_style = True
-            region = region or "us-east-1"
-        elif region and "." not in bucket:
-            endpoint, path_style = f"https://s3.{region}.amazonaws.com", False
-        else:
-            return None
-        if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
-            return None
-        timeout = 60.0
-        return cls(
-            bucket, endpoint, region, key_id, secret, token, path_style, timeout, env.get("AWS_CA_BUNDLE") or None
-        )
+        target = lean_target(options, env)
+        return None if target is None else cls(target, timeout=60.0)
 
     # -- requests ------------------------------------------------------------------------
     def get(self, key: str, limit: int, if_match: str | None = None) -> tuple[bytes, str] | None:
@@ -220,10 +166,21 @@ class LeanS3:
 
     # -- plumbing ------------------------------------------------------------------------
     def _new_connection(self) -> http.client.HTTPConnection:
+        """A connection, already connected when :mod:`preconnect` opened a socket for it."""
+        sock = preconnect.take(*self._address)
+        if sock is not None:
+            sock.settimeout(self._timeout)
         if self._https:
             context = ssl.create_default_context(cafile=self._ca_bundle)
-            return http.client.HTTPSConnection(self._host, timeout=self._timeout, context=context)
-        return http.client.HTTPConnection(self._host, timeout=self._timeout)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self._host, timeout=self._timeout, context=context
+            )
+            if sock is not None:
+                conn.sock = context.wrap_socket(sock, server_hostname=self._address[0])
+            return conn
+        conn = http.client.HTTPConnection(self._host, timeout=self._timeout)
+        conn.sock = sock
+        return conn
 
     def _connection(self) -> http.client.HTTPConnection:
         with self._pool_lock:
@@ -254,7 +211,8 @@ class LeanS3:
         def one() -> None:
             try:
                 conn = self._new_connection()
-                conn.connect()  # not timed: a proxy (or an emulated link) may accept at once
+                if conn.sock is None:
+                    conn.connect()  # not timed: a proxy (or an emulated link) may accept at once
             except (OSError, ValueError, http.client.HTTPException):
                 return
             finally:
