@@ -1,19 +1,25 @@
-"""Delta pulls: bytes fetched and time of a pull that reuses the previous version, against a full
-pull of the same version, on one SeaweedFS on loopback (started here, stopped by its PID).
+"""Delta pulls: bytes on the wire and time of a pull that reuses the previous version, against a
+full pull of the same version, through the network emulator (benchmarks/netem.py) in front of one
+SeaweedFS started here (stopped by its PID).
 
-For each change (1 %, 5 %, 30 % of a FILE_MIB file, as an insertion, a deletion and an overwrite
-of a third each, spread over the file), two versions are pushed; the destination holds the first;
-then, each a fresh process with an empty cache:
+Cases: for each change (1 %, 5 %, 30 % of a FILE_MIB file, as an insertion, a deletion and an
+overwrite of a third each, spread over the file), two versions are pushed; with ``--tree``, also a
+folder of files pushed as a tar.gz (``push DIR``, packed to delta well) and pushed again with a few
+files changed. The destination holds the first version; then, each a fresh process with an empty
+cache, on each emulated link (``--profiles``, default loopback and region: 20 ms, 40 MB/s per
+connection):
 
 - **delta**: ``pull PKG --version 2 --json`` (the destination holds version 1);
 - **full**: the same with ``--no-delta`` (version 1 put back at the destination before each run).
 
-Bytes fetched are counted on the wire by a proxy in front of SeaweedFS (GET bodies of the data
-object and the chunk index). Every pull's result must be version 2's exact bytes. Also measured,
-in-process: the chunker's speed (cut and SHA-256 of each piece), and ``Registry.push`` with the
-chunk index (as shipped) against the same push with the index switched off (patched out here).
+The two alternate, run after run, so both see the same load. Bytes fetched are what the emulator
+carried from the server to the client during the pull: every response, headers and metadata
+included (so a little more than the data and the chunk index). Every pull's result must be
+version 2's exact bytes. Also measured, in-process: the chunker's speed (cut and SHA-256 of each
+piece), and ``Registry.push`` with the chunk index (as shipped) against the same push with the
+index switched off (patched out here).
 
-    python benchmarks/delta.py [--mib 256] [--runs 3]
+    python benchmarks/delta.py [--mib 256] [--runs 3] [--profiles loopback,region] [--tree]
 """
 
 from __future__ import annotations
@@ -29,12 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from netem import PROFILES, Netem  # noqa: E402  (the network emulator, beside this file)
+
 import servers  # noqa: E402  (tests/servers.py: SeaweedFS, shared with the tests)
-from faultproxy import FaultProxy  # noqa: E402  (counts the bytes each GET returns)
 
 MIB = 1024 * 1024
 
@@ -58,23 +67,17 @@ def versions(size: int, share: float, seed: int = 11) -> tuple[bytes, bytes, int
     return one, bytes(two), 6 * region
 
 
-def throttle(proxy: FaultProxy, mbit: float, rtt: float) -> None:
-    """A shared link of ``mbit`` Mbit/s with ``rtt`` seconds of latency per request, as a crude
-    stand-in for a real network: every response waits ``rtt``, then its body takes its share of
-    the one link (bodies are sent one after another, whatever the number of connections)."""
-    import threading
+@dataclass
+class Case:
+    """Two versions of one package in a bucket of their own; ``work/v1`` holds version 1's stored
+    bytes (put back at the destination before each pull)."""
 
-    link = threading.Lock()
-    rate = mbit * 1e6 / 8
-
-    def slow(method: str, path: str, body: bytes) -> bytes:
-        time.sleep(rtt)
-        if body:
-            with link:
-                time.sleep(len(body) / rate)
-        return body
-
-    proxy.transform = slow
+    label: str
+    bucket: str
+    work: Path
+    filename: str
+    changed: int
+    want: str
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -84,6 +87,128 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     if proc.returncode:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr}")
     return took, proc.stdout
+
+
+def config(work: Path, bucket: str, endpoint: str, name: str) -> Path:
+    path = work / name
+    s3 = {"bucket": bucket, "endpoint_url": endpoint, "region_name": "us-east-1"}
+    path.write_text(json.dumps({"tycho": {"backend": "s3", "outdir": "out"}, "s3": s3}))
+    return path
+
+
+def tool(cfg: Path) -> list[str]:
+    return [sys.executable, "-m", "tychoreg", "--config", cfg.name]
+
+
+def file_case(seaweed: servers.Seaweed, tmp: Path, env: dict[str, str], n: int, size: int, share: float) -> Case:
+    bucket, work = f"delta-{n}", tmp / f"w{n}"
+    seaweed.client().create_bucket(Bucket=bucket)
+    (work / "out").mkdir(parents=True)
+    one, two, changed = versions(size, share)
+    (work / "v1").write_bytes(one)
+    (work / "v2").write_bytes(two)
+    direct = tool(config(work, bucket, seaweed.endpoint, "direct.json"))
+    run([*direct, "init", "big", "big.bin"], work, env)
+    run([*direct, "push", "big", "1", "v1"], work, env)
+    run([*direct, "push", "big", "2", "v2"], work, env)
+    (work / "v2").unlink()
+    return Case(f"{share:.0%}", bucket, work, "big.bin", changed, hashlib.sha256(two).hexdigest())
+
+
+def tree_case(seaweed: servers.Seaweed, tmp: Path, env: dict[str, str], size: int) -> Case:
+    """A folder of ``size`` bytes (files of 4 MiB of random bytes and some text) pushed as a
+    tar.gz, then again with three of the binary files and two text files replaced."""
+    bucket, work = "delta-tree", tmp / "wtree"
+    seaweed.client().create_bucket(Bucket=bucket)
+    (work / "out").mkdir(parents=True)
+    rng = random.Random(5)
+    tree = work / "tree"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "doc").mkdir()
+    count = max(4, size // (4 * MIB))
+    for i in range(count):
+        (tree / "lib" / f"part{i:03}.so").write_bytes(rng.randbytes(4 * MIB))
+    for i in range(40):
+        (tree / "doc" / f"page{i:02}.txt").write_text(f"page {i} line\n" * rng.randrange(500, 5000))
+    direct = tool(config(work, bucket, seaweed.endpoint, "direct.json"))
+    run([*direct, "init", "tree", "tree.tar.gz"], work, env)
+    run([*direct, "push", "tree", "1", "tree"], work, env)
+    changed = 0
+    replaced = sorted({1, count // 2, count - 2})
+    for i in replaced:
+        data = rng.randbytes(4 * MIB)
+        (tree / "lib" / f"part{i:03}.so").write_bytes(data)
+        changed += len(data)
+    for i in (3, 17):
+        text = f"page {i} rewritten\n" * 3000
+        (tree / "doc" / f"page{i:02}.txt").write_text(text)
+        changed += len(text)
+    run([*direct, "push", "tree", "2", "tree"], work, env)
+    shutil.rmtree(tree)
+    run([*direct, "pull", "tree", "--version", "1", "--outfile", "v1"], work, env)
+    run([*direct, "pull", "tree", "--version", "2", "--outfile", "v2"], work, env)
+    want = hashlib.sha256((work / "v2").read_bytes()).hexdigest()
+    (work / "v2").unlink()
+    label = f"tar.gz: {len(replaced)} of {count} files + 2 texts"
+    return Case(label, bucket, work, "tree.tar.gz", changed, want)
+
+
+def measure(case: Case, net: Netem, profile: str, runs: int, env: dict[str, str]) -> dict[str, object]:
+    """Delta and full pulls of version 2, alternating; medians of the times, and what the
+    emulator carried (the same on every run)."""
+    cfg = config(case.work, case.bucket, net.endpoint, f"{profile}.json")
+    pkg = case.filename.split(".", 1)[0]
+    dest = case.work / "out" / case.filename
+    run_env = {**env, "TYCHOREG_CACHE_DIR": str(case.work / "cache"), "HOME": str(case.work)}
+    times: dict[str, list[float]] = {"delta": [], "full": []}
+    wire: dict[str, dict[str, int]] = {}
+    for _ in range(runs):
+        for mode in ("delta", "full"):
+            shutil.copyfile(case.work / "v1", dest)
+            shutil.rmtree(case.work / "cache", ignore_errors=True)
+            extra = ["--no-delta"] if mode == "full" else []
+            net.reset()
+            took, out = run([*tool(cfg), "pull", pkg, "--version", "2", "--json", *extra], case.work, run_env)
+            stats = net.reset()
+            got = json.loads(out)
+            if got["sha256"] != case.want or hashlib.sha256(dest.read_bytes()).hexdigest() != case.want:
+                raise SystemExit("a pull did not produce version 2's bytes")
+            times[mode].append(took)
+            wire[mode] = {
+                "bytes": stats.bytes_down,
+                "requests": stats.requests,
+                "connections": stats.connections,
+                "serial": stats.serial_round_trips,
+                "fetched": got["fetched_bytes"],
+            }
+    index = len(seaweed_get(case, f"{pkg}/.tycho/chunks/2.cdx"))
+    delta_s, full_s = statistics.median(times["delta"]), statistics.median(times["full"])
+    return {
+        "link": profile,
+        "change": case.label,
+        "changed_mib": round(case.changed / MIB, 2),
+        "index_kib": round(index / 1024, 1),
+        "delta_fetched_mib": round(wire["delta"]["bytes"] / MIB, 2),
+        "fetched_over_changed_plus_index": round(wire["delta"]["bytes"] / (case.changed + index), 3),
+        "full_fetched_mib": round(wire["full"]["bytes"] / MIB, 2),
+        "delta_requests": wire["delta"]["requests"],
+        "delta_serial_round_trips": wire["delta"]["serial"],
+        "full_requests": wire["full"]["requests"],
+        "full_connections": wire["full"]["connections"],
+        "full_serial_round_trips": wire["full"]["serial"],
+        "delta_s": round(delta_s, 3),
+        "full_s": round(full_s, 3),
+        "delta_runs_s": [round(t, 2) for t in times["delta"]],
+        "full_runs_s": [round(t, 2) for t in times["full"]],
+        "time_ratio": round(delta_s / full_s, 3),
+    }
+
+
+_SEAWEED: list[servers.Seaweed] = []
+
+
+def seaweed_get(case: Case, key: str) -> bytes:
+    return bytes(_SEAWEED[0].client().get_object(Bucket=case.bucket, Key=key)["Body"].read())
 
 
 def chunker_speed(path: Path) -> float:
@@ -131,102 +256,52 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--shares", default="0.01,0.05,0.30")
-    parser.add_argument("--mbit", type=float, default=0, help="emulate a link of this speed (0: loopback)")
-    parser.add_argument("--rtt-ms", type=float, default=20, help="latency per request on the emulated link")
+    parser.add_argument("--profiles", default="loopback,region", help="emulated links, of benchmarks/netem.py")
+    parser.add_argument("--tree", action="store_true", help="also a folder pushed as tar.gz, a few files changed")
     parser.add_argument("--no-push", action="store_true", help="skip the push and chunker measurements")
     args = parser.parse_args()
     size = args.mib * MIB
+    profiles = [p for p in args.profiles.split(",") if p]
     tmp = Path(tempfile.mkdtemp(prefix="tycho-delta-bench-"))
     rows = []
     try:
         (tmp / "weed").mkdir()
         with servers.running_seaweed(tmp / "weed") as seaweed:
-            proxy = FaultProxy(seaweed.endpoint)
-            if args.mbit:
-                throttle(proxy, args.mbit, args.rtt_ms / 1000)
+            _SEAWEED.append(seaweed)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TYCHOREG_"))}
             env.update(servers.S3_ENV)
-            for n, share in enumerate(float(s) for s in args.shares.split(",")):
-                bucket = f"delta-{n}"
-                seaweed.client().create_bucket(Bucket=bucket)
-                work = tmp / f"w{n}"
-                (work / "out").mkdir(parents=True)
-                (work / "tycho.json").write_text(
-                    json.dumps(
-                        {
-                            "tycho": {"backend": "s3", "outdir": "out"},
-                            "s3": {"bucket": bucket, "endpoint_url": proxy.endpoint, "region_name": "us-east-1"},
-                        }
-                    )
-                )
-                one, two, changed = versions(size, share)
-                (work / "v1").write_bytes(one)
-                (work / "v2").write_bytes(two)
-                want = hashlib.sha256(two).hexdigest()
-                tool = [sys.executable, "-m", "tychoreg", "--config", "tycho.json"]
-                run_env = {**env, "TYCHOREG_CACHE_DIR": str(work / "cache"), "HOME": str(work)}
-                run([*tool, "init", "big", "big.bin"], work, run_env)
-                run([*tool, "push", "big", "1", "v1"], work, run_env)
-                run([*tool, "push", "big", "2", "v2"], work, run_env)
-                times: dict[str, list[float]] = {"delta": [], "full": []}
-                fetched: dict[str, int] = {}
-                for _ in range(args.runs):
-                    for mode in ("delta", "full"):
-                        shutil.copyfile(work / "v1", work / "out" / "big.bin")
-                        shutil.rmtree(work / "cache", ignore_errors=True)
-                        proxy.sent.clear()
-                        extra = ["--no-delta"] if mode == "full" else []
-                        took, out = run([*tool, "pull", "big", "--version", "2", "--json", *extra], work, run_env)
-                        got = json.loads(out)
-                        if (
-                            got["sha256"] != want
-                            or hashlib.sha256((work / "out" / "big.bin").read_bytes()).hexdigest() != want
-                        ):
-                            raise SystemExit("a pull did not produce version 2's bytes")
-                        times[mode].append(took)
-                        fetched[mode] = sum(v for k, v in proxy.sent.items() if k.endswith(("/tycho_2.pkg", "/2.cdx")))
-                index = len(seaweed.client().get_object(Bucket=bucket, Key="big/.tycho/chunks/2.cdx")["Body"].read())
-                row = {
-                    "change": f"{share:.0%}",
-                    "changed_mib": round(changed / MIB, 2),
-                    "index_kib": round(index / 1024, 1),
-                    "delta_fetched_mib": round(fetched["delta"] / MIB, 2),
-                    "fetched_over_changed_plus_index": round(fetched["delta"] / (changed + index), 3),
-                    "full_fetched_mib": round(fetched["full"] / MIB, 2),
-                    "delta_s": round(statistics.median(times["delta"]), 3),
-                    "full_s": round(statistics.median(times["full"]), 3),
-                    "time_ratio": round(statistics.median(times["delta"]) / statistics.median(times["full"]), 3),
+            host, _, port = seaweed.endpoint.split("://", 1)[1].rstrip("/").rpartition(":")
+            cases = [file_case(seaweed, tmp, env, n, size, float(s)) for n, s in enumerate(args.shares.split(","))]
+            if args.tree:
+                cases.append(tree_case(seaweed, tmp, env, size))
+            for profile in profiles:
+                with Netem((host, int(port)), PROFILES[profile]) as net:
+                    for case in cases:
+                        row = measure(case, net, profile, args.runs, env)
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+            if not args.no_push:
+                speed = chunker_speed(cases[0].work / "v1")
+                os.environ.update(servers.S3_ENV)
+                with_index, without = push_overhead(cases[0].work / "direct.json", cases[0].work / "v1", args.runs)
+                extra = {
+                    "chunk_and_hash_mb_s": round(speed),
+                    "push_with_index_s": round(with_index, 3),
+                    "push_without_index_s": round(without, 3),
                 }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if n == 0 and not args.no_push:
-                    speed = chunker_speed(work / "v1")
-                    direct = work / "direct.json"
-                    cfg = json.loads((work / "tycho.json").read_text())
-                    cfg["s3"]["endpoint_url"] = seaweed.endpoint
-                    direct.write_text(json.dumps(cfg))
-                    os.environ.update(servers.S3_ENV)
-                    with_index, without = push_overhead(direct, work / "v1", args.runs)
-                    extra = {
-                        "chunk_and_hash_mb_s": round(speed),
-                        "push_with_index_s": round(with_index, 3),
-                        "push_without_index_s": round(without, 3),
-                    }
-                    print(json.dumps(extra), flush=True)
-                shutil.rmtree(work)
-            proxy.close()
+                print(json.dumps(extra), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        "| change | new bytes | index | fetched (delta) | fetched / (new + index) | fetched (full) "
+        "| link | change | new bytes | index | fetched (delta) | fetched / (new + index) | fetched (full) "
         "| delta pull | full pull | time ratio |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
-            f"| {r['change']} | {r['changed_mib']} MiB | {r['index_kib']} KiB | {r['delta_fetched_mib']} MiB | "
-            f"{r['fetched_over_changed_plus_index']}x | {r['full_fetched_mib']} MiB | {r['delta_s']} s | "
-            f"{r['full_s']} s | {r['time_ratio']}x |"
+            f"| {r['link']} | {r['change']} | {r['changed_mib']} MiB | {r['index_kib']} KiB | "
+            f"{r['delta_fetched_mib']} MiB | {r['fetched_over_changed_plus_index']}x | {r['full_fetched_mib']} MiB | "
+            f"{r['delta_s']} s | {r['full_s']} s | {r['time_ratio']}x |"
         )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 from conftest import Workspace
 
@@ -55,3 +58,47 @@ def test_gc_removes_debris_only(ws: Workspace) -> None:
     assert "No debris" in ws.ok("gc", "--older-than", "0s").err
     ws.ok("verify", "narf")
     assert ws.run("gc", "--older-than", "soon").code == 2
+
+
+def delete_stored(ws: Workspace, key: str) -> None:
+    if ws.backend == "file":
+        (Path(ws.config["file"]["path"]) / key).unlink()
+    else:
+        prefix = ws.config["s3"].get("prefix", "")
+        ws.seaweed.client().delete_object(Bucket=ws.bucket, Key=f"{prefix}/{key}" if prefix else key)
+
+
+def test_gc_removes_the_chunk_index_of_a_version_that_is_gone(ws: Workspace) -> None:
+    """A delete that stopped after the data and record went leaves the version's chunk index:
+    gc lists and removes it, and leaves the index of a live version and (file backend, where
+    an index can be aged) that of a version whose fresh claim says a push may be under way."""
+    ws.ok("init", "narf", "narf.bin")
+    for v in ("1.0", "2.0", "3.0"):
+        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 50_000)))
+    assert {f"narf/.tycho/chunks/{v}.cdx" for v in ("1.0", "2.0", "3.0")} <= ws.stored_keys()
+    for key in ("narf/tycho_2.0.pkg", "narf/.tycho/versions/2.0.json", "narf/tycho_3.0.pkg"):
+        delete_stored(ws, key)  # 2.0 gone but for its index; 3.0 claimed, its data not there
+    assert "No debris" in ws.ok("gc").err  # younger than 24 hours
+    if ws.backend == "file":
+        two_hours_ago = time.time() - 7200
+        for v in ("1.0", "2.0", "3.0"):
+            os.utime(Path(ws.config["file"]["path"]) / f"narf/.tycho/chunks/{v}.cdx", (two_hours_ago,) * 2)
+        aged = ws.ok("gc", "--older-than", "1h", "--json").json()  # 3.0's claim is minutes old
+        assert [(d["kind"], d["key"]) for d in aged["debris"]] == [
+            ("orphaned chunk index", "narf/.tycho/chunks/2.0.cdx")
+        ]
+    dry = ws.ok("gc", "--older-than", "0s", "--json").json()
+    expected = [
+        ("orphaned claim", "narf/.tycho/versions/3.0.json"),
+        ("orphaned chunk index", "narf/.tycho/chunks/2.0.cdx"),
+        ("orphaned chunk index", "narf/.tycho/chunks/3.0.cdx"),
+    ]
+    assert [(d["kind"], d["key"]) for d in dry["debris"]] == expected
+    assert "narf/.tycho/chunks/2.0.cdx" in ws.stored_keys()
+    text = ws.ok("gc", "--older-than", "0s", "--yes").out
+    assert "removed  orphaned chunk index  narf/.tycho/chunks/2.0.cdx" in text
+    keys = ws.stored_keys()
+    assert not {key for _, key in expected} & keys  # the claim went first, then 3.0's index with it
+    assert "narf/.tycho/chunks/1.0.cdx" in keys
+    assert "No debris" in ws.ok("gc", "--older-than", "0s").err
+    assert ws.ok("pull", "narf", "--version", "1.0").code == 0

@@ -26,7 +26,7 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -138,10 +138,12 @@ def _chunker(params: Params) -> Any:
 
 class _PositionalReader:
     """Reads a file descriptor from an offset of its own (``pread``), leaving the file position
-    to whoever else reads it (the upload)."""
+    to whoever else reads it (the upload); ``tap`` sees every block read, in order."""
 
-    def __init__(self, fd: int, start: int = 0, end: int | None = None) -> None:
-        self._fd, self._at, self._end = fd, start, end
+    def __init__(
+        self, fd: int, start: int = 0, end: int | None = None, tap: Callable[[bytes], None] | None = None
+    ) -> None:
+        self._fd, self._at, self._end, self._tap = fd, start, end, tap
 
     def read(self, n: int) -> bytes:
         if self._end is not None:
@@ -150,18 +152,28 @@ class _PositionalReader:
             return b""
         data = portable.pread(self._fd, n, self._at)
         self._at += len(data)
+        if self._tap is not None and data:
+            self._tap(data)
         return data
 
 
-def cut(fd: int, params: Params = Params(), *, start: int = 0, end: int | None = None) -> Iterator[Piece] | None:
+def cut(
+    fd: int,
+    params: Params = Params(),
+    *,
+    start: int = 0,
+    end: int | None = None,
+    tap: Callable[[bytes], None] | None = None,
+) -> Iterator[Piece] | None:
     """The pieces of the file open as ``fd`` (offsets from ``start``), hashed; None when the
-    chunker is not available."""
+    chunker is not available. ``tap`` sees the bytes as they are read (a whole-file hash in the
+    same read)."""
     chunker = _chunker(params)
     if chunker is None:
         return None
 
     def pieces() -> Iterator[Piece]:
-        for c in chunker.cut_stream(_PositionalReader(fd, start, end)):
+        for c in chunker.cut_stream(_PositionalReader(fd, start, end, tap)):
             yield Piece(start + c.offset, c.length, hashlib.sha256(c.data).digest())
 
     return pieces()

@@ -863,7 +863,8 @@ def verify(package: str | None, version: str | None, as_json: bool) -> None:
 @json_option
 @common
 def gc(older_than: str, yes: bool, as_json: bool) -> None:
-    """Find debris of interrupted pushes (unfinished uploads, orphaned claims); --yes deletes it."""
+    """Find debris of interrupted pushes and deletes (unfinished uploads, orphaned claims, chunk
+    indexes of versions that are gone); --yes deletes it."""
     from .units import parse_age  # noqa: PLC0415 - ~0.3 ms off --help
 
     found = _STATE.registry().gc(older_than=parse_age(older_than), remove=yes)
@@ -1271,6 +1272,8 @@ def mirror(packages: tuple[str, ...], to: Path, dry_run: bool, as_json: bool) ->
             f"{len(done.copied)} {'to copy' if dry_run else 'copied'} to {dest.location}, {done.skipped} already there"
             f" (same sha256), {len(done.conflicts)} conflict{'s' if len(done.conflicts) != 1 else ''}"
         )
+        if done.reused:
+            summary += f"; reused {_size(done.reused)} from local copies, fetched {_size(done.fetched)}"
         if not done.copied and not done.refs and not done.signatures and not done.conflicts and not done.failed:
             summary = f"Nothing to copy: {done.skipped} versions already in {dest.location} (same sha256)"
         _note(summary)

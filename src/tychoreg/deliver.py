@@ -56,34 +56,72 @@ class Source:
     siblings: tuple[str, ...] = ()
 
 
-def _delta_sources(src: Source, dest: Path | None) -> list[Path]:
+def _delta_sources(src: Source, dest: Path | None, held: str | None) -> list[Path]:
     """Local files that may share pieces with the wanted version: the destination (usually the
-    version pulled before), then the cache's copies of the package's other versions."""
+    version pulled before), then the cache's copies of the package's other versions, but for
+    the one with the bytes the destination is known to hold (``held``: the same pieces, which
+    would be cut and hashed a second time for nothing)."""
     out = [dest] if dest is not None else []
     if src.cache:
-        out += [src.cache.path(sha) for sha in src.siblings if sha != src.expected.sha256]
+        out += [src.cache.path(sha) for sha in src.siblings if sha not in (src.expected.sha256, held)]
     return out
 
 
-def _try_delta(src: Source, dest: Path | None, target: Path, progress: Progress | None) -> delta.Outcome | None:
-    if not src.delta or fetch.resumable_part(target, src.expected):
+def _try_delta(
+    src: Source, dest: Path | None, target: Path, progress: Progress | None, scan: delta.Prescan | None = None
+) -> delta.Outcome | None:
+    if not src.delta:
         return None
-    return delta.assemble(
-        src.store, src.package, src.version, src.expected, target, lambda: _delta_sources(src, dest), progress
-    )
+
+    def sources() -> list[Path]:
+        held = scan.sha256 if scan is not None else None
+        if held is None and src.cache and dest is not None:
+            held = src.cache.known_digest(dest)
+        return _delta_sources(src, dest, held)
+
+    return delta.assemble(src.store, src.package, src.version, src.expected, target, sources, progress, scan)
+
+
+def _holds(src: Source, dest: Path, scan: delta.Prescan | None) -> bool:
+    """The skip check, answered by the prescan's read where there is one."""
+    found = scan.holds(src.cache) if scan is not None else None
+    return fetch.holds(src.store, dest, src.expected, src.cache) if found is None else found
+
+
+@contextmanager
+def _prescan(src: Source, dest: Path, force: bool) -> Iterator[delta.Prescan | None]:
+    """One read of the destination for the skip check and a delta (see
+    :class:`tychoreg.delta.Prescan`): only where the check will read it, and neither the cache
+    nor an offline install makes the delta moot."""
+    exp = src.expected
+    scan = None
+    if (
+        src.delta
+        and not force
+        and not src.offline
+        and not (src.cache and exp.sha256 and src.cache.has(exp.sha256, exp.size))
+    ):
+        known = src.cache.known_digest(dest) if src.cache and exp.sha256 else None
+        scan = delta.Prescan.start(src.store, dest, exp, known)
+    try:
+        yield scan
+    finally:
+        if scan is not None:
+            scan.close()
 
 
 def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress | None = None) -> Delivered:
     """Make ``dest`` hold exactly the version's bytes."""
     check_destination(dest)
     exp = src.expected
-    if not force and fetch.holds(src.store, dest, exp, src.cache):
-        return Delivered(downloaded=False)
-    if src.cache and exp.sha256 and src.cache.place(exp.sha256, exp.size, dest):
-        src.cache.note_digest(dest, exp.sha256)
-        return Delivered(downloaded=False, from_cache=True)
-    _online(src)
-    outcome = _try_delta(src, dest, dest, progress)
+    with _prescan(src, dest, force) as scan:
+        if not force and _holds(src, dest, scan):
+            return Delivered(downloaded=False)
+        if src.cache and exp.sha256 and src.cache.place(exp.sha256, exp.size, dest):
+            src.cache.note_digest(dest, exp.sha256)
+            return Delivered(downloaded=False, from_cache=True)
+        _online(src)
+        outcome = _try_delta(src, dest, dest, progress, scan)
     resumes, cached = 0, False
     if not outcome:
         # the cache's copy is made while the download runs (best effort; else adopted below)

@@ -177,8 +177,9 @@ def holds(store: Store, dest: Path, expected: Expected, memo: DigestMemo | None 
     with os.fdopen(fd, "rb") as fh:
         if st.st_size != expected.size:
             return False
-        if memo and expected.sha256 and memo.known_digest(dest) == expected.sha256:
-            return True
+        known = memo.known_digest(dest) if memo and expected.sha256 else None
+        if known is not None:  # unchanged since it hashed to ``known``: the answer, unread
+            return known == expected.sha256
         try:
             local = digest_stream(fh, expected.etag)
         except OSError:

@@ -12,18 +12,24 @@ byte of data read; with other bytes it is a conflict, reported and never overwri
 each copy pushes with a push id and record made from what it copies (not drawn at random), so a
 copy killed after its claim writes the same record when it runs again and carries on where it
 stopped; its partial download is resumed from the same private folder.
+
+Delta copies (:mod:`tychoreg.delta`): a version is built from the pieces local files already
+hold, the cache's copies of the package's other versions and, when the destination is a folder,
+its copies of them, and only the rest is read from the source. Nothing local is trusted: a piece
+is used only where its SHA-256 is the index's, and the whole file must hash to the version's
+before it is pushed; on any doubt it is downloaded whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Lock
 
-from . import catalog, fetch, layout, refs, sshsig
+from . import catalog, delta, fetch, layout, refs, sshsig
 from .concurrency import parallel_map
 from .errors import AlreadyExists, BeingPushed, IntegrityError, OperationError, PackageNotFound, TychoError
 from .integrity import Digests, Discard, HashingWriter
@@ -34,6 +40,7 @@ from .publish import publish
 from .signatures import Trust, statement
 from .store import PreconditionFailed, Store
 from .store.base import ProgressFactory
+from .store.file import FileStore
 
 #: Versions copied at once.
 COPIES_AT_ONCE = 4
@@ -61,6 +68,10 @@ class Mirrored:
     #: Data bytes read from the source (0 when everything was there already).
     bytes: int = 0
     dry_run: bool = False
+    #: Delta copies: bytes of copied versions taken from local files, and read from the source
+    #: (whole downloads and ranges) to copy versions.
+    reused: int = 0
+    fetched: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -72,6 +83,8 @@ class Mirrored:
             "refs": self.refs,
             "bytes": self.bytes,
             "dry_run": self.dry_run,
+            "reused_bytes": self.reused,
+            "fetched_bytes": self.fetched,
         }
 
 
@@ -82,6 +95,8 @@ class _Package:
     dest_doc: PackageDoc | None
     sizes: dict[str, int]
     records: dict[str, catalog.Known]
+    #: The destination's versions and their sizes (before copying).
+    dest_sizes: dict[str, int]
     dest_records: dict[str, catalog.Known]
     signatures: set[str]
     dest_signatures: set[str]
@@ -103,9 +118,11 @@ class _Run:
         workdir: Path,
         dry_run: bool,
         progress: ProgressFactory | None,
+        cached: Callable[[str, str], list[Path]] | None,
     ) -> None:
         self.src, self.dst, self.trust, self.identity = src, dst, trust, identity
         self.workdir, self.dry_run, self.progress = workdir, dry_run, progress
+        self.cached = cached
         self.out = Mirrored(dry_run=dry_run)
         self.lock = Lock()
 
@@ -124,6 +141,7 @@ class _Run:
             dest_doc,
             sizes,
             records,
+            dest_sizes,
             dest_records,
             {i.key for i in self.src.list(layout.signatures_prefix(name))},
             {i.key for i in self.dst.list(layout.signatures_prefix(name))} if dest_doc is not None else set(),
@@ -179,7 +197,7 @@ class _Run:
                     pkg.same[version] = expected.sha256
                 return
             record = pkg.records.get(version)
-            sha = self._push(pkg.name, version, expected, record if isinstance(record, VersionRecord) else None)
+            sha = self._push(pkg, version, expected, record if isinstance(record, VersionRecord) else None)
         except BeingPushed as exc:  # someone else's push of it is in progress there
             self.fail(pkg.name, version, str(exc))
             return
@@ -193,20 +211,25 @@ class _Run:
             self.out.copied.append((pkg.name, version))
             pkg.same[version] = sha
 
-    def _push(self, package: str, version: str, expected: fetch.Expected, record: VersionRecord | None) -> str:
-        """Download the version (verified), push it to the destination; returns its SHA-256."""
-        local = self.workdir / f"{package}@{version}"
+    def _push(self, pkg: _Package, version: str, expected: fetch.Expected, record: VersionRecord | None) -> str:
+        """Download the version (verified; a delta where local files hold pieces of it, unless
+        an interrupted download is there to resume), push it to the destination; returns its
+        SHA-256."""
+        package = pkg.name
+        local = self.workdir / f"{pkg.name}@{version}"
         if not fetch.holds(self.src, local, expected):
-            fetch.download(
-                self.src,
-                package,
-                version,
-                expected,
-                local,
-                self.progress(f"{package} {version}", expected.size) if self.progress else None,
-            )
+            watch = self.progress(f"{pkg.name} {version}", expected.size) if self.progress else None
+            outcome = None
+            if self.cached is not None:
+                outcome = delta.assemble(
+                    self.src, pkg.name, version, expected, local, lambda: self._local_copies(pkg, version), watch
+                )
+            if outcome is None:
+                fetch.download(self.src, pkg.name, version, expected, local, watch)
             with self.lock:
-                self.out.bytes += expected.size
+                self.out.reused += outcome.reused if outcome else 0
+                self.out.fetched += outcome.fetched if outcome else expected.size
+                self.out.bytes += outcome.fetched if outcome else expected.size
         # The same copy to the same destination always has the same push id and record (below),
         # so a run that finds the claim of a killed one recognises it as its own.
         copy_id = hashlib.sha256(
@@ -236,6 +259,23 @@ class _Run:
                 version=version,
             )
         return made.sha256
+
+    def _local_copies(self, pkg: _Package, version: str) -> list[Path]:
+        """Local files that may share pieces with ``version``: on a folder destination, its
+        copies of the package's other versions (the nearest versions first: they share most), then
+        the cache's. A file there may be anything (someone with write access to the folder): the
+        delta uses only pieces whose SHA-256 is the index's, and verifies the whole file."""
+        out = self.cached(pkg.name, version) if self.cached else []
+        if not isinstance(self.dst, FileStore):
+            return out
+        from .versions import sort_versions  # noqa: PLC0415 - semver, packaging: only for deltas
+
+        with self.lock:
+            there = {v for v in (*pkg.dest_sizes, *pkg.same) if v != version}
+        ordered = sort_versions([*there, version])
+        at = {v: i for i, v in enumerate(ordered)}
+        nearest = sorted(there, key=lambda v: (abs(at[v] - at[version]), at[v] > at[version]))
+        return [self.dst.root / layout.data(pkg.name, v) for v in nearest] + out
 
     def _settle(self, pkg: _Package, version: str) -> None:
         """The destination has the version: same bytes (skip) or other bytes (a conflict)?"""
@@ -348,9 +388,14 @@ def mirror(
     workdir: Path,
     dry_run: bool = False,
     progress: ProgressFactory | None = None,
+    cached: Callable[[str, str], list[Path]] | None = None,
 ) -> Mirrored:
-    """Copy ``packages`` (all when empty) from ``src`` to ``dst`` (see the module's text)."""
-    run = _Run(src, dst, trust=trust, identity=identity, workdir=workdir, dry_run=dry_run, progress=progress)
+    """Copy ``packages`` (all when empty) from ``src`` to ``dst`` (see the module's text).
+    ``cached(package, version)`` names the cache's copies of the package's other versions; None
+    turns delta copies off (every version is downloaded whole)."""
+    run = _Run(
+        src, dst, trust=trust, identity=identity, workdir=workdir, dry_run=dry_run, progress=progress, cached=cached
+    )
     names = list(dict.fromkeys(packages)) or sorted(
         n for n in src.list_folders("") if is_valid_segment(n) and src.head(layout.package_doc(n)) is not None
     )

@@ -872,6 +872,7 @@ class Registry:
             workdir=mirror.workdir(root, self.store, to.store) if not dry_run else root,
             dry_run=dry_run,
             progress=progress,
+            cached=self._sibling_copies if self.delta else None,
         )
         if not dry_run:  # the destination's static catalog, as after any write there
             changed = {package for package, _ in done.copied} | {line.split(" ", 1)[0] for line in done.refs}
@@ -1140,6 +1141,12 @@ class Registry:
             return ()
         seen = self.known.versions(package)
         return tuple(dict.fromkeys(sha for v, sha in reversed(seen.items()) if v != version))
+
+    def _sibling_copies(self, package: str, version: str) -> list[Path]:
+        """The cache's copies of the package's other versions (where a mirror finds pieces)."""
+        if self.cache is None:
+            return []
+        return [self.cache.path(sha) for sha in self._delta_siblings(package, version)]
 
     def _index_chunks(self, report: IndexReport) -> None:
         """Write the chunk indexes that versions lack (pushed by tycho-station 0.4.0 or before

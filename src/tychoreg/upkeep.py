@@ -1,9 +1,11 @@
 """Looking after a registry: ``verify`` (scrub stored versions) and ``gc`` (remove debris).
 
 Debris is what a push that died leaves: staged data never committed (an unfinished multipart
-upload, a hidden temporary file) and claims without data (a record whose ``.pkg`` never came).
-Neither is visible, so nothing depends on it; ``gc`` only touches what is older than a threshold
-so that pushes still running are left alone, and removes a claim only if it is unchanged.
+upload, a hidden temporary file) and claims without data (a record whose ``.pkg`` never came);
+and what a delete that stopped half-way leaves: the chunk index of a version that is gone (no
+data, no record). None of it is visible, so nothing depends on it; ``gc`` only touches what is
+older than a threshold so that pushes still running are left alone, and removes a claim or an
+index only if it is unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ DEFAULT_GC_AGE = timedelta(hours=24)
 
 @dataclass(frozen=True)
 class Debris:
-    kind: Literal["unfinished upload", "orphaned claim"]
+    kind: Literal["unfinished upload", "orphaned claim", "orphaned chunk index"]
     key: str
     size: int | None
     since: datetime | None
@@ -85,13 +87,22 @@ def find_debris(store: Store, packages: list[str], older_than: timedelta) -> lis
     found = [
         Debris("unfinished upload", lo.key, lo.size, lo.started, lo) for lo in store.leftovers() if old(lo.started)
     ]
+    indexes: list[Debris] = []
     for package in packages:
         visible = {layout.version_of_data(package, i.key) for i in store.list(layout.data_prefix(package))}
+        claimed: set[str] = set()
         for info in store.list(layout.records_prefix(package)):
             version = layout.version_of_record(package, info.key)
-            if version and version not in visible and old(info.modified):
-                found.append(Debris("orphaned claim", info.key, info.size, info.modified, age=older_than))
-    return found
+            if version and version not in visible:
+                if old(info.modified):
+                    found.append(Debris("orphaned claim", info.key, info.size, info.modified, age=older_than))
+                else:
+                    claimed.add(version)  # a push may be under way: its version's index stays
+        for info in store.list(layout.chunks_prefix(package)):
+            version = layout.version_of_chunk_index(package, info.key)
+            if version and version not in visible and version not in claimed and old(info.modified):
+                indexes.append(Debris("orphaned chunk index", info.key, info.size, info.modified, age=older_than))
+    return found + indexes  # claims first: an index whose claim goes too is removed after it
 
 
 def remove_debris(store: Store, item: Debris) -> bool:
@@ -107,7 +118,8 @@ def remove_debris(store: Store, item: Debris) -> bool:
         store.remove_leftover(item.leftover)
         return True
     package = item.key.split("/", 1)[0]
-    version = layout.version_of_record(package, item.key)
+    index = item.kind == "orphaned chunk index"
+    version = (layout.version_of_chunk_index if index else layout.version_of_record)(package, item.key)
     if version is None:
         return False
     data = layout.data(package, version)
@@ -121,14 +133,34 @@ def remove_debris(store: Store, item: Debris) -> bool:
             return False
         if store.head(data) is not None:
             return False  # its data arrived: a real version now
+        if index and store.head(layout.record(package, version)) is not None:
+            return False  # claimed again: a push of the version may be under way
         store.delete_if_match(item.key, etag, unless=data)
     except PreconditionFailed:
         return False
     except TychoError:
         return False
     if not store.atomic_guard:
-        _put_back_if_committed(store, package, version, raw)
+        (_put_index_back_if_committed if index else _put_back_if_committed)(store, package, version, raw)
     return True
+
+
+def _put_index_back_if_committed(store: Store, package: str, version: str, raw: bytes) -> None:
+    """After removing an index: if a push of its version (of the bytes it describes) committed
+    between our look at the data and our delete, put the index back (else that version would
+    pull whole until ``tychoreg index`` wrote it again)."""
+    from . import chunks  # noqa: PLC0415 - only when an index was removed
+
+    try:
+        info = store.head(layout.data(package, version))
+        parsed = chunks.ChunkIndex.parse(raw)
+        if info is None or parsed is None or parsed.size != info.size:
+            return
+        record = VersionRecord.parse(package, version, store.get(layout.record(package, version))[0])
+        if record.sha256 == parsed.sha256:
+            store.put_if_absent(layout.chunk_index(package, version), raw)
+    except (TychoError, PreconditionFailed):
+        pass  # no record to vouch for it, someone wrote an index meanwhile, or no answer
 
 
 def _put_back_if_committed(store: Store, package: str, version: str, raw: bytes) -> None:
