@@ -14,15 +14,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from . import delta, fetch, localfs
+from . import fetch, localfs
 from .cache import Cache
 from .errors import NotFound, OperationError, TychoError
 from .fetch import Expected
 from .localfs import check_destination
 from .store import Store
 from .store.base import Progress
+
+if TYPE_CHECKING:
+    from . import delta
 
 
 class NotCached(NotFound):
@@ -72,6 +75,7 @@ def _try_delta(
 ) -> delta.Outcome | None:
     if not src.delta:
         return None
+    from . import delta  # noqa: PLC0415 - chunker, pieces: ~8 ms, only when a download is due
 
     def sources() -> list[Path]:
         held = scan.sha256 if scan is not None else None
@@ -101,6 +105,8 @@ def _prescan(src: Source, dest: Path, force: bool) -> Iterator[delta.Prescan | N
         and not src.offline
         and not (src.cache and exp.sha256 and src.cache.has(exp.sha256, exp.size))
     ):
+        from . import delta  # noqa: PLC0415 - chunker, pieces: ~8 ms, only when the destination is read
+
         known = src.cache.known_digest(dest) if src.cache and exp.sha256 else None
         scan = delta.Prescan.start(src.store, dest, exp, known)
     try:
