@@ -136,3 +136,25 @@ def test_shuffled_large_collection_is_stable() -> None:
 
 def test_natural_order_ignores_a_leading_v() -> None:
     assert sort_versions(["v2.0", "1.0-hotfix", "v1.5"]) == ["1.0-hotfix", "v1.5", "v2.0"]
+
+
+def test_semver_order_agrees_with_the_semver_library_on_random_versions() -> None:
+    """The semver key is a plain tuple (it sorts thousands of versions in C); it must order
+    exactly as semver.Version does (precedence 11.1-11.4, build ignored), ties by the string."""
+    import semver
+
+    rng = random.Random(16)
+    words = ["0", "1", "2", "11", "alpha", "beta", "rc", "a1", "1a", "x-y", "Z"]
+
+    def one() -> str:
+        core = ".".join(str(rng.choice([0, 1, 2, 10])) for _ in range(3))
+        if rng.random() < 0.6:
+            core += "-" + ".".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+        if rng.random() < 0.2:
+            core += "+build." + rng.choice(words)
+        return ("v" if rng.random() < 0.1 else "") + core
+
+    for _ in range(50):
+        versions = list({one() for _ in range(60)})
+        expected = sorted(versions, key=lambda v: (semver.Version.parse(v.lstrip("v")), v))
+        assert sorted(versions, key=version_sort_key(versions)) == expected

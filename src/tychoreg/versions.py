@@ -87,12 +87,26 @@ def scheme_of(versions: Iterable[str]) -> Scheme:
     return "natural"
 
 
-def _key_for(scheme: Scheme) -> SortKey:
-    def semver_key(version: str) -> tuple[semver.Version, str]:
-        parsed = _parse_semver(version)
-        if parsed is None:
+def _semver_precedence(parsed: semver.Version) -> tuple[int, int, int, tuple[tuple[int, int, str], ...]]:
+    """Semver 2.0 precedence (11.1-11.4) as a plain tuple, which sorts in C: comparing
+    ``semver.Version`` objects runs Python for each of the ~60,000 comparisons 5,000 versions
+    take (0.25 s). A release carries ``((1, 0, ""),)``, above any pre-release ``((0, ...), ...)``;
+    numeric identifiers ``(0, n, "")`` rank below alphanumeric ones ``(1, 0, text)``; and a
+    pre-release with more identifiers after an equal prefix ranks higher, as tuples do."""
+    if parsed.prerelease is None:
+        return (parsed.major, parsed.minor, parsed.patch, ((1, 0, ""),))
+    ids = tuple((0, int(i), "") if i.isdigit() else (1, 0, i) for i in parsed.prerelease.split("."))
+    return (parsed.major, parsed.minor, parsed.patch, ((0, 0, ""), *ids))
+
+
+def _key_for(scheme: Scheme, parsed: dict[str, semver.Version | None] | None = None) -> SortKey:
+    known = parsed or {}
+
+    def semver_key(version: str) -> tuple[tuple[int, int, int, tuple[tuple[int, int, str], ...]], str]:
+        found = known.get(version) or _parse_semver(version)
+        if found is None:
             raise ValueError(f"not a semantic version: {version!r}")
-        return (parsed, version)
+        return (_semver_precedence(found), version)
 
     def pep440_key(version: str) -> tuple[Version, str]:
         parsed = _parse_pep440(version)
@@ -112,7 +126,11 @@ def version_sort_key(versions: Iterable[str]) -> SortKey:
     Under the semver/PEP 440 schemes the key raises ``ValueError`` for a version outside that
     scheme, so build the key from the whole collection being sorted.
     """
-    return _key_for(scheme_of(versions))
+    items = list(versions)
+    parsed = {v: _parse_semver(v) for v in items}  # parsed once: for the scheme and for the key
+    if all(p is not None for p in parsed.values()):
+        return _key_for("semver", parsed)
+    return _key_for(scheme_of(items))
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:

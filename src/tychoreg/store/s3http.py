@@ -21,21 +21,21 @@ can make things faster, never different.
 from __future__ import annotations
 
 import datetime as _dt
-import email.utils
 import hashlib
 import hmac
-import http.client
 import os
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import preconnect
 from .s3target import LeanTarget, lean_target
+
+if TYPE_CHECKING:
+    import http.client
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _META = "x-amz-meta-"
@@ -193,6 +193,9 @@ class LeanS3:
 
     def _new_connection(self) -> http.client.HTTPConnection:
         """A connection, already connected when :mod:`preconnect` opened a socket for it."""
+        import http.client  # noqa: PLC0415 - http.client, ssl, email: ~15 ms, only once a request is due
+        import ssl  # noqa: PLC0415 - as above
+
         sock = preconnect.take(*self._address)
         if sock is not None:
             sock.settimeout(self._timeout)
@@ -235,6 +238,8 @@ class LeanS3:
             self._warming += wanted
 
         def one() -> None:
+            import http.client  # noqa: PLC0415 - see _new_connection
+
             try:
                 conn = self._new_connection()
                 if conn.sock is None:
@@ -301,6 +306,8 @@ class LeanS3:
         into: Callable[[bytes], None] | None,
     ) -> tuple[int, dict[str, str], bytes | Chunks]:
         """The request itself: ``what`` is (key, query, limit, extra) as :meth:`_request` takes them."""
+        import http.client  # noqa: PLC0415 - see _new_connection
+
         key, query, limit, extra = what
         path = self._base + "/" + _quote(key, safe="-_.~/") if key else self._base + "/"
         canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
@@ -395,20 +402,25 @@ def _page(body: bytes, prefix: str) -> tuple[list[Listed], list[str], str | None
 
     if local(root.tag) != "ListBucketResult":
         raise Fallback(f"listing answered <{local(root.tag)}>")
+    found: list[Listed] = []
+    commons: list[str] = []
     try:
-        found = [
-            Listed(
-                child(item, "Key") or "",
-                int(child(item, "Size") or ""),
-                child(item, "ETag"),
-                _iso_date(child(item, "LastModified") or ""),
-            )
-            for item in root
-            if local(item.tag) == "Contents"
-        ]
+        for item in root:
+            kind = local(item.tag)
+            if kind == "Contents":  # each child read once: a page holds 1,000 of these
+                fields = {local(c.tag): c.text or "" for c in item}
+                found.append(
+                    Listed(
+                        fields.get("Key", ""),
+                        int(fields.get("Size", "")),
+                        fields.get("ETag"),
+                        _iso_date(fields.get("LastModified", "")),
+                    )
+                )
+            elif kind == "CommonPrefixes":
+                commons.append(child(item, "Prefix") or "")
     except ValueError as exc:
         raise Fallback(f"unreadable listing: {exc}") from None
-    commons = [child(item, "Prefix") or "" for item in root if local(item.tag) == "CommonPrefixes"]
     if any(not o.key.startswith(prefix) for o in found) or any(not c.startswith(prefix) for c in commons):
         raise Fallback("listing holds keys outside the prefix asked for")
     count = child(root, "KeyCount")
@@ -436,6 +448,8 @@ def http_date(text: str | None) -> _dt.datetime | None:
     """An HTTP date header (``Last-Modified``, ``Date``) as a datetime; None if absent or bad."""
     if not text:
         return None
+    import email.utils  # noqa: PLC0415 - see _new_connection
+
     try:
         return email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
