@@ -105,6 +105,35 @@ class Workspace:
         assert result.code == 0, result.all
         return result
 
+    def ok_all(self, *commands: list[str] | tuple[str, ...]) -> Result:
+        """Run several commands, each as ``ok`` would, one after the other in one Python process
+        (``tychoreg.cli.main`` per command, in this workspace's environment): for fixtures that
+        set a registry up, whose every command would otherwise pay Python's start-up and
+        boto3's import again. The first command that fails stops the rest and fails the test."""
+        script = (
+            "import json, sys\n"
+            "from tychoreg.cli import main\n"
+            "for args in json.loads(sys.argv[1]):\n"
+            "    code = main(args)\n"
+            "    sys.stdout.flush()\n"
+            "    if code:\n"
+            "        print(f'{args} exited {code}', file=sys.stderr)\n"
+            "        sys.exit(code)\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", script, json.dumps([list(c) for c in commands])],
+            cwd=self.root,
+            env=self.base_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        assert "Traceback" not in result.all, result.all
+        assert SECRET_KEY not in result.all
+        assert result.code == 0, result.all
+        return result
+
     def file(self, name: str, data: bytes) -> Path:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -97,10 +97,10 @@ def test_stale_claim_is_taken_over_fresh_claim_is_not(ws: Workspace) -> None:
 def test_delete_racing_promotes_and_tags_leaves_no_dangling_tag(ws: Workspace) -> None:
     """Deletes of versions while other processes promote and tag them: afterwards no tag names a
     version that is gone (delete and promote each re-check after writing; one sees the other)."""
-    ws.ok("init", "narf", "narf.bin")
     versions = [f"2.{i}" for i in range(6)]
-    for v in versions:
-        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode())))
+    ws.ok_all(
+        ["init", "narf", "narf.bin"], *(["push", "narf", v, str(ws.file(f"{v}.bin", v.encode()))] for v in versions)
+    )
     commands = []
     for v in versions[:4]:
         commands += [["delete", "narf", v, "--yes", "--force"], ["promote", "narf", v], ["tag", "narf", v, f"t{v[-1]}"]]

@@ -141,12 +141,18 @@ def files_under(root: Path) -> set[str]:
 def kit(project: Workspace) -> Workspace:
     """Package ``kit`` (an archive) and ``narf`` (a plain file), a config declaring both, and a
     good ``tycho.lock`` written by ``lock``."""
-    project.ok("init", "kit", "kit.tar.gz")
-    project.ok(
-        "push", "kit", "1.0", str(project.file("src/kit.tgz", tar_gz({"bin/tool": b"#!/bin/sh\n"}))), "--promote-latest"
+    project.ok_all(
+        ["init", "kit", "kit.tar.gz"],
+        [
+            "push",
+            "kit",
+            "1.0",
+            str(project.file("src/kit.tgz", tar_gz({"bin/tool": b"#!/bin/sh\n"}))),
+            "--promote-latest",
+        ],
+        ["init", "narf", "narf.bin"],
+        ["push", "narf", "1.0", str(project.file("src/narf", b"narf bytes\n")), "--promote-latest"],
     )
-    project.ok("init", "narf", "narf.bin")
-    project.ok("push", "narf", "1.0", str(project.file("src/narf", b"narf bytes\n")), "--promote-latest")
     project.config["packages"] = {"kit": {"version": "1.0", "extract": "tools/kit"}, "narf": "1.0"}
     project.write_config()
     project.ok("lock")

@@ -32,14 +32,18 @@ def sha(data: bytes) -> str:
 def publish(ws: Workspace) -> dict[str, bytes]:
     """narf 1.0 (stable), 1.1 (yanked), 2.0 (latest, 3 MiB); tool 0.1 (latest)."""
     data = {"1.0": os.urandom(1000), "1.1": os.urandom(2000), "2.0": os.urandom(3 * MiB + 5), "tool": b"tool\n" * 50}
-    ws.ok("init", "narf", "narf.bin")
-    ws.ok("init", "tool", "tool.txt")
-    for version in ("1.0", "1.1", "2.0"):
-        ws.ok("push", "narf", version, str(ws.file(f"{version}.bin", data[version])), "--note", f"build {version}")
-    ws.ok("push", "tool", "0.1", str(ws.file("tool.txt", data["tool"])), "--promote-latest")
-    ws.ok("promote", "narf", "2.0")
-    ws.ok("tag", "narf", "1.0", "stable")
-    ws.ok("yank", "narf", "1.1", "--reason", "broken")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        ["init", "tool", "tool.txt"],
+        *(
+            ["push", "narf", v, str(ws.file(f"{v}.bin", data[v])), "--note", f"build {v}"]
+            for v in ("1.0", "1.1", "2.0")
+        ),
+        ["push", "tool", "0.1", str(ws.file("tool.txt", data["tool"])), "--promote-latest"],
+        ["promote", "narf", "2.0"],
+        ["tag", "narf", "1.0", "stable"],
+        ["yank", "narf", "1.1", "--reason", "broken"],
+    )
     return data
 
 

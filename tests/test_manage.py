@@ -11,9 +11,16 @@ from conftest import Workspace
 
 
 def publish(ws: Workspace, package: str, versions: list[str], *extra: str) -> None:
+    ws.ok_all(*pushes(ws, package, versions, *extra))
+
+
+def pushes(ws: Workspace, package: str, versions: list[str], *extra: str) -> list[list[str]]:
+    """The commands that push each of ``versions`` (the bytes say which), for ``ok_all``."""
+    commands = []
     for v in versions:
         src = ws.file(f"src/{hashlib.md5(f'{package}/{v}'.encode()).hexdigest()}", f"{package} {v}".encode())
-        ws.ok("push", package, v, str(src), *extra)
+        commands.append(["push", package, v, str(src), *extra])
+    return commands
 
 
 def pulled(ws: Workspace, *args: str) -> str:
@@ -25,9 +32,11 @@ def pulled(ws: Workspace, *args: str) -> str:
 
 @pytest.fixture
 def narf(ws: Workspace) -> Workspace:
-    ws.ok("init", "narf", "narf.bin")
-    publish(ws, "narf", ["1.0.0", "1.2.0", "1.2.5", "1.10.0", "2.0.0", "2.1.0-rc.1"])
-    ws.ok("promote", "narf", "2.0.0")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *pushes(ws, "narf", ["1.0.0", "1.2.0", "1.2.5", "1.10.0", "2.0.0", "2.1.0-rc.1"]),
+        ["promote", "narf", "2.0.0"],
+    )
     return ws
 
 

@@ -129,10 +129,11 @@ def test_a_second_run_transfers_zero_data_bytes(proxied_s3, tmp_path: Path, requ
     ws, proxy = proxied_s3
     dst = destination(tmp_path, "file", request)
     dst.write_config()
-    ws.ok("init", "narf", "narf.bin")
-    for i in range(6):
-        ws.ok("push", "narf", f"1.{i}", str(ws.file(f"v{i}", os.urandom(200_000 + i))))
-    ws.ok("promote", "narf", "1.5")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", f"1.{i}", str(ws.file(f"v{i}", os.urandom(200_000 + i)))] for i in range(6)),
+        ["promote", "narf", "1.5"],
+    )
 
     def data_reads() -> list[tuple[str, str, int]]:
         return [s for s in proxy.seen if s[0] == "GET" and "/narf/tycho_" in s[1]]

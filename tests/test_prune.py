@@ -29,12 +29,13 @@ def versions(ws: Workspace, package: str = "narf") -> list[str]:
 
 @pytest.fixture
 def narf_ws(ws: Workspace) -> Workspace:
-    ws.ok("init", "narf", "narf.bin")
-    for v in VERSIONS:
-        ws.ok("push", "narf", v, str(ws.file(f"src/{v}", f"narf {v}".encode())), "-q")
-    ws.ok("promote", "narf", "1.10.0")
-    ws.ok("tag", "narf", "1.0.0", "lts")
-    ws.ok("yank", "narf", "2.1.0", "--reason", "broken")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", v, str(ws.file(f"src/{v}", f"narf {v}".encode())), "-q"] for v in VERSIONS),
+        ["promote", "narf", "1.10.0"],
+        ["tag", "narf", "1.0.0", "lts"],
+        ["yank", "narf", "2.1.0", "--reason", "broken"],
+    )
     return ws
 
 
@@ -82,10 +83,11 @@ def test_keep_zero_leaves_only_latest_and_tags(narf_ws: Workspace) -> None:
 
 
 def test_older_than_by_the_stores_times(ws: Workspace) -> None:
-    ws.ok("init", "narf", "narf.bin")
-    for v in ("1", "2", "3", "4"):
-        ws.ok("push", "narf", v, str(ws.file(f"src/{v}", v.encode())), "-q")
-    ws.ok("promote", "narf", "1")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", v, str(ws.file(f"src/{v}", v.encode())), "-q"] for v in ("1", "2", "3", "4")),
+        ["promote", "narf", "1"],
+    )
     if ws.backend == "file":  # age the data files as the store reports them
         registry = Path(ws.config["file"]["path"])
         old = time.time() - 200 * 86400
@@ -123,11 +125,12 @@ def test_plan_ages_on_s3_by_the_listing(s3_backend) -> None:
 def test_config_retention_applies_without_options(ws: Workspace) -> None:
     ws.config["retention"] = {"*": {"keep": 1}, "big": {"keep": 2, "older_than": "0s"}, "firmware": {}}
     ws.write_config()
+    setup = []
     for package in ("narf", "big", "firmware"):
-        ws.ok("init", package, f"{package}.bin")
+        setup.append(["init", package, f"{package}.bin"])
         for v in ("1", "2", "3", "4"):
-            ws.ok("push", package, v, str(ws.file(f"src/{package}{v}", f"{package}{v}".encode())), "-q")
-    ws.ok("promote", "narf", "2")
+            setup.append(["push", package, v, str(ws.file(f"src/{package}{v}", f"{package}{v}".encode())), "-q"])
+    ws.ok_all(*setup, ["promote", "narf", "2"])
     out = ws.ok("prune", "--yes", "--json").json()
     assert {p["package"]: [d["version"] for d in p["deleted"]] for p in out} == {"big": ["1", "2"], "narf": ["1", "3"]}
     assert versions(ws, "narf") == ["2", "4"]
@@ -253,10 +256,11 @@ def _src(tmp: Path, v: str) -> Path:
 def test_prune_racing_promotes_and_pushes_leaves_no_dangling_reference(ws: Workspace) -> None:
     """Prunes, promotes and pushes as separate processes at once: afterwards every reference
     names a version that exists (or is unset), and every version that exists verifies."""
-    ws.ok("init", "narf", "narf.bin")
-    for i in range(8):
-        ws.ok("push", "narf", f"1.{i}", str(ws.file(f"src/{i}", f"narf {i}".encode())), "-q")
-    ws.ok("promote", "narf", "1.7")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", f"1.{i}", str(ws.file(f"src/{i}", f"narf {i}".encode())), "-q"] for i in range(8)),
+        ["promote", "narf", "1.7"],
+    )
     procs = [ws.spawn("prune", "narf", "--keep", "1", "--yes") for _ in range(2)]
     procs += [ws.spawn("promote", "narf", f"1.{i}") for i in (2, 4, 6)]
     procs += [ws.spawn("push", "narf", f"2.{i}", str(ws.file(f"src/2{i}", f"two {i}".encode()))) for i in range(3)]

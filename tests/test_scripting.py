@@ -103,14 +103,16 @@ def json_of(result: Result, code: int = 0) -> object:
 @pytest.fixture
 def narf(ws: Workspace) -> Workspace:
     """narf 1.0.0, 1.2.0, 1.3.0-rc.1 and 2.0.0 (latest), tag stable -> 1.2.0; tool 0.9 (stable)."""
-    ws.ok("init", "narf", "narf.bin")
-    for version in ("1.0.0", "1.2.0", "1.3.0-rc.1", "2.0.0"):
-        push(ws, "narf", version, f"narf {version}\n".encode() * 100)
-    ws.ok("promote", "narf", "2.0.0")
-    ws.ok("tag", "narf", "1.2.0", "stable")
-    ws.ok("init", "tool", "tool.bin")
-    push(ws, "tool", "0.9", b"tool\n" * 100, "--promote-latest")
-    ws.ok("tag", "tool", "0.9", "stable")
+    versions = ("1.0.0", "1.2.0", "1.3.0-rc.1", "2.0.0")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", v, str(ws.file(f"in/narf-{v}", f"narf {v}\n".encode() * 100))] for v in versions),
+        ["promote", "narf", "2.0.0"],
+        ["tag", "narf", "1.2.0", "stable"],
+        ["init", "tool", "tool.bin"],
+        ["push", "tool", "0.9", str(ws.file("in/tool-0.9", b"tool\n" * 100)), "--promote-latest"],
+        ["tag", "tool", "0.9", "stable"],
+    )
     return ws
 
 

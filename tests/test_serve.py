@@ -40,8 +40,7 @@ def request(url: str, path: str, method: str = "GET", headers: dict | None = Non
 @pytest.fixture
 def registry(ws: Workspace) -> tuple[Workspace, bytes]:
     data = os.urandom(2 * MiB + 3)
-    ws.ok("init", "narf", "narf.bin")
-    ws.ok("push", "narf", "1.0", str(ws.file("a.bin", data)), "--promote-latest")
+    ws.ok_all(["init", "narf", "narf.bin"], ["push", "narf", "1.0", str(ws.file("a.bin", data)), "--promote-latest"])
     return ws, data
 
 

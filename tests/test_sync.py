@@ -46,12 +46,14 @@ def _tree(root: Path) -> dict[str, bytes]:
 def narf_and_gcc(ws: Workspace) -> tuple[Workspace, bytes, bytes]:
     narf = os.urandom(3000)
     gcc = _tar_gz({"bin/gcc": b"#!/bin/sh\necho gcc 12\n", "lib/libgcc.a": os.urandom(500)})
-    ws.ok("init", "narf", "narf.bin")
-    ws.ok("push", "narf", "1.2.0", str(ws.file("narf-1.2.0", narf)), "--promote-latest")
-    ws.ok("push", "narf", "2.0.0", str(ws.file("narf-2.0.0", os.urandom(10))))
-    ws.ok("init", "gcc", "gcc.tar.gz")
-    ws.ok("push", "gcc", "12.1", str(ws.file("gcc.tgz", gcc)))
-    ws.ok("tag", "gcc", "12.1", "stable")
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        ["push", "narf", "1.2.0", str(ws.file("narf-1.2.0", narf)), "--promote-latest"],
+        ["push", "narf", "2.0.0", str(ws.file("narf-2.0.0", os.urandom(10)))],
+        ["init", "gcc", "gcc.tar.gz"],
+        ["push", "gcc", "12.1", str(ws.file("gcc.tgz", gcc))],
+        ["tag", "gcc", "12.1", "stable"],
+    )
     _declare(ws, {"narf": "^1.2", "gcc": {"version": "stable", "extract": "tools/gcc"}})
     return ws, narf, gcc
 

@@ -116,9 +116,10 @@ def test_catalog_answers_many_versions_in_few_requests(counted) -> None:
 
 
 def test_catalog_never_outranks_the_records(ws: Workspace) -> None:
-    ws.ok("init", "narf", "narf.bin")
-    for i in range(20):
-        ws.ok("push", "narf", f"1.{i}", str(ws.file(f"v{i}", f"v{i}".encode())))
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", f"1.{i}", str(ws.file(f"v{i}", f"v{i}".encode()))] for i in range(20)),
+    )
     ws.ok("list-versions", "narf")
     # S3 listings carry each record's ETag, so a catalog saves reads; a folder's carry none, so
     # its records are read directly and no catalog is written (it could never be trusted).
@@ -226,9 +227,7 @@ def test_pull_list_of_packages_sharing_a_file_name(ws: Workspace) -> None:
     data = os.urandom(5000)
     src = ws.file("same", data)
     names = [f"p{i}" for i in range(24)]
-    for name in names:
-        ws.ok("init", name, "same.bin")
-        ws.ok("push", name, "1.0", str(src), "--promote-latest")
+    ws.ok_all(*(c for n in names for c in (["init", n, "same.bin"], ["push", n, "1.0", str(src), "--promote-latest"])))
     for _ in range(3):
         (ws.root / "tycho_packages" / "same.bin").unlink(missing_ok=True)
         ws.ok("pull-list", *names, "--no-cache")

@@ -11,9 +11,10 @@ from conftest import Workspace
 
 
 def test_verify_reports_each_mismatch(ws: Workspace) -> None:
-    ws.ok("init", "narf", "narf.bin")
-    for v in ("1.0", "2.0"):
-        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 100)))
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 100))] for v in ("1.0", "2.0")),
+    )
     assert ws.ok("verify").out.count("ok") == 2
     ws.write_stored("narf/tycho_1.0.pkg", b"X" * 300)  # same size, other bytes
     result = ws.run("verify")
@@ -72,9 +73,10 @@ def test_gc_removes_the_chunk_index_of_a_version_that_is_gone(ws: Workspace) -> 
     """A delete that stopped after the data and record went leaves the version's chunk index:
     gc lists and removes it, and leaves the index of a live version and (file backend, where
     an index can be aged) that of a version whose fresh claim says a push may be under way."""
-    ws.ok("init", "narf", "narf.bin")
-    for v in ("1.0", "2.0", "3.0"):
-        ws.ok("push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 50_000)))
+    ws.ok_all(
+        ["init", "narf", "narf.bin"],
+        *(["push", "narf", v, str(ws.file(f"{v}.bin", v.encode() * 50_000))] for v in ("1.0", "2.0", "3.0")),
+    )
     assert {f"narf/.tycho/chunks/{v}.cdx" for v in ("1.0", "2.0", "3.0")} <= ws.stored_keys()
     for key in ("narf/tycho_2.0.pkg", "narf/.tycho/versions/2.0.json", "narf/tycho_3.0.pkg"):
         delete_stored(ws, key)  # 2.0 gone but for its index; 3.0 claimed, its data not there
