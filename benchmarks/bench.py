@@ -69,7 +69,7 @@ seconds = time.perf_counter() - start
 code = os.waitstatus_to_exitcode(status)
 if code == 0:
     with open(report, "w") as fh:
-        fh.write(f"{seconds} {usage.ru_maxrss}")
+        fh.write(f"{seconds} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 elif code < 0:
     print(f"launcher: {argv[0]} was killed by signal {-code}", file=sys.stderr)
 sys.exit(code if 0 <= code <= 255 else 1)
@@ -234,6 +234,7 @@ class Bench:
         report.unlink(missing_ok=True)
         self.net.reset()
         cpu = time.process_time()  # this process: the emulator's thread (the harness only waits)
+        server_cpu = process_cpu(self.seaweed.pid)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:  # files: no pipe to fill
             code = subprocess.run(
                 [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *argv],
@@ -250,9 +251,11 @@ class Bench:
                 f"{' '.join(argv)} (in {cwd}) exited {code}\n"
                 f"--- stderr ---\n{errors[-4000:]}\n--- stdout ---\n{text[-2000:]}"
             )
-        seconds, maxrss_kib = report.read_text().split()
+        seconds, maxrss_kib, tool_cpu = report.read_text().split()
         traffic = self.net.reset().as_dict()
         traffic["emulator_cpu_ms"] = round((time.process_time() - cpu) * 1000)
+        traffic["server_cpu_ms"] = round((process_cpu(self.seaweed.pid) - server_cpu) * 1000)
+        traffic["tool_cpu_ms"] = round(float(tool_cpu) * 1000)
         return Run(float(seconds), int(maxrss_kib) / 1024, text, traffic)
 
     def s3_section(self, bucket: str, *, direct: bool = False) -> dict:
@@ -642,6 +645,24 @@ def fmt(value: float | None, unit: str = "s") -> str:
     return f"{value:.0f}" if unit == "MiB" else f"{value:.3f}"
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a running process has used so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_text(traffic: dict[str, float] | None) -> str:
+    """The CPU a run took, in seconds: the tool's / the server's / the emulator's, and that sum
+    over the machine's cores, which is a floor of the wall time when they all ran at once."""
+    if not traffic or "tool_cpu_ms" not in traffic:
+        return ""
+    parts = [traffic["tool_cpu_ms"], traffic["server_cpu_ms"], traffic["emulator_cpu_ms"]]
+    return f"{' / '.join(f'{p / 1000:.2f}' for p in parts)} ({sum(parts) / 1000 / (os.cpu_count() or 1):.2f})"
+
+
 def floor(traffic: dict[str, float] | None, profile: Profile) -> float | None:
     """A physical lower bound of a run's wall time on the emulated link: the round trips it waited
     for one after another times the RTT, or its bytes over all its connections at full bandwidth,
@@ -658,8 +679,8 @@ def floor(traffic: dict[str, float] | None, profile: Profile) -> float | None:
 def table(cases: list[Case], profile: Profile) -> str:
     header = "| case | tool | median | min | max | ratio to anchor | target | met? | requests | connections |"
     lines = [
-        header + " round trips (serial) | floor |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+        header + " round trips (serial) | floor | CPU s: tool / server / emulator (sum per core) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in cases:
         for row in case.rows():
@@ -675,6 +696,7 @@ def table(cases: list[Case], profile: Profile) -> str:
                 else " |  | "
             )
             counts += f" | {fmt(floor(t, profile))}" if floor(t, profile) is not None else " | "
+            counts += f" | {cpu_text(t)}"
             lines.append(
                 f"| {case.title} | {tool} | {fmt(row['median'], case.unit)} | {fmt(row['min'], case.unit)} "
                 f"| {fmt(row['max'], case.unit)} | {ratio} | {case.target_text if row['tool'] == NEW else ''} "

@@ -178,3 +178,42 @@ def test_a_download_is_flushed_to_disk_as_it_grows_not_all_at_the_end(tmp_path, 
     assert flushed == during  # nothing after the block
     assert not [t for t in threading.enumerate() if t.name == "tychoreg-flush"]
     assert dest.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "endpoint,config,signed",
+    [
+        ("https://s3.example.test", None, False),  # TLS guards the bytes: no second pass over them
+        (None, None, False),  # AWS itself: https
+        ("http://127.0.0.1:9", None, True),  # plain http: the payload signature is the only check
+        ("https://s3.example.test", {"s3": {"payload_signing_enabled": True}}, True),  # the config wins
+    ],
+)
+def test_request_bodies_are_hashed_for_the_signature_only_without_tls(monkeypatch, endpoint, config, signed) -> None:
+    """What botocore sends for a part of a push, caught before it leaves (no server needed): over
+    https the body is not SHA-256-hashed for the signature (UNSIGNED-PAYLOAD), over http it is."""
+    from botocore.awsrequest import AWSResponse
+
+    from tychoreg.store.s3 import S3Store
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = {"bucket": "bkt", "region_name": "us-east-1", "aws_access_key_id": "AKIAX", "aws_secret_access_key": "s"}
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if config:
+        options["config"] = config
+    client = S3Store(options).client
+    sent: list[str] = []
+
+    class Empty:  # the body of the answer: nothing
+        def stream(self, **_):
+            return iter(())
+
+    def catch(request, **_):
+        sent.append(request.headers["X-Amz-Content-SHA256"].decode())
+        return AWSResponse(request.url, 200, {"ETag": '"e"'}, Empty())
+
+    client.meta.events.register("before-send.s3.UploadPart", catch)
+    body = os.urandom(1000)
+    client.upload_part(Bucket="bkt", Key="k", UploadId="u", PartNumber=1, Body=body)
+    assert sent == [hashlib.sha256(body).hexdigest() if signed else "UNSIGNED-PAYLOAD"]

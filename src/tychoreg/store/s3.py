@@ -93,6 +93,12 @@ def _client_kwargs(options: dict[str, Any], pool: int = 2 * CONCURRENCY) -> dict
     kwargs = {k: v for k, v in options.items() if k not in ("bucket", "prefix")}
     user_config = kwargs.pop("config", None)
     config = Config(**_DEFAULT_CONFIG, max_pool_connections=pool)
+    if not str(kwargs.get("endpoint_url") or "https:").lower().startswith("http:"):
+        # Over TLS, botocore's SHA-256 of every request body (its payload signature, which it
+        # computes when no checksum header is sent) is a second pass over every pushed byte that
+        # guards nothing TLS does not: 0.45 s of CPU per 512 MiB here. Over plain http it stays,
+        # the only check of the bytes in transit. A config that says otherwise wins.
+        config = config.merge(Config(s3={"payload_signing_enabled": False}))
     if isinstance(user_config, dict):
         try:
             config = config.merge(Config(**user_config))
