@@ -98,8 +98,10 @@ def test_interrupted_pull_resumes_in_the_next_run(proxied) -> None:
     have = parts[0].stat().st_size
     proxy.rules.clear()
     proxy.ranges.clear()
-    ws.ok("pull", "narf")
+    result = ws.ok("pull", "narf", "--json").json()
     assert dest.read_bytes() == data
     data_reads = [r for path, r in proxy.ranges if "tycho_1.0.pkg" in path]
     assert data_reads == [f"bytes={have}-"]  # one ranged read of the rest, no start over
+    # what it says it read is what it read: the rest, not the whole (it said the whole before)
+    assert (result["fetched_bytes"], result["reused_bytes"]) == (len(data) - have, 0), result
     assert not list(dest.parent.glob(".narf.bin.*"))

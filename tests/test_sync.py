@@ -242,8 +242,11 @@ def test_pull_extract_swaps_atomically_and_refuses_escapes(ws: Workspace) -> Non
         assert _tree(out) == before  # the old tree is intact
         assert not (ws.root / "escape.txt").exists()
         assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith(".out")) == []
-    ws.ok("pull", "kit", "--version", "2", "--extract", "out")
+    got = ws.ok("pull", "kit", "--version", "2", "--extract", "out", "--json").json()
     assert set(_tree(out)) == {"a.txt", ".tycho-extract.json"} and (out / "a.txt").read_bytes() == b"two"
+    assert got["fetched_bytes"] == (ws.root / "k2").stat().st_size  # it said 0 for an extracting pull
+    got = ws.ok("pull", "kit", "--version", "1", "--extract", "out", "--json", "--no-cache").json()
+    assert got["fetched_bytes"] == (ws.root / "k1").stat().st_size and set(_tree(out)) == set(before)
 
 
 def test_extract_refuses_a_folder_it_did_not_make(ws: Workspace) -> None:

@@ -128,12 +128,12 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
             return Delivered(downloaded=False, from_cache=True)
         _online(src)
         outcome = _try_delta(src, dest, dest, progress, scan)
-    resumes, cached = 0, False
+    resumes, fetched, cached = 0, exp.size, False
     if not outcome:
         # the cache's copy is made while the download runs (best effort; else adopted below)
         follower = src.cache.follow(exp.sha256, exp.size) if src.cache and exp.sha256 else None
         try:
-            resumes = fetch.download(src.store, src.package, src.version, exp, dest, progress, follow=follower)
+            resumes, fetched = fetch.download(src.store, src.package, src.version, exp, dest, progress, follow=follower)
         except BaseException:
             if follower:
                 follower.abandon()
@@ -145,7 +145,7 @@ def to_file(src: Source, dest: Path, *, force: bool = False, progress: Progress 
         src.cache.note_digest(dest, exp.sha256)
     if outcome:
         return Delivered(downloaded=True, reused=outcome.reused, fetched=outcome.fetched)
-    return Delivered(downloaded=True, resumes=resumes, fetched=exp.size)
+    return Delivered(downloaded=True, resumes=resumes, fetched=fetched)
 
 
 def to_folder(
@@ -181,13 +181,13 @@ def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tup
             return
         _online(src)
         try:
-            resumes = _into_cache(src, progress)
+            resumes, fetched = _into_cache(src, progress)
             found = src.cache.open_verified(exp.sha256, exp.size)
         except OperationError:
             found = None
         if found is not None:
             with found:
-                yield found, src.cache.path(exp.sha256), Delivered(downloaded=True, resumes=resumes)
+                yield found, src.cache.path(exp.sha256), Delivered(downloaded=True, resumes=resumes, fetched=fetched)
             return
     _online(src)
     with ExitStack() as stack:
@@ -196,7 +196,9 @@ def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tup
         except OSError as exc:
             raise localfs.describe_write_error(exc, dest) from None
         try:
-            resumes = fetch.download(src.store, src.package, src.version, exp, folder.path / "archive", progress)
+            resumes, fetched = fetch.download(
+                src.store, src.package, src.version, exp, folder.path / "archive", progress
+            )
         except TychoError as exc:  # name the folder as the user sees it, not by our handle on it
             exc.args = (str(exc).replace(str(folder.path), str(folder.real)),)
             exc.hint = exc.hint and exc.hint.replace(str(folder.path), str(folder.real))
@@ -208,23 +210,26 @@ def _archive(src: Source, dest: Path, progress: Progress | None) -> Iterator[tup
                 f"cannot read the downloaded archive {folder.real / 'archive'}: {exc.strerror or exc}"
             ) from None
         with os.fdopen(fd, "rb") as fh:
-            yield fh, folder.real / "archive", Delivered(downloaded=True, resumes=resumes)
+            yield fh, folder.real / "archive", Delivered(downloaded=True, resumes=resumes, fetched=fetched)
 
 
-def _into_cache(src: Source, progress: Progress | None) -> int:
+def _into_cache(src: Source, progress: Progress | None) -> tuple[int, int]:
     """Download into the cache's part file (resumable, verified, in our private folder there)
-    and commit it; returns resumes."""
+    and commit it; returns resumes and the bytes read from the store."""
     exp = src.expected
     assert src.cache and exp.sha256
     target = src.cache.part_path(exp.sha256)
     outcome = _try_delta(src, None, target, progress)
-    resumes = 0 if outcome else fetch.download(src.store, src.package, src.version, exp, target, progress)
+    if outcome:
+        resumes, fetched = 0, outcome.fetched
+    else:
+        resumes, fetched = fetch.download(src.store, src.package, src.version, exp, target, progress)
     try:
         src.cache.commit(exp.sha256, exp.size, target)
     except OperationError:
         if not src.cache.has(exp.sha256, exp.size):  # else a concurrent pull committed the twin
             raise
-    return resumes
+    return resumes, fetched
 
 
 def _online(src: Source) -> None:

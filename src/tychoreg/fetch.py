@@ -209,13 +209,14 @@ def download(
     progress: Progress | None = None,
     attempts: int = RESUME_ATTEMPTS,
     follow: Follow | None = None,
-) -> int:
+) -> tuple[int, int]:
     """Stream the version into ``.DEST.TAG.part`` and rename it into place only once verified.
 
     An interrupted transfer resumes with a ranged read from where it stopped, in this run (up to
     ``attempts`` times) or the next one (the part file is kept), only for content we can name
-    (see :func:`_fingerprint`). Returns how often it resumed. ``follow`` is told, as the bytes
-    are hashed in order, how many of them the part file holds (the cache copies them meanwhile).
+    (see :func:`_fingerprint`). Returns how often it resumed and how many bytes it read from the
+    store (a part file's prefix is not read again). ``follow`` is told, as the bytes are hashed
+    in order, how many of them the part file holds (the cache copies them meanwhile).
     """
     with resumable_write(dest, _fingerprint(expected)) as fh:
         fd = fh.fileno()
@@ -228,16 +229,18 @@ def download(
 
         told = hashed if follow else progress
         digests = _resume(fd, expected)
-        resumed = digests.size > 0
+        kept = digests.size
         if follow:
             follow.advance(fd, digests.size)
         resumes = _transfer(store, expected, fd, digests, told, attempts)
-        if resumed and not expected.matches(digests):
+        fetched = digests.size - kept
+        if kept and not expected.matches(digests):
             # what an earlier run left was not a prefix of these bytes: once more, from the start
             digests = _resume(fd, expected, restart=True)
             if follow:
                 follow.advance(fd, 0)
             resumes += _transfer(store, expected, fd, digests, told, attempts)
+            fetched += digests.size
         if not expected.matches(digests):
             got = digests.sha256 if expected.sha256 else digests.etag
             hint = f"{dest} was left untouched; the stored copy is damaged: re-push it as a new version"
@@ -253,7 +256,7 @@ def download(
                 package=package,
                 version=version,
             )
-    return resumes
+    return resumes, fetched
 
 
 def _resume(fd: int, expected: Expected, restart: bool = False) -> Digests:

@@ -224,12 +224,13 @@ class _Run:
                 outcome = delta.assemble(
                     self.src, pkg.name, version, expected, local, lambda: self._local_copies(pkg, version), watch
                 )
-            if outcome is None:
-                fetch.download(self.src, pkg.name, version, expected, local, watch)
+            fetched = (
+                outcome.fetched if outcome else fetch.download(self.src, pkg.name, version, expected, local, watch)[1]
+            )
             with self.lock:
                 self.out.reused += outcome.reused if outcome else 0
-                self.out.fetched += outcome.fetched if outcome else expected.size
-                self.out.bytes += outcome.fetched if outcome else expected.size
+                self.out.fetched += fetched
+                self.out.bytes += fetched
         # The same copy to the same destination always has the same push id and record (below),
         # so a run that finds the claim of a killed one recognises it as its own.
         copy_id = hashlib.sha256(
