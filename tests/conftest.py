@@ -21,6 +21,13 @@ from faultproxy import FaultProxy
 from servers import ACCESS_KEY, CACHE, S3_ENV, SECRET_KEY, Seaweed, running_seaweed, seed_venv
 from servers import counter as _counter
 
+# A suite started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT
+# ignored, and every tychoreg it starts would too (an ignored signal stays ignored across exec):
+# the Ctrl-C tests would send a signal nobody hears. A handler of our own is reset to the
+# default at exec, so the commands the tests start hear Ctrl-C again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory):

@@ -217,3 +217,46 @@ def test_request_bodies_are_hashed_for_the_signature_only_without_tls(monkeypatc
     body = os.urandom(1000)
     client.upload_part(Bucket="bkt", Key="k", UploadId="u", PartNumber=1, Body=body)
     assert sent == [hashlib.sha256(body).hexdigest() if signed else "UNSIGNED-PAYLOAD"]
+
+
+def test_a_request_takes_a_connection_being_opened_ahead_rather_than_opening_another() -> None:
+    """warm() opens connections in the background for requests about to be sent. A request that
+    comes while they are still opening must wait for one of them, not open one more: a no-op pull
+    opened 5 connections for its 3 requests (1 run in 5) once opening one got slower (the first
+    one imports http.client)."""
+    import threading
+    import time
+
+    from tychoreg.store.s3http import LeanS3
+
+    options = {
+        "bucket": "bkt",
+        "endpoint_url": "http://127.0.0.1:9",
+        "region_name": "us-east-1",
+        "aws_access_key_id": "AKIAX",
+        "aws_secret_access_key": "s",
+    }
+    lean = LeanS3.for_options(options, env={})
+    assert lean is not None
+    opened: list[object] = []
+    lock = threading.Lock()
+
+    class Connected:  # what _new_connection gives: a connection whose socket is open
+        sock = object()
+
+    def slow_new_connection() -> Connected:
+        time.sleep(0.3)  # a handshake on a far link, or the import of http.client
+        conn = Connected()
+        with lock:
+            opened.append(conn)
+        return conn
+
+    lean._new_connection = slow_new_connection  # type: ignore[method-assign]
+    lean.warm(3)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(lean._connection())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(opened) == 3 and sorted(map(id, got)) == sorted(map(id, opened))

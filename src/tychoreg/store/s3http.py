@@ -79,6 +79,8 @@ class LeanS3:
         self._timeout, self._ca_bundle = timeout, target.ca_bundle
         self._idle: list[http.client.HTTPConnection] = []
         self._pool_lock = threading.Lock()
+        #: Told when a connection is given back or a warming one is done (opened or failed).
+        self._pool_changed = threading.Condition(self._pool_lock)
         self._warming = 0
         #: Has the bucket answered (a 2xx, or a 404 that names a missing key)? Then a HEAD's bare
         #: 404 means a missing key. ``_in_flight`` counts requests whose answer may tell.
@@ -212,15 +214,20 @@ class LeanS3:
         return conn
 
     def _connection(self) -> http.client.HTTPConnection:
-        with self._pool_lock:
+        with self._pool_changed:
+            # A connection being opened ahead (warm) is nearer ready than a new one would be:
+            # wait for it rather than open one more (which the server would have to accept too).
+            while not self._idle and self._warming:
+                self._pool_changed.wait(self._timeout)
             if self._idle:
                 return self._idle.pop()
         return self._new_connection()
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
-        with self._pool_lock:
+        with self._pool_changed:
             if len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
+                self._pool_changed.notify()
                 return
         conn.close()
 
@@ -240,16 +247,24 @@ class LeanS3:
         def one() -> None:
             import http.client  # noqa: PLC0415 - see _new_connection
 
+            conn: http.client.HTTPConnection | None = None
             try:
                 conn = self._new_connection()
                 if conn.sock is None:
                     conn.connect()  # not timed: a proxy (or an emulated link) may accept at once
             except (OSError, ValueError, http.client.HTTPException):
-                return
+                conn = None
             finally:
-                with self._pool_lock:
+                # Done and pooled in one step: a request waiting in _connection must never see
+                # "nothing warming, nothing idle" in between, and open a connection of its own.
+                with self._pool_changed:
                     self._warming -= 1
-            self._give_back(conn)
+                    if conn is not None and len(self._idle) < MAX_IDLE:
+                        self._idle.append(conn)
+                        conn = None
+                    self._pool_changed.notify_all()
+                if conn is not None:
+                    conn.close()
 
         for _ in range(wanted):
             threading.Thread(target=one, name="tychoreg-warm", daemon=True).start()
