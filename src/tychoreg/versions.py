@@ -79,12 +79,17 @@ def _natural_tokens(version: str) -> tuple[_Token, ...]:
 
 def scheme_of(versions: Iterable[str]) -> Scheme:
     """The scheme a collection of versions is ordered by (``"semver"`` for an empty one)."""
-    items = list(versions)
-    if all(_parse_semver(v) is not None for v in items):
-        return "semver"
-    if all(_parse_pep440(v) is not None for v in items):
-        return "pep440"
-    return "natural"
+    return _classify(versions)[0]
+
+
+def _classify(versions: Iterable[str]) -> tuple[Scheme, dict[str, semver.Version | None]]:
+    """The scheme, and each version parsed as semver (parsed once: the semver key uses them)."""
+    parsed = {v: _parse_semver(v) for v in versions}
+    if all(p is not None for p in parsed.values()):
+        return "semver", parsed
+    if all(_parse_pep440(v) is not None for v in parsed):
+        return "pep440", parsed
+    return "natural", parsed
 
 
 def _semver_precedence(parsed: semver.Version) -> tuple[int, int, int, tuple[tuple[int, int, str], ...]]:
@@ -99,11 +104,9 @@ def _semver_precedence(parsed: semver.Version) -> tuple[int, int, int, tuple[tup
     return (parsed.major, parsed.minor, parsed.patch, ((0, 0, ""), *ids))
 
 
-def _key_for(scheme: Scheme, parsed: dict[str, semver.Version | None] | None = None) -> SortKey:
-    known = parsed or {}
-
+def _key_for(scheme: Scheme, parsed: dict[str, semver.Version | None]) -> SortKey:
     def semver_key(version: str) -> tuple[tuple[int, int, int, tuple[tuple[int, int, str], ...]], str]:
-        found = known.get(version) or _parse_semver(version)
+        found = parsed.get(version) or _parse_semver(version)
         if found is None:
             raise ValueError(f"not a semantic version: {version!r}")
         return (_semver_precedence(found), version)
@@ -126,11 +129,7 @@ def version_sort_key(versions: Iterable[str]) -> SortKey:
     Under the semver/PEP 440 schemes the key raises ``ValueError`` for a version outside that
     scheme, so build the key from the whole collection being sorted.
     """
-    items = list(versions)
-    parsed = {v: _parse_semver(v) for v in items}  # parsed once: for the scheme and for the key
-    if all(p is not None for p in parsed.values()):
-        return _key_for("semver", parsed)
-    return _key_for(scheme_of(items))
+    return _key_for(*_classify(versions))
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:

@@ -223,13 +223,20 @@ class LeanS3:
                 return self._idle.pop()
         return self._new_connection()
 
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, conn: http.client.HTTPConnection | None, *, warmed: bool = False) -> None:
+        """Pool ``conn``, or close it when the pool is full. ``warmed``: it comes from
+        :meth:`warm` (None: that failed), and stops counting as warming in the same step, so a
+        request waiting in :meth:`_connection` never sees "nothing warming, nothing idle" in
+        between and opens a connection of its own."""
         with self._pool_changed:
-            if len(self._idle) < MAX_IDLE:
+            if warmed:
+                self._warming -= 1
+            if conn is not None and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
-                self._pool_changed.notify()
-                return
-        conn.close()
+                conn = None
+            self._pool_changed.notify_all()
+        if conn is not None:
+            conn.close()
 
     def _saw(self, seconds: float) -> None:
         if self.fastest is None or seconds < self.fastest:
@@ -255,16 +262,7 @@ class LeanS3:
             except (OSError, ValueError, http.client.HTTPException):
                 conn = None
             finally:
-                # Done and pooled in one step: a request waiting in _connection must never see
-                # "nothing warming, nothing idle" in between, and open a connection of its own.
-                with self._pool_changed:
-                    self._warming -= 1
-                    if conn is not None and len(self._idle) < MAX_IDLE:
-                        self._idle.append(conn)
-                        conn = None
-                    self._pool_changed.notify_all()
-                if conn is not None:
-                    conn.close()
+                self._give_back(conn, warmed=True)
 
         for _ in range(wanted):
             threading.Thread(target=one, name="tychoreg-warm", daemon=True).start()
